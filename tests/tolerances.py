@@ -1,0 +1,51 @@
+"""The one per-dtype tolerance table of the test-suite, and the comparisons built on it.
+
+`rtol` is relative to the magnitude of the expected array: two arrays agree when
+``|actual - expected| <= rtol * (|expected| + max(1, max|expected|))`` elementwise, so entries near zero
+are judged on the array's scale rather than on their own (sums taken in another order differ by
+rounding proportional to the terms, not to the result).
+"""
+
+from __future__ import annotations
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+RTOL = {
+    jnp.dtype(jnp.float64): 1e-10,
+    jnp.dtype(jnp.float32): 1e-5,
+    jnp.dtype(jnp.float16): 1e-2,
+    jnp.dtype(jnp.bfloat16): 5e-2,
+}
+
+
+def rtol_for(dtype) -> float:
+    return RTOL[jnp.dtype(dtype)]
+
+
+def assert_close(actual, expected, dtype=None) -> None:
+    """Trees agree to the table's tolerance for `dtype` (default: the dtype of `expected`'s leaves)."""
+    def one(a, e):
+        d = jnp.dtype(dtype) if dtype is not None else jnp.result_type(e)
+        rtol = rtol_for(d)
+        scale = max(1.0, float(np.max(np.abs(np.asarray(e, np.float64)), initial=0.0)))
+        chex.assert_trees_all_close(
+            np.asarray(a, np.float64), np.asarray(e, np.float64), rtol=rtol, atol=rtol * scale
+        )
+
+    jax.tree_util.tree_map(one, actual, expected)
+
+
+def assert_dtype(tree, dtype) -> None:
+    """Every leaf of `tree` has `dtype` (JAX does not enforce this for custom rules)."""
+    for leaf in jax.tree_util.tree_leaves(tree):
+        if jnp.result_type(leaf) != jnp.dtype(dtype):
+            raise AssertionError(f"expected dtype {jnp.dtype(dtype)}, got {jnp.result_type(leaf)}")
+
+
+def normal(seed: int, shape, dtype) -> jax.Array:
+    """A seeded standard-normal array of `dtype` (drawn in float32, then cast)."""
+    x = jax.random.normal(jax.random.key(seed), shape, jnp.float32)
+    return x.astype(dtype)
