@@ -70,7 +70,10 @@ def conv_spec(
     flip: Any,
     pad_value: Any,
 ) -> ConvSpec:
-    """Validate a conv2d call; x NHWC, w HWIO ``(k1, k2, C/groups, D)``, b None, (D,) or (Ho, Wo, D)."""
+    """Validate a conv2d call.
+
+    x NHWC, w HWIO ``(k1, k2, C/groups, D)``, b None, ``(D,)`` or ``(H_out, W_out, D)``.
+    """
     check_float(fn, "x", x)
     check_float(fn, "w", w)
     check_rank(fn, "x", x, 4, "NHWC")

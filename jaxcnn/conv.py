@@ -295,7 +295,9 @@ def _conv2d(spec: ConvSpec, tied: bool, x: jax.Array, w: jax.Array, b: jax.Array
     else:
         y = _correlate(_pad_input(x, spec), kernel, dims=("NHWC", "HWIO", "NHWC"),
                        strides=spec.stride, rhs_dilation=spec.dilation, feature_groups=spec.groups)
-    return y if b is None else y + b
+    # Explicit broadcast of the tied (D,) or untied (H_out, W_out, D) bias over the batch: no
+    # implicit rank promotion (it raises under jax_numpy_rank_promotion='raise').
+    return y if b is None else y + jnp.broadcast_to(b, y.shape)
 
 
 def _conv2d_fwd(spec, tied, x, w, b):

@@ -24,6 +24,7 @@ from jaxcnn._specs import (
     conv_spec,
     dense_check,
     labels_check,
+    negative_slope_check,
     pool_spec,
     reduction_check,
     squared_error_check,
@@ -85,7 +86,7 @@ def conv2d(
         rhs_dilation=spec.dilation, dimension_numbers=_NHWC,
         feature_group_count=spec.groups,
     )
-    return y if b is None else y + b
+    return y if b is None else y + b.reshape((1,) * (4 - b.ndim) + b.shape)
 
 
 def conv2d_input_grad(
@@ -158,6 +159,7 @@ def relu(x: jax.Array) -> jax.Array:
 def leaky_relu(x: jax.Array, negative_slope: float = 0.01) -> jax.Array:
     """Reference `jaxcnn.leaky_relu`: ``x if x > 0 else negative_slope * x``; slope at 0."""
     check_float("leaky_relu", "x", x)
+    negative_slope = negative_slope_check("leaky_relu", negative_slope)
     return jnp.where(x > 0, x, negative_slope * x)
 
 
@@ -239,7 +241,7 @@ def dense(x: jax.Array, w: jax.Array, b: jax.Array | None = None) -> jax.Array:
     """Reference `jaxcnn.dense`: ``x @ w + b``; x ``(N, F)``, w ``(F, U)`` -> ``(N, U)``."""
     dense_check("dense", x, w, b)
     y = x @ w
-    return y if b is None else y + b
+    return y if b is None else y + b[None, :]
 
 
 def flatten(x: jax.Array) -> jax.Array:

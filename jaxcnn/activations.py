@@ -1,0 +1,269 @@
+r"""Elementwise activations ``o = f(x)`` (Eq 8) with their derivative as the backward rule.
+
+The article's delta recursion (Eq 20-22) ends in the factor :math:`f'(x^l_{i',j'})`::
+
+    dE/dx^l = (delta^{l+1} * rot180{w^{l+1}}) . f'(x^l)
+
+`jaxcnn.conv2d_input_grad` computes the bracket; the activations here supply the factor: each is a
+`jax.custom_vjp` whose backward is ``delta * f'(x)`` for the incoming ``delta = dE/do``.
+
+Residuals are small: a boolean mask for `relu`/`leaky_relu` (1 byte per unit), the output ``y`` for
+`tanh`/`scaled_tanh`/`sigmoid`, whose derivatives are functions of the output (``1 - y^2``,
+``y (1 - y)``). The backward rules are plain `jnp` ops of residuals computed from ``x``, so
+``jax.grad(jax.grad(f))`` works and equals autodiff's second derivative (`jaxcnn.reference`).
+Forward-mode (``jax.jvp``) is not supported by `jax.custom_vjp`; use `jaxcnn.reference` for it.
+
+Every function takes a floating-point array of any shape and returns one of the same shape and
+dtype (bfloat16/float16 included); gradients keep the dtype too.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jaxcnn._checks import check_float
+from jaxcnn._specs import negative_slope_check
+
+__all__ = ["relu", "leaky_relu", "tanh", "scaled_tanh", "sigmoid"]
+
+# LeCun's scaled tanh, f(x) = A tanh(S x) (LeCun et al. 1989; "Efficient BackProp", 1998).
+_A = 1.7159
+_S = 2.0 / 3.0
+
+
+class _MaskResiduals(NamedTuple):
+    """Where the unit was on the right branch (``x > 0``): f'(x) is 1 there."""
+
+    positive: jax.Array  # bool, shape of x
+
+
+class _OutputResiduals(NamedTuple):
+    """The activation's output; f'(x) is a function of it."""
+
+    y: jax.Array  # shape and dtype of x
+
+
+# ----------------------------------------------------------------------------------------- relu
+def relu(x: jax.Array) -> jax.Array:
+    r"""Rectified linear unit, with ``relu'(0) = 0``.
+
+    .. math::
+      \mathrm{relu}(x) = \max(x, 0), \qquad
+      \mathrm{relu}'(x) = \begin{cases} 1 & x > 0 \\ 0 & x \le 0 \end{cases}
+
+    Backward (the :math:`f'(x)` factor of Eq 20): ``dx = delta * relu'(x)``. At ``x = 0`` the
+    derivative is taken from the left branch, 0, as in ``jax.nn.relu`` and PyTorch (see
+    `Numerical influence of ReLU'(0) on backpropagation
+    <https://dl.acm.org/doi/10.5555/3540261.3540297>`_). NaN inputs give 0 and gradient 0.
+
+    Args:
+      x: floating-point array of any shape.
+
+    Returns:
+      ``max(x, 0)``, same shape and dtype as ``x``.
+
+    Raises:
+      TypeError: ``x`` is not floating point.
+    """
+    check_float("relu", "x", x)
+    return _relu(x)
+
+
+@jax.custom_vjp
+def _relu(x: jax.Array) -> jax.Array:
+    return jnp.where(x > 0, x, jnp.zeros_like(x))
+
+
+def _relu_fwd(x: jax.Array) -> tuple[jax.Array, _MaskResiduals]:
+    positive = x > 0
+    return jnp.where(positive, x, jnp.zeros_like(x)), _MaskResiduals(positive)
+
+
+def _relu_bwd(res: _MaskResiduals, delta: jax.Array) -> tuple[jax.Array]:
+    (positive,) = res
+    return (jnp.where(positive, delta, jnp.zeros_like(delta)),)
+
+
+_relu.defvjp(_relu_fwd, _relu_bwd)
+
+
+# ----------------------------------------------------------------------------------- leaky_relu
+def leaky_relu(x: jax.Array, negative_slope: float = 0.01) -> jax.Array:
+    r"""Leaky rectified linear unit, with ``leaky_relu'(0) = negative_slope``.
+
+    .. math::
+      f(x) = \begin{cases} x & x > 0 \\ \alpha x & x \le 0 \end{cases}, \qquad
+      f'(x) = \begin{cases} 1 & x > 0 \\ \alpha & x \le 0 \end{cases}
+
+    with :math:`\alpha` = ``negative_slope``. Backward (the :math:`f'(x)` factor of Eq 20):
+    ``dx = delta * f'(x)``. At ``x = 0`` the derivative is the slope, as in PyTorch's
+    ``torch.nn.functional.leaky_relu``; ``jax.nn.leaky_relu`` tests ``x >= 0`` and so takes 1
+    there instead.
+
+    Args:
+      x: floating-point array of any shape.
+      negative_slope: :math:`\alpha`, a static Python number (not differentiated; a new value
+        means a new trace under ``jax.jit``).
+
+    Returns:
+      ``f(x)``, same shape and dtype as ``x``.
+
+    Raises:
+      TypeError: ``x`` is not floating point, or ``negative_slope`` is not a number.
+    """
+    check_float("leaky_relu", "x", x)
+    slope = negative_slope_check("leaky_relu", negative_slope)
+    return _leaky_relu(x, slope)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _leaky_relu(x: jax.Array, negative_slope: float) -> jax.Array:
+    return jnp.where(x > 0, x, negative_slope * x)
+
+
+def _leaky_relu_fwd(x: jax.Array, negative_slope: float) -> tuple[jax.Array, _MaskResiduals]:
+    positive = x > 0
+    return jnp.where(positive, x, negative_slope * x), _MaskResiduals(positive)
+
+
+def _leaky_relu_bwd(
+    negative_slope: float, res: _MaskResiduals, delta: jax.Array
+) -> tuple[jax.Array]:
+    (positive,) = res
+    return (jnp.where(positive, delta, negative_slope * delta),)
+
+
+_leaky_relu.defvjp(_leaky_relu_fwd, _leaky_relu_bwd)
+
+
+# ----------------------------------------------------------------------------------------- tanh
+def tanh(x: jax.Array) -> jax.Array:
+    r"""Hyperbolic tangent, with the derivative taken from the output.
+
+    .. math::
+      y = \tanh(x), \qquad \tanh'(x) = 1 - \tanh^2(x) = 1 - y^2
+
+    Backward (the :math:`f'(x)` factor of Eq 20): ``dx = delta * (1 - y^2)``, evaluated as
+    ``(1 - y)(1 + y)`` (no cancellation where ``|y|`` is near 1); only ``y`` is kept from the
+    forward pass.
+
+    Args:
+      x: floating-point array of any shape.
+
+    Returns:
+      ``tanh(x)``, same shape and dtype as ``x``.
+
+    Raises:
+      TypeError: ``x`` is not floating point.
+    """
+    check_float("tanh", "x", x)
+    return _tanh(x)
+
+
+@jax.custom_vjp
+def _tanh(x: jax.Array) -> jax.Array:
+    return jnp.tanh(x)
+
+
+def _tanh_fwd(x: jax.Array) -> tuple[jax.Array, _OutputResiduals]:
+    y = jnp.tanh(x)
+    return y, _OutputResiduals(y)
+
+
+def _tanh_bwd(res: _OutputResiduals, delta: jax.Array) -> tuple[jax.Array]:
+    (y,) = res
+    return (delta * ((1 - y) * (1 + y)),)
+
+
+_tanh.defvjp(_tanh_fwd, _tanh_bwd)
+
+
+# ---------------------------------------------------------------------------------- scaled_tanh
+def scaled_tanh(x: jax.Array) -> jax.Array:
+    r"""LeCun's scaled hyperbolic tangent, ``1.7159 tanh(2x/3)``.
+
+    .. math::
+      y = A \tanh(S x), \qquad
+      f'(x) = A S \left(1 - \tanh^2(S x)\right) = S \left(A - \frac{y^2}{A}\right)
+
+    with :math:`A = 1.7159`, :math:`S = 2/3`, chosen so that ``f(1) = 1`` and ``f(-1) = -1``
+    (the +-1 targets of LeCun et al. 1989 sit where the second derivative is largest, not in the
+    saturated tails). Backward (the :math:`f'(x)` factor of Eq 20):
+    ``dx = delta * S * (A - y^2 / A)``, evaluated as ``(S / A)(A - y)(A + y)``; only ``y`` is
+    kept from the forward pass.
+
+    Args:
+      x: floating-point array of any shape.
+
+    Returns:
+      ``1.7159 * tanh(2x/3)``, same shape and dtype as ``x``.
+
+    Raises:
+      TypeError: ``x`` is not floating point.
+    """
+    check_float("scaled_tanh", "x", x)
+    return _scaled_tanh(x)
+
+
+@jax.custom_vjp
+def _scaled_tanh(x: jax.Array) -> jax.Array:
+    return _A * jnp.tanh(x * _S)
+
+
+def _scaled_tanh_fwd(x: jax.Array) -> tuple[jax.Array, _OutputResiduals]:
+    y = _A * jnp.tanh(x * _S)
+    return y, _OutputResiduals(y)
+
+
+def _scaled_tanh_bwd(res: _OutputResiduals, delta: jax.Array) -> tuple[jax.Array]:
+    (y,) = res
+    return (delta * ((_S / _A) * (_A - y) * (_A + y)),)
+
+
+_scaled_tanh.defvjp(_scaled_tanh_fwd, _scaled_tanh_bwd)
+
+
+# -------------------------------------------------------------------------------------- sigmoid
+def sigmoid(x: jax.Array) -> jax.Array:
+    r"""Logistic sigmoid, with the derivative taken from the output.
+
+    .. math::
+      y = \sigma(x) = \frac{1}{1 + e^{-x}}, \qquad \sigma'(x) = \sigma(x)(1 - \sigma(x)) = y(1 - y)
+
+    Backward (the :math:`f'(x)` factor of Eq 20): ``dx = delta * y * (1 - y)``; only ``y`` is
+    kept from the forward pass.
+
+    Args:
+      x: floating-point array of any shape.
+
+    Returns:
+      ``sigmoid(x)`` (``lax.logistic``), same shape and dtype as ``x``.
+
+    Raises:
+      TypeError: ``x`` is not floating point.
+    """
+    check_float("sigmoid", "x", x)
+    return _sigmoid(x)
+
+
+@jax.custom_vjp
+def _sigmoid(x: jax.Array) -> jax.Array:
+    return lax.logistic(x)
+
+
+def _sigmoid_fwd(x: jax.Array) -> tuple[jax.Array, _OutputResiduals]:
+    y = lax.logistic(x)
+    return y, _OutputResiduals(y)
+
+
+def _sigmoid_bwd(res: _OutputResiduals, delta: jax.Array) -> tuple[jax.Array]:
+    (y,) = res
+    return (delta * (y * (1 - y)),)
+
+
+_sigmoid.defvjp(_sigmoid_fwd, _sigmoid_bwd)
