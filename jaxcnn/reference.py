@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from jaxcnn._checks import check_float, check_rank, fail
@@ -183,8 +184,10 @@ def sigmoid(x: jax.Array) -> jax.Array:
 
 # ------------------------------------------------------------------------------------ pooling
 def _window(x: jax.Array, spec, init, op) -> jax.Array:
+    # A numpy (concrete) init value lets lax recognise the monoid (max/add) and use its autodiff
+    # rule; a traced init would fall back to the generic reduce_window, which has none.
     return lax.reduce_window(
-        x, jnp.asarray(init, x.dtype), op,
+        x, np.asarray(init, x.dtype), op,
         (1, *spec.window, 1), (1, *spec.stride, 1),
         ((0, 0), spec.pads[0], spec.pads[1], (0, 0)),
     )
