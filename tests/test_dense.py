@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import importlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from jaxcnn import dense as layers
 from jaxcnn import reference
 from tests.tolerances import assert_close, assert_dtype, normal
+
+# `jaxcnn.dense` is the re-exported function; the module is reached through importlib.
+layers = importlib.import_module("jaxcnn.dense")
 
 N, F, U = 3, 4, 2
 
