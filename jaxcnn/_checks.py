@@ -39,6 +39,12 @@ def check_rank(fn: str, name: str, x: Any, rank: int, layout: str) -> None:
         raise fail(fn, f"`{name}` must have rank {rank} ({layout}), got shape {shape}")
 
 
+def check_plain_2d(fn: str, image: Any, kernel: Any) -> None:
+    """The article's 2-D case: an image ``I (H, W)`` and a kernel ``K (k1, k2)``."""
+    check_rank(fn, "I", image, 2, "(H, W)")
+    check_rank(fn, "K", kernel, 2, "(k1, k2)")
+
+
 def check_same_dtype(fn: str, names: Sequence[str], arrays: Sequence[Any]) -> None:
     """Arguments combined arithmetically must share one dtype (no silent promotion)."""
     dtypes = [jnp.result_type(a) for a in arrays]

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxcnn._checks import check_rank, check_same_dtype, fail
+from jaxcnn._checks import check_plain_2d, check_rank, check_same_dtype, fail
 from jaxcnn._specs import ConvSpec, conv_spec
 
 __all__ = [
@@ -371,11 +371,6 @@ def conv2d(
 
 
 # -------------------------------------------------------------------------- Eq 1, 2 in 2-D
-def _plain_2d(fn: str, image: Any, kernel: Any) -> None:
-    check_rank(fn, "I", image, 2, "(H, W)")
-    check_rank(fn, "K", kernel, 2, "(k1, k2)")
-
-
 def correlate2d(I: jax.Array, K: jax.Array) -> jax.Array:  # noqa: N803 (the article's names)
     r"""Cross-correlation of a 2-D image with a 2-D kernel, valid mode (Eq 1).
 
@@ -389,7 +384,7 @@ def correlate2d(I: jax.Array, K: jax.Array) -> jax.Array:  # noqa: N803 (the art
     Returns:
       ``(H - k1 + 1, W - k2 + 1)`` array. Built on `conv2d`, so differentiable by its rules.
     """
-    _plain_2d("correlate2d", I, K)
+    check_plain_2d("correlate2d", I, K)
     return conv2d(I[None, :, :, None], K[:, :, None, None])[0, :, :, 0]
 
 
@@ -409,5 +404,5 @@ def convolve2d(I: jax.Array, K: jax.Array) -> jax.Array:  # noqa: N803
     Returns:
       ``(H - k1 + 1, W - k2 + 1)`` array. Built on ``conv2d(..., flip=True)``.
     """
-    _plain_2d("convolve2d", I, K)
+    check_plain_2d("convolve2d", I, K)
     return conv2d(I[None, :, :, None], K[:, :, None, None], flip=True)[0, :, :, 0]

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxcnn._checks import check_float, check_rank, fail
+from jaxcnn._checks import check_float, check_plain_2d, fail
 from jaxcnn._specs import (
     conv_spec,
     dense_check,
@@ -133,20 +133,15 @@ def conv2d_weight_grad(
     return vjp(delta)[0]
 
 
-def _plain_2d(fn: str, image: jax.Array, kernel: jax.Array) -> None:
-    check_rank(fn, "I", image, 2, "(H, W)")
-    check_rank(fn, "K", kernel, 2, "(k1, k2)")
-
-
 def correlate2d(I: jax.Array, K: jax.Array) -> jax.Array:  # noqa: N803 (the article's names)
     """Reference `jaxcnn.correlate2d`, Eq 1: ``sum_mn I(i+m, j+n) K(m, n)``; valid mode."""
-    _plain_2d("correlate2d", I, K)
+    check_plain_2d("correlate2d", I, K)
     return conv2d(I[None, :, :, None], K[:, :, None, None])[0, :, :, 0]
 
 
 def convolve2d(I: jax.Array, K: jax.Array) -> jax.Array:  # noqa: N803
     """Reference `jaxcnn.convolve2d`, Eq 2-3: ``sum_mn I(i+m, j+n) K(-m, -n)``; valid mode."""
-    _plain_2d("convolve2d", I, K)
+    check_plain_2d("convolve2d", I, K)
     return conv2d(I[None, :, :, None], K[:, :, None, None], flip=True)[0, :, :, 0]
 
 
