@@ -1,0 +1,429 @@
+"""The sweep behind ``python -m jaxcnn.gradcheck`` (private; the entry point is `gradcheck.main`).
+
+Per row (`Family`): static configurations are drawn from ``default_rng([seed, crc32(name)])``
+(so one row's draws do not depend on the others), each is built into a `Case`, validated by the
+reference (a ValueError there: the configuration is *invalid*, counted and replaced by a new
+draw), compiled once, and run on its value sets, each drawn from its own per-config seed.
+
+JSON (``--json``), format 1::
+
+    {"tool": "jaxcnn.gradcheck", "format": 1, "argv": [...], "seed": 0, "dtype": "float32",
+     "backend": "cpu", "device": "cpu", "jax": "0.10.2", "precision": "highest",
+     "wall_s": 93.1, "passed": true,
+     "summary": {row: {"configs", "invalid", "failed", "worst_abs", "worst_rel", "rtol", "status"}},
+     "configs": [{"function", "kind", "options", "dtype", "seed", "shapes", "status",
+                  "rtol", "worst_abs", "worst_rel", "errors", "message"?}, ...]}
+
+``status`` is "pass", "fail", "error" (an exception while checking: a failure) or "invalid" (the
+library rejected the configuration; seed null). ``errors`` holds, for ``vjp`` configs,
+``{"forward": {name: {"abs", "rel"}}, "grads": {name: {"abs", "rel"}}, "problems": [...]}`` and
+for ``fd`` configs ``{"custom": {name: {"abs", "rel", "fd", "vjp"}}, "reference": {...}}``.
+Non-finite errors are written as the strings "inf"/"nan" (JSON has no such numbers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fnmatch
+import json
+import os
+import sys
+import tempfile
+import time
+import zlib
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import numpy as np
+
+from jaxcnn import gradcheck as gc
+from jaxcnn._gradcheck_cases import Family, allocate, default_configs
+
+FORMAT = 1
+
+
+# ------------------------------------------------------------------------------ records
+def _jf(x: float) -> float | str:
+    return float(x) if np.isfinite(x) else str(float(x))
+
+
+def _num(x: float | str | None) -> float:
+    return float(x) if x is not None else float("nan")
+
+
+def _errors_vjp(res: gc.CheckResult) -> dict[str, Any]:
+    def group(stats):
+        return {s.name: {"abs": _jf(s.max_abs), "rel": _jf(s.max_rel)} for s in stats}
+
+    return {"forward": group(res.forward), "grads": group(res.grads), "problems": list(res.problems)}
+
+
+def _errors_fd(res: gc.FDResult) -> dict[str, Any]:
+    def group(stats):
+        return {s.name: {"abs": _jf(s.max_abs), "rel": _jf(s.max_rel), "fd": [_jf(v) for v in s.fd],
+                         "vjp": [_jf(v) for v in s.vjp]} for s in stats}
+
+    return {"custom": group(res.custom), "reference": group(res.reference)}
+
+
+def _rtol(res: gc.CheckResult | gc.FDResult) -> float | None:
+    return max((s.rtol for s in res.stats), default=None)
+
+
+def _shapes(case_args: tuple[Any, ...], names: tuple[str, ...]) -> dict[str, Any]:
+    out = {}
+    for name, arg in zip(names, case_args, strict=True):
+        for leaf_name, leaf in zip(gc._leaf_names(name, arg), jax.tree_util.tree_leaves(arg), strict=True):
+            out[leaf_name] = {"shape": list(np.shape(leaf)), "dtype": str(np.asarray(leaf).dtype)}
+    return out
+
+
+@dataclass
+class _Timing:
+    setup_s: float = 0.0  # build, validation
+    first_s: float = 0.0  # first call per static config: trace + compile + run
+    run_s: float = 0.0  # the other calls
+    shapes: int = 0
+
+
+def _run_static(family: Family, options: dict[str, Any], dtype: str, seeds: Sequence[int],
+                timing: _Timing) -> list[dict[str, Any]]:
+    """Check one static configuration on every seed's values; one record per seed (or one
+    "invalid" record)."""
+    base = {"function": family.name, "kind": family.kind, "options": options, "dtype": dtype}
+    t0 = time.perf_counter()
+    try:
+        case = family.build(options, dtype)
+        example = case.make_args(seeds[0])
+        jax.eval_shape(case.reference, *gc._struct(example))  # the library's validation
+    except ValueError as err:
+        timing.setup_s += time.perf_counter() - t0
+        return [{**base, "seed": None, "status": "invalid", "message": str(err)}]
+    except Exception as err:  # noqa: BLE001 (reported as a failed config, never swallowed)
+        timing.setup_s += time.perf_counter() - t0
+        message = f"building the case: {type(err).__name__}: {err}"
+        return [{**base, "seed": int(s), "status": "error", "message": message} for s in seeds]
+    shapes = _shapes(example, case.argnames)
+    if family.kind == "fd":
+        check = gc.fd_checker(case.custom, case.reference, argnums=case.argnums, argnames=case.argnames)
+    else:
+        check = gc.vjp_checker(case.custom, case.reference, argnums=case.argnums, argnames=case.argnames)
+    timing.setup_s += time.perf_counter() - t0
+    timing.shapes += 1
+    records = []
+    for j, seed in enumerate(seeds):
+        t0 = time.perf_counter()
+        record = {**base, "seed": int(seed), "shapes": shapes}
+        try:
+            res = check(case.make_args(int(seed)), seed=int(seed))
+        except Exception as err:  # noqa: BLE001 (an exception while checking is a failure)
+            record.update(status="error", message=f"{type(err).__name__}: {err}")
+        else:
+            record.update(
+                status="pass" if res.passed else "fail",
+                rtol=_rtol(res),
+                worst_abs=_jf(res.worst_abs),
+                worst_rel=_jf(res.worst_rel),
+                errors=_errors_fd(res) if family.kind == "fd" else _errors_vjp(res),
+            )
+            if not res.passed and isinstance(res, gc.CheckResult) and res.problems:
+                record["message"] = "; ".join(res.problems)
+        elapsed = time.perf_counter() - t0
+        if j == 0:
+            timing.first_s += elapsed
+        else:
+            timing.run_s += elapsed
+        records.append(record)
+    return records
+
+
+# ------------------------------------------------------------------------------ progress
+class _Progress:
+    """tqdm on stderr when installed (and wanted), else a line per ~10% on stderr."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.total, self.done, self.enabled, self._bar, self._next = total, 0, enabled, None, 0.1
+        if enabled:
+            try:
+                from tqdm import tqdm
+            except ImportError:
+                pass
+            else:
+                self._bar = tqdm(total=total, file=sys.stderr, unit="config", mininterval=0.5,
+                                 dynamic_ncols=True)
+
+    def update(self, n: int, name: str) -> None:
+        self.done += n
+        if self._bar is not None:
+            self._bar.set_postfix_str(name, refresh=False)
+            self._bar.update(n)
+        elif self.enabled and self.total and self.done / self.total >= self._next:
+            print(f"  {self.done}/{self.total} configs ({name})", file=sys.stderr, flush=True)
+            while self._next <= self.done / self.total:
+                self._next += 0.1
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+# --------------------------------------------------------------------------------- rows
+@dataclass
+class _Row:
+    name: str
+    configs: int = 0
+    invalid: int = 0
+    failed: int = 0
+    worst_abs: float = 0.0
+    worst_rel: float = 0.0
+    rtol: float | None = None
+    note: str | None = None
+    seconds: float = 0.0
+
+    def add(self, record: dict[str, Any]) -> None:
+        status = record["status"]
+        if status == "invalid":
+            self.invalid += 1
+            return
+        self.configs += 1
+        if status == "error":
+            self.failed += 1
+            self.worst_abs = self.worst_rel = float("inf")
+            return
+        self.failed += status == "fail"
+        self.worst_abs = max(self.worst_abs, _num(record["worst_abs"]))
+        self.worst_rel = max(self.worst_rel, _num(record["worst_rel"]))
+        if record.get("rtol") is not None:
+            self.rtol = record["rtol"] if self.rtol is None else max(self.rtol, record["rtol"])
+
+    @property
+    def status(self) -> str:
+        if self.note is not None and not self.configs:
+            return "n/a"
+        return f"FAIL {self.failed}/{self.configs}" if self.failed else "ok"
+
+    def summary(self) -> dict[str, Any]:
+        return {"configs": self.configs, "invalid": self.invalid, "failed": self.failed,
+                "worst_abs": _jf(self.worst_abs), "worst_rel": _jf(self.worst_rel), "rtol": self.rtol,
+                "status": self.status, "note": self.note, "seconds": round(self.seconds, 3)}
+
+
+def _table(rows: Sequence[_Row]) -> str:
+    width = max([len(r.name) for r in rows] + [8])
+    head = f"{'function':<{width}}  {'configs':>7}  {'invalid':>7}  {'worst abs':>9}  {'worst rel':>9}  " \
+           f"{'rtol':>7}  {'time s':>6}  status"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        rtol = f"{r.rtol:.0e}" if r.rtol is not None else "-"
+        if r.configs:
+            errs = f"{r.worst_abs:9.2e}  {r.worst_rel:9.2e}"
+        else:
+            errs = f"{'-':>9}  {'-':>9}"
+        status = r.status + (f"  ({r.note})" if r.note else "")
+        lines.append(f"{r.name:<{width}}  {r.configs:>7}  {r.invalid:>7}  {errs}  {rtol:>7}  "
+                     f"{r.seconds:6.1f}  {status}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------- io
+def write_json(path: str, payload: dict[str, Any]) -> None:
+    """Write `payload` to `path` atomically: a temporary file in the same folder, then os.replace."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".gradcheck-", suffix=".json.tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(payload, f, indent=1)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def _dtype_mode(dtype: str) -> Iterator[None]:
+    """x64 on for float64 work (and restored after), left alone otherwise."""
+    if dtype == "float64":
+        with jax.enable_x64(True):
+            yield
+    else:
+        yield
+
+
+def _environment() -> dict[str, Any]:
+    device = jax.devices()[0]
+    return {"backend": jax.default_backend(), "device": device.device_kind, "devices": jax.device_count(),
+            "jax": jax.__version__, "precision": gc.DEFAULT_PRECISION}
+
+
+def _header(env: dict[str, Any], extra: str) -> str:
+    return (f"jaxcnn.gradcheck: jax {env['jax']}, backend {env['backend']}, device {env['device']} "
+            f"({env['devices']} device{'s' if env['devices'] != 1 else ''}), matmul precision "
+            f"{env['precision']}\n{extra}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m jaxcnn.gradcheck",
+        description="Randomized cross-check of jaxcnn's custom VJPs against autodiff of jaxcnn.reference.",
+    )
+    p.add_argument("--configs", type=int, default=None,
+                   help="total configs (default: the default sweep); spread over the rows")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sweep (default 0)")
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                   help="dtype of the arrays (float64 enables x64); fd: rows always use float64")
+    p.add_argument("--json", metavar="PATH", help="write every config and its errors to PATH")
+    p.add_argument("--replay", metavar="PATH", help="re-run the failed configs of a --json file")
+    p.add_argument("--only", metavar="NAMES", help="comma-separated row names or patterns (conv2d,d2:*)")
+    p.add_argument("--list", action="store_true", help="list the rows and exit")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def run_cli(argv: Sequence[str] | None, registry: Mapping[str, Family]) -> int:
+    try:
+        opts = _parser().parse_args(argv)
+    except SystemExit as exit_:  # --help, or a usage error (argparse already printed it)
+        return int(exit_.code or 0)
+    if opts.configs is not None and opts.configs < 1:
+        print("error: --configs must be >= 1", file=sys.stderr)
+        return 2
+    families = list(registry.values())
+    if opts.only:
+        patterns = [p.strip() for p in opts.only.split(",") if p.strip()]
+        families = [f for f in families if any(fnmatch.fnmatchcase(f.name, p) for p in patterns)]
+        if not families:
+            print(f"error: --only {opts.only!r} matches no row; see --list", file=sys.stderr)
+            return 2
+    if opts.list:
+        for f in families:
+            print(f"{f.name:<28} {f.kind:<4} default {f.configs} configs, {f.values_per_shape} per shape")
+        return 0
+    if opts.replay:
+        return _replay(opts, registry)
+    return _sweep(opts, families, registry, argv)
+
+
+def _sweep(opts: argparse.Namespace, families: list[Family], registry: Mapping[str, Family],
+           argv: Sequence[str] | None) -> int:
+    start, cpu_start = time.perf_counter(), time.process_time()
+    env = _environment()
+    scale = 1.0 if opts.configs is None else opts.configs / default_configs(dict(registry))
+    plans = []
+    rows = []
+    for family in families:
+        row = _Row(family.name)
+        rows.append(row)
+        reason = family.unavailable()
+        if reason is not None:
+            row.note = f"skipped: {reason}"
+            continue
+        plans.append((family, row, allocate(family, scale)))
+    total = sum(sum(counts) for _, _, counts in plans)
+    print(_header(env, f"dtype {opts.dtype} (fd: rows float64), seed {opts.seed}, {total} configs "
+                       f"in {len(plans)} rows"), flush=True)
+    for row in rows:
+        if row.note:
+            print(f"note: {row.name} {row.note}", flush=True)
+    records: list[dict[str, Any]] = []
+    timing = _Timing()
+    progress = _Progress(total, not opts.no_progress)
+    try:
+        for family, row, counts in plans:
+            dtype = family.dtype or opts.dtype
+            row_start = time.perf_counter()
+            rng = np.random.default_rng([opts.seed, zlib.crc32(family.name.encode())])
+            j = draws = 0
+            max_draws = 3 * len(counts) + 10
+            with _dtype_mode(dtype):
+                while j < len(counts) and draws < max_draws:
+                    options = family.draw(rng, draws)
+                    seeds = [int(s) for s in rng.integers(0, 2**31 - 1, counts[j])]
+                    draws += 1
+                    for record in _run_static(family, options, dtype, seeds, timing):
+                        row.add(record)
+                        records.append(record)
+                    if records[-1]["status"] != "invalid":
+                        progress.update(counts[j], family.name)
+                        j += 1
+            if j < len(counts):
+                row.note = f"only {j} valid static configs in {draws} draws"
+                progress.update(sum(counts[j:]), family.name)
+            row.seconds = time.perf_counter() - row_start
+    finally:
+        progress.close()
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    print(_table(rows))
+    checked = sum(r.configs for r in rows)
+    failed = sum(r.failed for r in rows)
+    invalid = sum(r.invalid for r in rows)
+    print(f"\n{checked} configs checked in {sum(1 for r in rows if r.configs)} rows, {failed} failed, "
+          f"{invalid} invalid static configs skipped (library ValueError), "
+          f"{timing.shapes} static configs compiled")
+    print(f"time {wall:.1f} s wall ({cpu:.1f} s CPU on {os.cpu_count()} cores): first call per static config "
+          f"(trace + compile + run) {timing.first_s:.1f} s, other calls {timing.run_s:.1f} s, "
+          f"case setup {timing.setup_s:.1f} s")
+    print("result: " + ("FAIL" if failed else "ok"), flush=True)
+    if opts.json:
+        payload = {"tool": "jaxcnn.gradcheck", "format": FORMAT,
+                   "argv": list(argv) if argv is not None else sys.argv[1:],
+                   "seed": opts.seed, "dtype": opts.dtype, **env,
+                   "wall_s": round(wall, 3), "cpu_s": round(cpu, 3),
+                   "passed": not failed, "summary": {r.name: r.summary() for r in rows},
+                   "configs": records}
+        write_json(opts.json, payload)
+        print(f"wrote {len(records)} configs to {opts.json}")
+    return 1 if failed else 0
+
+
+def _replay(opts: argparse.Namespace, registry: Mapping[str, Family]) -> int:
+    with open(opts.replay, encoding="utf-8") as f:
+        data = json.load(f)
+    if data.get("tool") != "jaxcnn.gradcheck" or data.get("format") != FORMAT:
+        print(f"error: {opts.replay} is not a jaxcnn.gradcheck --json file (format {FORMAT})",
+              file=sys.stderr)
+        return 2
+    failed = [c for c in data["configs"] if c["status"] in ("fail", "error")]
+    env = _environment()
+    print(_header(env, f"replaying {len(failed)} failed configs of {opts.replay} (written on "
+                       f"{data.get('backend')}/{data.get('device')}, seed {data.get('seed')})"), flush=True)
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for c in failed:
+        key = (c["function"], json.dumps(c["options"], sort_keys=True), c["dtype"])
+        groups.setdefault(key, []).append(c)
+    timing = _Timing()
+    records = []
+    lines = []
+    for (name, _, dtype), stored in groups.items():
+        family = registry.get(name)
+        if family is None:
+            for c in stored:
+                records.append({**c, "status": "error", "message": f"no row named {name!r} in the registry"})
+        else:
+            with _dtype_mode(dtype):
+                new = _run_static(family, stored[0]["options"], dtype, [c["seed"] for c in stored], timing)
+            if len(new) != len(stored):  # rejected by the library now: one "invalid" record
+                new = [{**new[0], "seed": c["seed"]} for c in stored]
+            records += new
+        for old, new in zip(stored, records[-len(stored):], strict=True):
+            lines.append(
+                f"{name:<28} seed {old['seed']:>10}  {dtype}  stored rel {old.get('worst_rel', '-')!s:>9}  "
+                f"now rel {new.get('worst_rel', '-')!s:>9}  {new['status']}"
+                + (f"  ({new['message']})" if new.get("message") else "")
+                + f"\n    options {json.dumps(new['options'])}"
+            )
+    print("\n".join(lines) if lines else "no failed configs to replay")
+    still = sum(r["status"] in ("fail", "error") for r in records)
+    print(f"\n{len(records)} configs replayed, {still} failed", flush=True)
+    if opts.json:
+        payload = {"tool": "jaxcnn.gradcheck", "format": FORMAT, "replay_of": opts.replay, **env,
+                   "passed": not still, "summary": {}, "configs": records}
+        write_json(opts.json, payload)
+        print(f"wrote {len(records)} configs to {opts.json}")
+    return 1 if still else 0

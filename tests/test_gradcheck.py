@@ -1,0 +1,398 @@
+"""Tests of `jaxcnn.gradcheck`: the checker must pass correct rules and catch planted wrong ones.
+
+Two planted rules, each a `jax.custom_vjp` with a correct forward and one mistake in the backward:
+
+* `_unrotated_conv2d` — Eq 22 without rotating the kernel (the classic slip: the deltas are
+  cross-correlated with ``w`` instead of convolved with it);
+* `_tie_spreading_max_pool` — the delta of a window sent to *every* unit equal to the maximum
+  instead of the first one (the "winning unit").
+"""
+
+from __future__ import annotations
+
+import json
+import types
+from functools import partial
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxcnn
+from jaxcnn import gradcheck, reference
+from jaxcnn._gradcheck_cases import Case, Family
+from tests.tolerances import RTOL as TEST_RTOL
+
+# ------------------------------------------------------------------------ planted wrong rules
+_CONV_DEFAULTS = {"stride": 1, "padding": "VALID", "dilation": 1, "groups": 1, "flip": False,
+                  "pad_value": 0.0}
+
+
+def _unrotated_conv2d(x, w, b=None, **kw):
+    """`jaxcnn.conv2d` whose dE/dx forgets the 180-degree rotation of Eq 22 (public API only)."""
+    return _unrotated(tuple(sorted({**_CONV_DEFAULTS, **kw}.items())), x, w, b)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _unrotated(kw, x, w, b):
+    return jaxcnn.conv2d(x, w, b, **dict(kw))
+
+
+def _unrotated_fwd(kw, x, w, b):
+    return _unrotated(kw, x, w, b), (x, w, b)
+
+
+def _unrotated_bwd(kw, res, delta):
+    x, w, b = res
+    kw = dict(kw)
+    pad_value = kw.pop("pad_value")
+    dw = jaxcnn.conv2d_weight_grad(x, delta, w.shape, pad_value=pad_value, **kw)
+    # `conv2d_input_grad` rotates the kernel it is given; handing it rot180(w) cancels the rotation.
+    dx = jaxcnn.conv2d_input_grad(delta, jaxcnn.rot180(w), x.shape, **kw)
+    db = None if b is None else jnp.sum(delta, axis=(0, 1, 2) if b.ndim == 1 else 0)
+    return dx, dw, db
+
+
+_unrotated.defvjp(_unrotated_fwd, _unrotated_bwd)
+
+
+def _blocks_up(a):
+    """(N, H/2, W/2, C) -> (N, H, W, C): each value repeated over its 2x2 block."""
+    return jnp.repeat(jnp.repeat(a, 2, axis=1), 2, axis=2)
+
+
+@jax.custom_vjp
+def _tie_spreading_max_pool(x):
+    """2x2 max pool, stride 2, VALID (even H, W) whose backward feeds every tied maximum."""
+    n, h, w, c = x.shape
+    return jnp.max(x.reshape(n, h // 2, 2, w // 2, 2, c), axis=(2, 4))
+
+
+def _tie_spreading_fwd(x):
+    y = _tie_spreading_max_pool(x)
+    return y, (x, y)
+
+
+def _tie_spreading_bwd(res, delta):
+    x, y = res
+    return (jnp.where(x == _blocks_up(y), _blocks_up(delta), jnp.zeros_like(x)),)
+
+
+_tie_spreading_max_pool.defvjp(_tie_spreading_fwd, _tie_spreading_bwd)
+
+
+def _normal(seed, shape, dtype=jnp.float32):
+    return jnp.asarray(np.random.default_rng(seed).standard_normal(shape).astype(jnp.dtype(dtype)))
+
+
+def _ties(seed, shape):
+    """Values in {-1, -0.5, 0, 0.5, 1}: most 2x2 blocks hold a tied maximum."""
+    return jnp.asarray((np.random.default_rng(seed).integers(-2, 3, shape) * 0.5).astype(np.float32))
+
+
+CONV_KW = {"stride": 2, "padding": "SAME", "dilation": (1, 2), "groups": 2, "flip": True,
+           "pad_value": -1.0}
+
+
+def _conv_args(dtype=jnp.float32):
+    x = _normal(0, (2, 9, 8, 4), dtype)
+    w = _normal(1, (3, 2, 2, 6), dtype)
+    b = _normal(2, (5, 4, 6), dtype)  # untied: (H_out, W_out, D) for SAME, stride 2
+    return x, w, b
+
+
+# ---------------------------------------------------------------------- errors and tolerances
+def test_tolerance_table_is_the_test_suites():
+    assert dict(gradcheck.RTOL) == {jnp.dtype(d).name: v for d, v in TEST_RTOL.items()}
+    assert gradcheck.rtol_for(jnp.float32) == 1e-5
+    with pytest.raises(ValueError, match="no tolerance for dtype int32"):
+        gradcheck.rtol_for(jnp.int32)
+
+
+def test_array_errors_by_hand():
+    expected = np.array([1.0, 0.0, -10.0])
+    actual = np.array([1.0, 1e-6, -10.0 + 1e-4])
+    max_abs, max_rel = gradcheck.array_errors(actual, expected)
+    # scale max(1, max|e|) = 10: rel = [0, 1e-6 / (0 + 10), 1e-4 / (10 + 10)]
+    assert max_abs == pytest.approx(1e-4)
+    assert max_rel == pytest.approx(5e-6)
+    assert gradcheck.array_errors(np.array([np.nan, np.inf]), np.array([np.nan, np.inf])) == (0.0, 0.0)
+    assert gradcheck.array_errors(np.array([np.nan, 1.0]), np.array([0.0, 1.0])) == (np.inf, np.inf)
+    assert gradcheck.array_errors(np.zeros((0, 3)), np.zeros((0, 3))) == (0.0, 0.0)
+    with pytest.raises(ValueError, match="shape"):
+        gradcheck.array_errors(np.zeros(3), np.zeros(4))
+
+
+def test_relative_error_is_the_test_suites_criterion():
+    """rel <= rtol exactly when tests/tolerances' |a-e| <= rtol (|e| + max(1, max|e|)) holds."""
+    rng = np.random.default_rng(0)
+    e = rng.standard_normal(50) * 3
+    a = e + rng.standard_normal(50) * 1e-4
+    _, rel = gradcheck.array_errors(a, e)
+    scale = max(1.0, float(np.max(np.abs(e))))
+    chex.assert_trees_all_close(a, e, rtol=rel * 1.001, atol=rel * 1.001 * scale)
+    with pytest.raises(AssertionError):
+        chex.assert_trees_all_close(a, e, rtol=rel * 0.999, atol=rel * 0.999 * scale)
+
+
+# ------------------------------------------------------------------------------ compare_vjp
+def test_correct_conv2d_passes_with_tiny_errors():
+    x, w, b = _conv_args()
+    res = gradcheck.compare_vjp(partial(jaxcnn.conv2d, **CONV_KW), partial(reference.conv2d, **CONV_KW),
+                                (x, w, b), seed=3)
+    assert res.passed, res
+    assert [s.name for s in res.grads] == ["x", "w", "b"]
+    assert [s.name for s in res.forward] == ["output"]
+    assert res.grad("b").shape == (5, 4, 6) and res.grad("b").dtype == "float32"
+    assert res.worst_rel < 1e-6 and res.seed == 3
+    assert all(s.rtol == 1e-5 for s in res.stats)
+
+
+def test_correct_conv2d_passes_in_float64(x64):
+    x, w, b = _conv_args(jnp.float64)
+    res = gradcheck.compare_vjp(partial(jaxcnn.conv2d, **CONV_KW), partial(reference.conv2d, **CONV_KW),
+                                (x, w, b))
+    assert res.passed, res
+    assert res.worst_rel < 1e-12
+    assert all(s.rtol == 1e-10 and s.dtype == "float64" for s in res.stats)
+
+
+def test_unrotated_kernel_is_reported_on_x_only():
+    x, w, b = _conv_args()
+    res = gradcheck.compare_vjp(partial(_unrotated_conv2d, **CONV_KW), partial(reference.conv2d, **CONV_KW),
+                                (x, w, b))
+    assert not res.passed
+    assert res.failures() == ["x"]
+    assert res.grad("x").max_rel > 1e-2
+    assert res.grad("w").max_rel < 1e-6 and res.forward[0].max_rel < 1e-6
+
+
+def test_tie_spreading_max_pool_is_reported_on_ties_only():
+    ref = partial(reference.max_pool, window=2)
+    tied = gradcheck.compare_vjp(_tie_spreading_max_pool, ref, (_ties(0, (2, 6, 6, 3)),))
+    assert not tied.passed and tied.failures() == ["x"]
+    assert tied.grad("x").max_rel > 1e-2
+    untied = gradcheck.compare_vjp(_tie_spreading_max_pool, ref, (_normal(0, (2, 6, 6, 3)),))
+    assert untied.passed, untied
+    # the library's own max pool routes a tie to the first maximum, like the reference
+    assert gradcheck.compare_vjp(partial(jaxcnn.max_pool, window=2), ref, (_ties(0, (2, 6, 6, 3)),)).passed
+
+
+def test_max_pool_second_order_at_ties_is_the_exact_transpose():
+    """The VJP of max_pool's VJP w.r.t. the cotangent is the transpose of that (linear) VJP, ties
+    and padding included: the reason d2:max_pool may skip ties (see the next test)."""
+    x = _ties(3, (2, 5, 6, 3))
+    f = partial(jaxcnn.max_pool, window=(3, 2), stride=(2, 1), padding="SAME")
+    y, vjp = jax.vjp(f, x)
+
+    def first(u):
+        return vjp(u)[0]
+
+    c = _normal(4, x.shape)
+    matrix = jax.jacfwd(first)(jnp.zeros_like(y)).reshape(x.size, y.size)  # the VJP, materialised
+    exact = (matrix.T @ c.ravel()).reshape(y.shape)
+    np.testing.assert_array_equal(jax.vjp(first, y)[1](c)[0], exact)
+
+
+def test_reference_max_pool_second_order_is_inconsistent_at_ties():
+    """Tripwire for the JAX issue that keeps deliberate ties out of d2:max_pool: autodiff's JVP of
+    lax.reduce_window(max) (and so its VJP of the VJP) picks another tied unit than its VJP. When
+    this starts failing, JAX agrees with itself: put ties back into d2:max_pool."""
+    x = jnp.asarray([[0.0, 1.0], [1.0, 1.0]]).reshape(1, 2, 2, 1)
+    t = jnp.asarray([[1.0, 2.0], [3.0, 4.0]]).reshape(1, 2, 2, 1)
+    kw = {"window": 2, "stride": (2, 1), "padding": ((0, 0), (0, 1))}
+    results = {}
+    for name, module in (("custom", jaxcnn), ("reference", reference)):
+        y, vjp = jax.vjp(partial(module.max_pool, **kw), x)
+        results[name] = jax.vjp(lambda u, vjp=vjp: vjp(u)[0], y)[1](t)[0].ravel().tolist()
+    assert results["custom"] == [2.0, 2.0]  # t at the first maximum of each window, as the VJP routes
+    assert results["reference"] == [3.0, 2.0]
+    assert jax.jvp(partial(reference.max_pool, **kw), (x,), (t,))[1].ravel().tolist() == [3.0, 2.0]
+
+
+def test_cotangent_seeded_or_given_and_shared():
+    x, w, _ = _conv_args()
+    f, g = partial(jaxcnn.conv2d, **CONV_KW), partial(reference.conv2d, **CONV_KW)
+    u = _normal(9, (2, 5, 4, 6))
+    given = gradcheck.compare_vjp(f, partial(_unrotated_conv2d, **CONV_KW), (x, w), cotangent=u)
+    assert given.seed is None and not given.passed  # the planted rule as the *reference* side
+    a = gradcheck.compare_vjp(f, g, (x, w), seed=5)
+    b = gradcheck.compare_vjp(f, g, (x, w), seed=5, jit=False)
+    assert a.passed and b.passed and a.seed == 5
+    with pytest.raises(ValueError, match="cotangent"):
+        gradcheck.compare_vjp(f, g, (x, w), cotangent=u[:1])
+
+
+def test_pytree_arguments_integer_labels_and_argnums():
+    params = {"w": _normal(0, (6, 4)), "b": _normal(1, (4,))}
+    x = _normal(2, (3, 6))
+    labels = jnp.asarray([0, 3, 1], jnp.int32)
+
+    def loss(ops):
+        def f(params, x, labels):
+            return ops.softmax_cross_entropy(ops.dense(x, params["w"], params["b"]), labels)
+
+        return f
+
+    res = gradcheck.compare_vjp(loss(jaxcnn), loss(reference), (params, x, labels))
+    assert res.passed, res
+    assert [s.name for s in res.grads] == ["params['b']", "params['w']", "x"]  # labels: integer, held
+    only = gradcheck.compare_vjp(loss(jaxcnn), loss(reference), (params, x, labels), argnums=1,
+                                 argnames=("p", "inputs", "t"))
+    assert [s.name for s in only.grads] == ["inputs"]
+    with pytest.raises(TypeError, match="not floating point"):
+        gradcheck.compare_vjp(loss(jaxcnn), loss(reference), (params, x, labels), argnums=2)
+
+
+def test_dtype_and_shape_mismatches_are_problems(x64):
+    x = _normal(0, (3, 4), jnp.float64)
+    res = gradcheck.compare_vjp(lambda x: jaxcnn.tanh(x).astype(jnp.float32), reference.tanh, (x,))
+    assert not res.passed
+    assert res.problems and "float32" in res.problems[0] and "float64" in res.problems[0]
+
+
+def test_library_validation_errors_propagate():
+    x = _normal(0, (1, 3, 3, 1))
+    w = _normal(1, (5, 5, 1, 1))  # larger than the input with VALID padding
+    with pytest.raises(ValueError, match="conv2d"):
+        gradcheck.compare_vjp(jaxcnn.conv2d, reference.conv2d, (x, w))
+
+
+# ------------------------------------------------------------------------- finite differences
+def test_finite_differences_pass_for_correct_rules():
+    x, w, b = _conv_args()
+    res = gradcheck.check_finite_differences(partial(jaxcnn.conv2d, **CONV_KW),
+                                             partial(reference.conv2d, **CONV_KW), (x, w, b), seed=1)
+    assert res.passed, res
+    assert [s.name for s in res.custom] == ["x", "w", "b"] == [s.name for s in res.reference]
+    assert all(len(s.fd) == len(s.vjp) == 2 for s in res.stats)
+    assert res.worst_rel < 1e-8
+    assert not jax.config.jax_enable_x64  # enabled for the check only
+
+
+def test_finite_differences_catch_the_unrotated_kernel():
+    x, w, b = _conv_args()
+    res = gradcheck.check_finite_differences(partial(_unrotated_conv2d, **CONV_KW),
+                                             partial(reference.conv2d, **CONV_KW), (x, w, b))
+    assert not res.passed
+    assert [s.name for s in res.custom if not s.passed] == ["x"]
+    assert all(s.passed for s in res.reference)  # the oracle agrees with the differences
+
+
+def test_finite_differences_of_a_smooth_nonlinear_function():
+    x = _normal(0, (2, 5)) * 2
+    res = gradcheck.check_finite_differences(jaxcnn.scaled_tanh, reference.scaled_tanh, (x,), directions=3)
+    assert res.passed and res.directions == 3
+    assert res.worst_rel < 1e-8
+
+
+# ------------------------------------------------------------------------------------- CLI
+def _planted_registry():
+    ops = types.SimpleNamespace(**{n: getattr(jaxcnn, n) for n in jaxcnn.__all__})
+    ops.conv2d = _unrotated_conv2d
+    return gradcheck.default_registry(ops)
+
+
+def _load(path):
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def test_cli_small_correct_run_passes_and_writes_json(tmp_path, capsys):
+    out = tmp_path / "sweep.json"
+    rows = "conv2d,max_pool,relu,softmax_cross_entropy,d2:tanh,vmap:dense,fd:sigmoid"
+    code = gradcheck.main(["--configs", "60", "--seed", "1", "--only", rows, "--json", str(out)])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    assert "backend cpu" in text and "matmul precision highest" in text and "result: ok" in text
+    for row in rows.split(","):
+        assert f"\n{row} " in text
+    data = _load(out)
+    assert data["tool"] == "jaxcnn.gradcheck" and data["passed"] and data["backend"] == "cpu"
+    assert data["precision"] == "highest" and data["dtype"] == "float32" and data["seed"] == 1
+    checked = [c for c in data["configs"] if c["status"] != "invalid"]
+    assert len(checked) == sum(r["configs"] for r in data["summary"].values()) >= 14
+    for c in checked:
+        assert c["status"] == "pass"
+        assert set(c) >= {"function", "kind", "options", "dtype", "seed", "shapes", "errors", "rtol",
+                          "worst_abs", "worst_rel", "status"}
+    conv_cfg = next(c for c in checked if c["function"] == "conv2d")
+    assert {"x", "w"} <= set(conv_cfg["shapes"]) and conv_cfg["dtype"] == "float32"
+    assert set(conv_cfg["errors"]["grads"]) >= {"x", "w"} and "output" in conv_cfg["errors"]["forward"]
+    fd_cfg = next(c for c in checked if c["function"] == "fd:sigmoid")
+    assert fd_cfg["dtype"] == "float64" and fd_cfg["kind"] == "fd"
+    assert not jax.config.jax_enable_x64
+    assert not list(tmp_path.glob(".gradcheck-*"))  # the temporary file was renamed
+
+
+def test_cli_catches_planted_rule_and_replays_exactly(tmp_path, capsys):
+    registry = _planted_registry()
+    sweep, replay = tmp_path / "sweep.json", tmp_path / "replay.json"
+    code = gradcheck.main(["--configs", "40", "--only", "conv2d,d2:conv2d,relu", "--json", str(sweep),
+                           "--no-progress"], registry=registry)
+    text = capsys.readouterr().out
+    assert code == 1 and "result: FAIL" in text
+    data = _load(sweep)
+    failed = [c for c in data["configs"] if c["status"] == "fail"]
+    assert failed and {c["function"] for c in failed} == {"conv2d", "d2:conv2d"}
+    assert data["summary"]["relu"]["failed"] == 0
+    assert all("x" in c["errors"]["grads"] and c["errors"]["grads"]["x"]["rel"] > 1e-5 for c in failed
+               if c["function"] == "conv2d")
+
+    assert gradcheck.main(["--replay", str(sweep), "--json", str(replay)], registry=registry) == 1
+    text = capsys.readouterr().out
+    assert f"{len(failed)} configs replayed, {len(failed)} failed" in text
+    again = _load(replay)["configs"]
+    key = ("function", "options", "dtype", "seed", "shapes", "errors", "worst_rel")
+    assert [tuple(json.dumps(c[k], sort_keys=True) for k in key) for c in again] == \
+        [tuple(json.dumps(c[k], sort_keys=True) for k in key) for c in failed]
+
+    # with the rule fixed, the same configs pass
+    assert gradcheck.main(["--replay", str(sweep)]) == 0
+    assert f"{len(failed)} configs replayed, 0 failed" in capsys.readouterr().out
+
+
+def _toy_family(invalid_every_other: bool) -> Family:
+    def draw(rng, i):
+        return {"x_shape": [2, 4, 4, 1], "window": 5 if invalid_every_other and i % 2 else 2}
+
+    def build(o, dtype):
+        args = (o["window"],)
+        kw = {"window": args[0]}
+
+        def make_args(seed):
+            rng = np.random.default_rng(seed)
+            return (jnp.asarray(rng.standard_normal(o["x_shape"]).astype(jnp.dtype(dtype))),)
+
+        return Case(partial(jaxcnn.avg_pool, **kw), partial(reference.avg_pool, **kw), make_args, ("x",),
+                    (0,), (True,))
+
+    return Family("toy_pool", draw, build, configs=12, values_per_shape=3)
+
+
+def test_cli_counts_invalid_configs_as_skipped_and_runs_float64(tmp_path, capsys):
+    unavailable = Family("toy_net", lambda rng, i: {}, lambda o, d: None, 5, 5,
+                         unavailable=lambda: "jaxcnn.models has no toy_net()")
+    registry = {"toy_pool": _toy_family(True), "toy_net": unavailable}
+    out = tmp_path / "toy.json"
+    code = gradcheck.main(["--dtype", "float64", "--json", str(out), "--no-progress"], registry=registry)
+    text = capsys.readouterr().out
+    assert code == 0, text
+    assert "note: toy_net skipped: jaxcnn.models has no toy_net()" in text
+    summary = _load(out)["summary"]
+    assert summary["toy_pool"]["configs"] == 12 and summary["toy_pool"]["invalid"] == 3
+    assert summary["toy_pool"]["rtol"] == 1e-10 and summary["toy_net"]["status"] == "n/a"
+    invalid = [c for c in _load(out)["configs"] if c["status"] == "invalid"]
+    assert len(invalid) == 3 and all(c["seed"] is None and "window" in c["message"] for c in invalid)
+    assert not jax.config.jax_enable_x64  # restored after the float64 sweep
+
+
+def test_cli_usage_errors(capsys):
+    assert gradcheck.main(["--only", "no_such_row"]) == 2
+    assert gradcheck.main(["--configs", "0"]) == 2
+    assert gradcheck.main(["--dtype", "int8"]) == 2
+    assert gradcheck.main(["--list", "--only", "d2:*"]) == 0
+    listed = capsys.readouterr().out
+    assert "d2:conv2d" in listed and "\nconv2d " not in listed
