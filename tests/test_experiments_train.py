@@ -1,0 +1,124 @@
+"""experiments/lecun1989.py and experiments/lenet5.py run end to end on tiny settings (in-process,
+through their main(argv)), and write results.json with the documented keys and the PNG."""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import json
+import struct
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RUN_KEYS = {"ops", "epochs", "lr", "history", "final", "train_seconds", "compile_seconds"}
+FINAL_KEYS = {"train_error", "test_error", "train_loss", "test_loss"}
+MACHINE_KEYS = {"platform", "cpu", "cores", "jax_version", "backend"}
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(f"_experiment_{name}", ROOT / "experiments" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _check_results(out: Path, ops: list[str], epochs: int) -> dict:
+    assert (out / "curves.png").read_bytes()[:8] == PNG_MAGIC
+    results = json.loads((out / "results.json").read_text())
+    assert MACHINE_KEYS <= set(results["machine"])
+    assert [r["ops"] for r in results["runs"]] == ops
+    for run in results["runs"]:
+        assert RUN_KEYS <= set(run), RUN_KEYS - set(run)
+        assert set(run["final"]) == FINAL_KEYS
+        assert all(0.0 <= run["final"][k] <= 1.0 for k in ("train_error", "test_error"))
+        assert len(run["history"]) == epochs
+        assert FINAL_KEYS <= set(run["history"][-1])
+        assert run["compile_seconds"] > 0 and run["train_seconds"] > 0
+    assert not list(out.glob(".*.tmp"))  # atomic writes leave no temporary files
+    return results
+
+
+@pytest.fixture
+def standard_promotion():
+    """The scripts run under JAX's default promotion (optax's Adam needs it; see test_train)."""
+    with jax.numpy_dtype_promotion("standard"):
+        yield
+
+
+def test_lecun1989_tiny_both_paths(tmp_path, capsys):
+    lecun1989 = _load("lecun1989")
+    out = tmp_path / "run"
+    code = lecun1989.main(["--epochs", "2", "--train-per-class", "4", "--test-per-class", "2",
+                           "--out", str(out), "--no-progress"])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "LeCun et al. 1989 (paper)" in printed and "jaxcnn.reference (autodiff)" in printed
+    assert "max |param diff|" in printed and "PASS" in printed
+    results = _check_results(out, ["custom", "reference"], 2)
+    agreement = results["agreement"]
+    assert agreement["passed"] and agreement["max_param_abs_diff"] <= 1e-4
+    assert results["paper"]["test_error"] == 0.05
+    assert results["data"]["train_size"] == 40 and results["data"]["test_size"] == 20
+    custom, reference = results["runs"]
+    assert custom["final_errors"] == reference["final_errors"]
+    assert (out / "checkpoints" / "custom.npz").is_file()
+
+    # --resume after the 2 saved passes: one more pass, from the checkpoint
+    code = lecun1989.main(["--epochs", "3", "--train-per-class", "4", "--test-per-class", "2",
+                           "--out", str(out), "--no-progress", "--ops", "custom", "--resume"])
+    assert code == 0
+    resumed = _check_results(out, ["custom"], 3)["runs"][0]
+    assert resumed["resumed_from_epoch"] == 2
+
+
+def _write_idx(path: Path, array: np.ndarray) -> None:
+    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+def test_lecun1989_data_dir(tmp_path):
+    rng = np.random.default_rng(0)
+    for kind, n in (("train", 30), ("t10k", 12)):
+        _write_idx(tmp_path / f"{kind}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
+        _write_idx(tmp_path / f"{kind}-labels-idx1-ubyte.gz", np.arange(n) % 10)
+    out = tmp_path / "run"
+    code = _load("lecun1989").main(["--epochs", "1", "--data-dir", str(tmp_path), "--train-size", "20",
+                                    "--test-size", "10", "--ops", "custom", "--out", str(out),
+                                    "--schedule", "linear", "--no-progress"])
+    assert code == 0
+    results = _check_results(out, ["custom"], 1)
+    assert results["data"]["train_size"] == 20 and results["data"]["test_size"] == 10
+    assert results["agreement"] is None
+
+
+def test_lenet5_tiny(tmp_path, capsys, standard_promotion):
+    out = tmp_path / "run"
+    code = _load("lenet5").main(["--epochs", "1", "--train-per-class", "3", "--test-per-class", "2",
+                                 "--batch-size", "10", "--out", str(out), "--ops", "both",
+                                 "--pooling", "avg", "--activation", "tanh"])
+    assert code == 0
+    assert "jaxcnn (custom VJP)" in capsys.readouterr().out
+    results = _check_results(out, ["custom", "reference"], 1)
+    assert results["runs"][0]["model"] == "lenet5-tanh-avg"
+    assert results["agreement"]["max_param_abs_diff"] < 1e-4
+
+
+def test_random_shift_moves_digits_by_whole_pixels():
+    lenet5 = _load("lenet5")
+    x = jnp.full((6, 28, 28, 1), -1.0, jnp.float32).at[:, 10:14, 12:15, :].set(1.0)
+    shifted = jax.jit(lenet5.random_shift, static_argnums=2)(jax.random.key(0), x, 2)
+    assert shifted.shape == x.shape and shifted.dtype == x.dtype
+    for image in np.asarray(shifted[..., 0]):
+        rows, cols = np.nonzero(image > 0)
+        assert len(rows) == 12  # the blob is moved, never cut (it is 2+ pixels from the border)
+        assert -2 <= rows.min() - 10 <= 2 and -2 <= cols.min() - 12 <= 2
+        assert set(np.unique(image)) == {-1.0, 1.0}  # the border is filled with background
+    again = lenet5.random_shift(jax.random.key(0), x, 2)
+    assert np.array_equal(np.asarray(again), np.asarray(shifted))  # seeded
