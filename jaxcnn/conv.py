@@ -18,9 +18,15 @@ Backward, the custom VJP of `conv2d`, built from two public functions:
 * the bias gradient (asked for by the article's readers): the deltas summed over the batch, and over
   ``(i, j)`` as well for a tied bias ``b (D,)``.
 
-Lowering: every formula is one XLA convolution (``lax.conv_general_dilated``) whose operands are the
-article's: `_correlate` is Eq 1 with channels, and the two backward rules call it on the arrays the
-equations name. Configuration is static (`jaxcnn._specs.ConvSpec`).
+Lowering: each formula has two forms. Written here, as one XLA convolution
+(``lax.conv_general_dilated``) whose operands are the article's — `_correlate` is Eq 1 with channels,
+and Eq 14 and Eq 22 call it on the arrays the equations name (lowering ``"xla"``). In
+`jaxcnn._lowering`, as the sums of Eq 7, Eq 13 and Eq 20 over the kernel taps turned into matmuls
+(``"taps"``, and ``"patches"``: im2col for Eq 7 and Eq 13, col2im for Eq 20). On CPU the matmul
+forms are 2-10x faster than XLA's CPU convolution (see `jaxcnn._lowering.choose`); ``"auto"`` (the
+default) takes them on CPU and keeps the XLA convolution (cuDNN) on every other platform. The
+choice is static, traced into the custom VJP with the rest of the configuration
+(`jaxcnn._specs.ConvSpec`); the private switch ``jaxcnn._lowering.force(name)`` forces one.
 """
 
 from __future__ import annotations
@@ -33,7 +39,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from jaxcnn import _lowering
 from jaxcnn._checks import check_plain_2d, check_rank, check_same_dtype, fail
+from jaxcnn._lowering import pad_input as _pad_input
 from jaxcnn._specs import ConvSpec, conv_spec
 
 __all__ = [
@@ -106,13 +114,6 @@ def _used(spec: ConvSpec) -> tuple[int, int]:
     )  # type: ignore[return-value]
 
 
-def _pad_input(x: jax.Array, spec: ConvSpec) -> jax.Array:
-    """The input with its border of `pad_value` (LeCun 1989 pads with -1)."""
-    (top, bottom), (left, right) = spec.pads
-    value = jnp.asarray(spec.pad_value, x.dtype)
-    return lax.pad(x, value, ((0, 0, 0), (top, bottom, 0), (left, right, 0), (0, 0, 0)))
-
-
 def _swap_io(kernel: jax.Array, groups: int) -> jax.Array:
     """HWIO ``(k1, k2, C/g, D)`` -> ``(k1, k2, D/g, C)``: the kernel read from outputs to inputs,
     group by group (in/out channels swapped, as Eq 22 sends deltas from layer l+1 back to l)."""
@@ -121,9 +122,63 @@ def _swap_io(kernel: jax.Array, groups: int) -> jax.Array:
     return k.transpose(0, 1, 4, 3, 2).reshape(k1, k2, d // groups, groups * c_g)
 
 
+def _lowered(formula: str, plan: _lowering.Plan, spec: ConvSpec, ncd: tuple[int, int, int], xla_form,
+             sum_form, *args):
+    """``xla_form(*args)`` (an XLA convolution, the forms written in this module) or
+    ``sum_form(plan, *args)`` (a `jaxcnn._lowering` matmul form): the forced lowering, or for
+    "auto" the CPU's choice (`jaxcnn._lowering.choose`) with XLA's on every other platform."""
+    if plan.name == "auto":
+        plan = plan._replace(name=_lowering.choose(formula, spec, *ncd))
+        if plan.name != "xla":
+            return lax.platform_dependent(*args, cpu=partial(sum_form, plan), default=xla_form)
+    if plan.name == "xla":
+        return xla_form(*args)
+    return sum_form(plan, *args)
+
+
+# ------------------------------------------------------------------------------ Eq 7: forward
+def _forward(x: jax.Array, w: jax.Array, spec: ConvSpec, plan: _lowering.Plan) -> jax.Array:
+    """Eq 7, ``y[i, j] = sum_{m,n} w[m, n] . x_pad[s*i + d*m, s*j + d*n]``: one XLA convolution
+    (`_correlate`), or its sum over the taps as matmuls (`jaxcnn._lowering.forward`)."""
+    # Eq 7 (flip=False, cross-correlation) or Eq 6 (flip=True, convolution: rot180 first).
+    kernel = rot180(w) if spec.flip else w
+
+    def xla_form(x, kernel):
+        if spec.pad_value == 0.0:
+            return _correlate(x, kernel, dims=("NHWC", "HWIO", "NHWC"), strides=spec.stride,
+                              padding=spec.pads, rhs_dilation=spec.dilation,
+                              feature_groups=spec.groups)
+        return _correlate(_pad_input(x, spec), kernel, dims=("NHWC", "HWIO", "NHWC"),
+                          strides=spec.stride, rhs_dilation=spec.dilation,
+                          feature_groups=spec.groups)
+
+    def sum_form(plan, x, kernel):  # Eq 7: sum_{m,n} w_{m,n} o_{i+m, j+n}, as matmuls
+        return _lowering.forward(x, kernel, spec, plan)
+
+    ncd = (x.shape[0], x.shape[3], w.shape[3])
+    return _lowered("forward", plan, spec, ncd, xla_form, sum_form, x, kernel)
+
+
 # ---------------------------------------------------------------------------- Eq 20-22: dE/dx
-def _input_grad(delta: jax.Array, w: jax.Array, x_hw: tuple[int, int], spec: ConvSpec) -> jax.Array:
+def _input_grad(
+    delta: jax.Array, w: jax.Array, x_hw: tuple[int, int], spec: ConvSpec, plan: _lowering.Plan
+) -> jax.Array:
+    """Eq 20-22, ``dE/dx``: Eq 22's full convolution of the stride-dilated deltas with the kernel
+    (`_input_grad_eq22`, one XLA convolution), or Eq 20's sum over the taps,
+    ``sum_{m,n} delta_{i'-m, j'-n} w_{m,n}``, as one matmul and col2im (`jaxcnn._lowering.input_grad`)."""
     kernel = rot180(w) if spec.flip else w  # the kernel the forward pass correlated with
+
+    def sum_form(plan, delta, kernel):  # Eq 20: sum_{m,n} delta_{i'-m, j'-n} w_{m,n}
+        return _lowering.input_grad(delta, kernel, x_hw, spec, plan)
+
+    ncd = (delta.shape[0], kernel.shape[2] * spec.groups, kernel.shape[3])
+    return _lowered("input", plan, spec, ncd, partial(_input_grad_eq22, x_hw=x_hw, spec=spec), sum_form,
+                    delta, kernel)
+
+
+def _input_grad_eq22(delta: jax.Array, kernel: jax.Array, *, x_hw: tuple[int, int],
+                     spec: ConvSpec) -> jax.Array:
+    """Eq 22 as one XLA convolution: ``dE/dx = delta * rot180(w)``, generalised and cropped."""
     extent = _extent(spec)
     (top, _), (left, _) = spec.pads
     padded_hw = (x_hw[0] + sum(spec.pads[0]), x_hw[1] + sum(spec.pads[1]))
@@ -148,7 +203,22 @@ def _input_grad(delta: jax.Array, w: jax.Array, x_hw: tuple[int, int], spec: Con
 
 
 # ---------------------------------------------------------------------------- Eq 10-14: dE/dw
-def _weight_grad(x: jax.Array, delta: jax.Array, spec: ConvSpec) -> jax.Array:
+def _weight_grad(x: jax.Array, delta: jax.Array, spec: ConvSpec, plan: _lowering.Plan) -> jax.Array:
+    """Eq 13-14, ``dE/dw[m', n'] = sum_{i,j} delta[i, j] o[i + m', j + n']``: Eq 14's correlation
+    of the input with the deltas (`_weight_grad_eq14`, one XLA convolution), or Eq 13's sum as one
+    matmul ``P^T @ delta`` of the input's patches (`jaxcnn._lowering.weight_grad`)."""
+
+    def sum_form(plan, x, delta):  # Eq 13: sum_{i,j} delta_{i,j} o_{i+m', j+n'}, as matmuls
+        return _lowering.weight_grad(x, delta, spec, plan)
+
+    ncd = (x.shape[0], x.shape[3], delta.shape[3])
+    dk = _lowered("weight", plan, spec, ncd, partial(_weight_grad_eq14, spec=spec), sum_form, x, delta)
+    # flip=True correlated with rot180(w): the gradient w.r.t. w is the rotated gradient.
+    return rot180(dk) if spec.flip else dk
+
+
+def _weight_grad_eq14(x: jax.Array, delta: jax.Array, *, spec: ConvSpec) -> jax.Array:
+    """Eq 14 as one XLA convolution: the (padded) input cross-correlated with the deltas."""
     used_h, used_w = _used(spec)
     x_pad = _pad_input(x, spec)[:, :used_h, :used_w, :]
     # Eq 13: dE/dw[m', n', c, d] = sum_{n, i, j} delta[n, i, j, d] * x_pad[n, s*i + d*m', s*j + d*n', c]
@@ -163,8 +233,7 @@ def _weight_grad(x: jax.Array, delta: jax.Array, spec: ConvSpec) -> jax.Array:
         rhs_dilation=spec.stride,
         batch_groups=spec.groups,
     )
-    # flip=True correlated with rot180(w): the gradient w.r.t. w is the rotated gradient.
-    return rot180(dk) if spec.flip else dk
+    return dk
 
 
 def _bias_grad(delta: jax.Array, tied: bool) -> jax.Array:
@@ -231,7 +300,7 @@ def conv2d_input_grad(
     )
     check_same_dtype(fn, ["delta", "w"], [delta, w])
     _check_delta(fn, delta, spec, x_shape[0], jnp.shape(w)[3])
-    return _input_grad(delta, w, x_shape[1:3], spec)
+    return _input_grad(delta, w, x_shape[1:3], spec, _lowering.requested())
 
 
 def conv2d_weight_grad(
@@ -276,7 +345,7 @@ def conv2d_weight_grad(
     )
     check_same_dtype(fn, ["x", "delta"], [x, delta])
     _check_delta(fn, delta, spec, jnp.shape(x)[0], w_shape[3])
-    return _weight_grad(x, delta, spec)
+    return _weight_grad(x, delta, spec, _lowering.requested())
 
 
 # ---------------------------------------------------------------------------------- conv2d
@@ -285,29 +354,24 @@ class _ConvResiduals(NamedTuple):
     w: jax.Array  # the kernel, for Eq 22
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def _conv2d(spec: ConvSpec, tied: bool, x: jax.Array, w: jax.Array, b: jax.Array | None) -> jax.Array:
-    # Eq 7 (flip=False, cross-correlation) or Eq 6 (flip=True, convolution: rot180 first).
-    kernel = rot180(w) if spec.flip else w
-    if spec.pad_value == 0.0:
-        y = _correlate(x, kernel, dims=("NHWC", "HWIO", "NHWC"), strides=spec.stride,
-                       padding=spec.pads, rhs_dilation=spec.dilation, feature_groups=spec.groups)
-    else:
-        y = _correlate(_pad_input(x, spec), kernel, dims=("NHWC", "HWIO", "NHWC"),
-                       strides=spec.stride, rhs_dilation=spec.dilation, feature_groups=spec.groups)
+@partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
+def _conv2d(
+    spec: ConvSpec, tied: bool, plan: _lowering.Plan, x: jax.Array, w: jax.Array, b: jax.Array | None
+) -> jax.Array:
+    y = _forward(x, w, spec, plan)  # Eq 7 (Eq 6 with flip)
     # Explicit broadcast of the tied (D,) or untied (H_out, W_out, D) bias over the batch: no
     # implicit rank promotion (it raises under jax_numpy_rank_promotion='raise').
     return y if b is None else y + jnp.broadcast_to(b, y.shape)
 
 
-def _conv2d_fwd(spec, tied, x, w, b):
-    return _conv2d(spec, tied, x, w, b), _ConvResiduals(x, w)
+def _conv2d_fwd(spec, tied, plan, x, w, b):
+    return _conv2d(spec, tied, plan, x, w, b), _ConvResiduals(x, w)
 
 
-def _conv2d_bwd(spec, tied, res, delta):
+def _conv2d_bwd(spec, tied, plan, res, delta):
     x, w = res
-    dx = _input_grad(delta, w, x.shape[1:3], spec)  # Eq 22
-    dw = _weight_grad(x, delta, spec)  # Eq 14
+    dx = _input_grad(delta, w, x.shape[1:3], spec, plan)  # Eq 22 (Eq 20)
+    dw = _weight_grad(x, delta, spec, plan)  # Eq 14 (Eq 13)
     db = None if tied is None else _bias_grad(delta, tied)
     return dx, dw, db
 
@@ -367,7 +431,7 @@ def conv2d(
         groups=groups, flip=flip, pad_value=pad_value,
     )
     tied = None if b is None else jnp.ndim(b) == 1
-    return _conv2d(spec, tied, x, w, b)
+    return _conv2d(spec, tied, _lowering.requested(), x, w, b)
 
 
 # -------------------------------------------------------------------------- Eq 1, 2 in 2-D

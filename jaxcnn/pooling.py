@@ -42,6 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from jaxcnn import _lowering
 from jaxcnn._checks import Pair, fail
 from jaxcnn._specs import PoolSpec, pool_spec
 
@@ -58,8 +59,9 @@ class _Plan(NamedTuple):
 
 
 def _blockwise(spec: PoolSpec) -> bool:
-    """The reshape lowering applies when windows tile the padded input: stride == window."""
-    return spec.stride == spec.window
+    """The reshape lowering applies when windows tile the padded input: stride == window (unless
+    the private switch ``jaxcnn._lowering.force(pool="general")`` asks for the strided slices)."""
+    return spec.stride == spec.window and _lowering.requested().pool != "general"
 
 
 def _plan(spec: PoolSpec, x: jax.Array) -> _Plan:

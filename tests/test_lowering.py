@@ -1,0 +1,310 @@
+"""jaxcnn._lowering: every lowering of conv2d's formulas, forced, against the XLA-convolution lowering
+and the autodiff reference; pooling's two paths forced through the public functions.
+
+The lowerings are chosen at trace time with the private switch ``jaxcnn._lowering.force``: "xla"
+(Eq 7, 14, 22 as XLA convolutions), "taps" and "patches" (the sums of Eq 7, 13, 20 as matmuls:
+per tap, and im2col / col2im), the last two also with ``chunk_bytes=1`` so that batches run
+through the chunked ``lax.scan``; "auto" is the per-platform choice. No timings here
+(experiments/benchmark.py measures them).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxcnn import _lowering, conv, pooling, reference
+from jaxcnn._specs import conv_spec, pool_spec
+from tests.tolerances import assert_close, assert_dtype, normal
+
+# (name, force(...) keyword arguments): every path of conv2d's three formulas.
+LOWERINGS = [
+    ("xla", {"name": "xla"}),
+    ("taps", {"name": "taps"}),
+    ("patches", {"name": "patches"}),
+    ("patches-chunked", {"name": "patches", "chunk_bytes": 1}),
+    ("auto", {"name": "auto"}),
+    ("taps-chunked", {"name": "taps", "chunk_bytes": 1}),  # the same scans as patches-chunked
+]
+GRID_LOWERINGS = LOWERINGS[:4]  # "auto" and the chunked taps: test_public_grads_every_lowering
+
+# (id, x shape NHWC, w shape HWIO, bias None/"tied"/"untied", options): stride 1-3 and pairs,
+# dilation 1-2 and pairs, groups 1/2/3, every padding form, flip, pad_value 0/-1, channels 1-6,
+# batches of 4 and 6 (two and three chunks with a one-byte budget).
+GRID = [
+    ("valid-c1", (4, 6, 6, 1), (3, 3, 1, 2), None, {}),
+    ("s1x3-g3-same-untied", (6, 8, 7, 6), (3, 3, 2, 6), "untied",
+     {"stride": (1, 3), "groups": 3, "padding": "SAME"}),
+    ("d2-g2-full-flip-tied", (4, 9, 8, 4), (5, 3, 2, 6), "tied",
+     {"dilation": 2, "groups": 2, "padding": "FULL", "flip": True}),
+    ("s3-k4-pad1-minus1-untied", (4, 6, 7, 2), (4, 4, 2, 5), "untied",
+     {"stride": 3, "padding": 1, "pad_value": -1.0}),
+    ("s2-k1x1-pair-minus1", (4, 5, 6, 3), (1, 1, 3, 2), "tied",
+     {"stride": 2, "padding": (2, 1), "pad_value": -1.0}),
+    ("s2-k3x2-tied", (4, 7, 6, 4), (3, 2, 4, 3), "tied", {"stride": 2}),
+    ("explicit-odd-s2x1-d1x2-g2-flip-minus1", (6, 7, 5, 2), (3, 4, 1, 4), None,
+     {"stride": (2, 1), "dilation": (1, 2), "groups": 2, "flip": True,
+      "padding": ((0, 3), (2, 1)), "pad_value": -1.0}),
+    ("same-odd-s3-d2x1-flip-untied", (4, 5, 5, 1), (2, 3, 1, 2), "untied",
+     {"stride": 3, "padding": "SAME", "dilation": (2, 1), "flip": True}),
+    ("lecun-h1-s2-pad2-minus1", (4, 16, 16, 1), (5, 5, 1, 3), "untied",
+     {"stride": 2, "padding": 2, "pad_value": -1.0}),
+    ("stride-gaps-s3-k2", (4, 8, 8, 2), (2, 2, 2, 2), None, {"stride": 3}),  # unreached rows
+]
+GRID_IDS = [g[0] for g in GRID]
+CASES = {g[0]: g for g in GRID}
+GRAD_OPTIONS = ("stride", "padding", "dilation", "groups", "flip")
+
+# The grids compile many small programs: LLVM's optimisation level 0 halves the compile time
+# (the HLO, where the lowerings differ, is the same; only the machine code is less optimised).
+jit = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0})
+
+
+def make_args(case, dtype, seed=0):
+    _, x_shape, w_shape, bias, options = case
+    x, w = normal(seed, x_shape, dtype), normal(seed + 1, w_shape, dtype)
+    y_shape = jax.eval_shape(functools.partial(reference.conv2d, **options), x, w).shape
+    b = None
+    if bias is not None:
+        b = normal(seed + 2, y_shape[3:] if bias == "tied" else y_shape[1:], dtype)
+    return x, w, b, options, normal(seed + 3, y_shape, dtype)
+
+
+def conv_vjp(f, x, w, b, ct, options):
+    """Output and the VJP of a random cotangent (never a plain sum) for x, w and b."""
+    args = (x, w) if b is None else (x, w, b)
+    y, pull = jax.vjp(lambda *a: f.conv2d(*a, **options), *args)
+    return y, pull(ct)
+
+
+def public_grads(f, x, w, ct, options):
+    """The two public gradient functions (what the VJP is made of)."""
+    g_opts = {k: v for k, v in options.items() if k in GRAD_OPTIONS}
+    return (f.conv2d_input_grad(ct, w, x.shape, **g_opts),
+            f.conv2d_weight_grad(x, ct, w.shape, **options))
+
+
+@pytest.mark.parametrize("case", GRID, ids=GRID_IDS)
+def test_every_lowering_matches_xla_and_reference(case, dtype):
+    x, w, b, options, ct = make_args(case, dtype)
+
+    @jit
+    def run(x, w, b, ct):
+        out = {}
+        for name, kw in GRID_LOWERINGS:
+            with _lowering.force(**kw):
+                out[name] = conv_vjp(conv, x, w, b, ct, options)
+        return out, conv_vjp(reference, x, w, b, ct, options)
+
+    out, ref = run(x, w, b, ct)
+    for name, _ in GRID_LOWERINGS:
+        assert_close(out[name], out["xla"])
+        assert_close(out[name], ref)
+        assert_dtype(out[name], dtype)
+
+
+PUBLIC_CASES = ("s1x3-g3-same-untied", "explicit-odd-s2x1-d1x2-g2-flip-minus1")
+
+
+@pytest.mark.parametrize("case", [CASES[k] for k in PUBLIC_CASES], ids=PUBLIC_CASES)
+def test_public_grads_every_lowering(case, dtype):
+    """conv2d_input_grad / conv2d_weight_grad under each forced lowering equal the reference's
+    (and the VJPs of "auto" and the chunked taps, which the grid leaves out)."""
+    x, w, _, options, ct = make_args(case, dtype, seed=3)
+
+    @jit
+    def run(x, w, ct):
+        out = {}
+        for name, kw in LOWERINGS[1:]:
+            with _lowering.force(**kw):
+                out[name] = conv_vjp(conv, x, w, None, ct, options), public_grads(conv, x, w, ct, options)
+        return out, (conv_vjp(reference, x, w, None, ct, options),
+                     public_grads(reference, x, w, ct, options))
+
+    out, ref = run(x, w, ct)
+    for grads in out.values():
+        assert_close(grads, ref)
+        assert_dtype(grads, dtype)
+
+
+@pytest.mark.parametrize("name", ["taps", "patches", "patches-chunked"])
+def test_second_order_every_lowering(name, x64):
+    """grad of a function of the VJP (w.r.t. x, w, b and the cotangent): the backward rules are
+    differentiable code on every path."""
+    kw = dict(LOWERINGS)[name]
+    x, w, b, options, ct = make_args(CASES["s3-k4-pad1-minus1-untied"], jnp.float64, seed=5)
+    u = (normal(9, x.shape, jnp.float64), normal(10, w.shape, jnp.float64),
+         normal(11, b.shape, jnp.float64))
+
+    def second(f):
+        def inner(x, w, b, ct):
+            grads = jax.vjp(functools.partial(f, **options), x, w, b)[1](ct)
+            return sum(jnp.vdot(g, v) for g, v in zip(grads, u, strict=True))
+
+        return jax.grad(inner, argnums=(0, 1, 2, 3))(x, w, b, ct)
+
+    with _lowering.force(**kw):
+        custom = jit(lambda: second(conv.conv2d))()
+    assert_close(custom, second(reference.conv2d))
+
+
+@pytest.mark.parametrize("name", ["taps", "patches"])
+def test_vmap_per_example_every_lowering(name):
+    x, w, b, options, ct = make_args(CASES["lecun-h1-s2-pad2-minus1"], jnp.float32, seed=7)
+
+    def per_example(f):
+        def loss(params, x_n, ct_n):
+            return jnp.vdot(f(x_n[None], *params, **options)[0], ct_n)
+        return jax.vmap(jax.grad(loss, argnums=(0, 1)), in_axes=(None, 0, 0))
+
+    with _lowering.force(name):
+        grads = jit(per_example(conv.conv2d))((w, b), x, ct)
+    assert_close(grads, per_example(reference.conv2d)((w, b), x, ct))
+
+
+def test_vmap_over_chunked_batches():
+    """vmap over groups of 4 examples, each group's conv running through the chunked scans."""
+    x, w, b, options, ct = make_args(CASES["s3-k4-pad1-minus1-untied"], jnp.float32, seed=8)
+    xs, cts = jnp.stack([x, -2 * x]), jnp.stack([ct, ct[::-1]])
+
+    def grads(f):
+        def loss(w, b, x, ct):
+            return jnp.vdot(f(x, w, b, **options), ct)
+        return jax.vmap(jax.grad(loss, argnums=(0, 1, 2)), in_axes=(None, None, 0, 0))
+
+    with _lowering.force("patches", chunk_bytes=1):
+        custom = jit(grads(conv.conv2d))(w, b, xs, cts)
+    assert_close(custom, grads(reference.conv2d)(w, b, xs, cts))
+
+
+@pytest.mark.parametrize("low", [jnp.bfloat16, jnp.float16], ids=["bfloat16", "float16"])
+@pytest.mark.parametrize("name", ["taps", "patches-chunked"])
+def test_low_precision_every_lowering(low, name):
+    """16-bit inputs keep their dtype on every path (products accumulated in float32)."""
+    x, w, b, options, ct = make_args(CASES["s3-k4-pad1-minus1-untied"], low)
+    def run(x, w, b, ct):
+        return conv_vjp(conv, x, w, b, ct, options), public_grads(conv, x, w, ct, options)
+
+    with _lowering.force(**dict(LOWERINGS)[name]):
+        out = jit(run)(x, w, b, ct)
+    assert_dtype(out, low)
+    up = lambda t: jax.tree_util.tree_map(lambda a: a.astype(jnp.float32), t)  # noqa: E731
+    x32, w32, b32, ct32 = up((x, w, b, ct))
+    expected = (conv_vjp(reference, x32, w32, b32, ct32, options),
+                public_grads(reference, x32, w32, ct32, options))
+    assert_close(out, expected, dtype=low)
+
+
+def test_forced_lowering_is_traced_into_the_backward():
+    """A VJP taken under force("taps") and pulled back outside it still runs the taps: the
+    lowering is static configuration, not a global read when the backward is traced."""
+    x, w, _, options, ct = make_args(CASES["s2-k3x2-tied"], jnp.float32)
+    with _lowering.force("taps"):
+        _, pull = jax.vjp(functools.partial(conv.conv2d, **options), x, w)
+    assert "conv_general_dilated" not in str(jax.make_jaxpr(pull)(ct))
+    with _lowering.force("xla"):
+        _, pull = jax.vjp(functools.partial(conv.conv2d, **options), x, w)
+    assert "conv_general_dilated" in str(jax.make_jaxpr(pull)(ct))
+
+
+def test_auto_on_cpu_uses_the_matmul_forms_and_elsewhere_xla():
+    """The C1 forward of LeNet-5 is lowered per platform: the taps' dots for CPU, an XLA
+    convolution for the other platforms (lax.platform_dependent keeps both in the jaxpr)."""
+    x, w = jnp.zeros((128, 8, 8, 1)), jnp.zeros((5, 5, 1, 6))
+    jaxpr = str(jax.make_jaxpr(functools.partial(conv.conv2d, padding=2))(x, w))
+    assert "platform_index" in jaxpr and "conv_general_dilated" in jaxpr and "dot_general" in jaxpr
+    hlo = jax.jit(functools.partial(conv.conv2d, padding=2)).lower(x, w).compile().as_text()
+    assert "convolution" not in hlo  # lowered for CPU: the taps only
+
+
+@pytest.mark.parametrize(
+    ("formula", "n", "c", "d", "groups", "expected"),
+    [
+        ("forward", 128, 1, 6, 1, "taps"),  # LeNet C1
+        ("forward", 1, 1, 12, 1, "patches"),  # LeCun H1, one example
+        ("forward", 128, 6, 16, 1, "xla"),  # LeNet C3
+        ("forward", 1, 12, 12, 1, "xla"),  # LeCun H2, one example
+        ("forward", 128, 64, 64, 1, "patches"),
+        ("input", 128, 6, 16, 1, "patches"),
+        ("input", 128, 64, 64, 2, "patches"),
+        ("weight", 128, 1, 6, 1, "patches"),
+        ("weight", 128, 64, 64, 1, "patches"),
+        ("forward", 128, 64, 64, 64, "xla"),  # depthwise: no loop over 64 groups
+        ("weight", 128, 64, 64, 8, "xla"),
+    ],
+)
+def test_cpu_choice(formula, n, c, d, groups, expected):
+    spec = conv_spec("conv2d", jnp.zeros((n, 8, 8, c)), jnp.zeros((3, 3, c // groups, d)), None,
+                     stride=1, padding="SAME", dilation=1, groups=groups, flip=False, pad_value=0.0)
+    assert _lowering.choose(formula, spec, n, c, d) == expected
+
+
+def test_force_validates_and_restores():
+    with pytest.raises(ValueError, match="`force`: `name` must be one of"):
+        with _lowering.force("im2col"):
+            pass
+    with pytest.raises(ValueError, match="`pool` must be one of"):
+        with _lowering.force(pool="blockwise"):
+            pass
+    with pytest.raises(ValueError, match="`chunk_bytes` must be a positive int"):
+        with _lowering.force("patches", chunk_bytes=0):
+            pass
+    with pytest.raises(RuntimeError):
+        with _lowering.force("taps", pool="general"):
+            raise RuntimeError
+    assert _lowering.requested() == _lowering.Plan()
+
+
+# ------------------------------------------------------------------------------------ pooling
+POOLS = [
+    ("max_pool", {}),
+    ("avg_pool", {"count_include_pad": False}),
+    ("l2_pool", {}),
+]
+POOL_CONFIGS = [  # stride == window: the reshape path unless forced to the general one
+    ((6, 6), 2, "VALID"),
+    ((7, 5), 3, 1),
+    ((6, 5), (2, 3), "SAME"),
+]
+
+
+@pytest.mark.parametrize("hw, window, padding", POOL_CONFIGS, ids=str)
+def test_pool_paths_forced_through_the_public_functions(hw, window, padding, dtype):
+    x = normal(0, (2, *hw, 3), dtype)
+
+    def vjps(module, x):
+        out = {}
+        for name, extra in POOLS:
+            f = functools.partial(getattr(module, name), window=window, padding=padding, **extra)
+            y, pull = jax.vjp(f, x)
+            out[name] = y, pull(normal(1, y.shape, dtype))[0]
+        return out
+
+    @jit
+    def run(x):
+        blockwise = vjps(pooling, x)
+        with _lowering.force(pool="general"):
+            general = vjps(pooling, x)
+        return blockwise, general
+
+    blockwise, general = run(x)
+    expected = vjps(reference, x)
+    assert_close(blockwise, expected)
+    assert_close(general, expected)
+    assert_dtype((blockwise, general), dtype)
+    spec = pool_spec("max_pool", x, window, None, padding)
+    assert pooling._plan(spec, x).blockwise
+    with _lowering.force(pool="general"):
+        assert not pooling._plan(spec, x).blockwise
+
+
+def test_chunk_sizes():
+    assert _lowering._chunk(128, 1000, 1 << 20) == 128  # small: one piece
+    assert _lowering._chunk(128, 80_000, 1 << 20) == 8  # 13 fit, 8 divides 128
+    assert _lowering._chunk(128, 3 << 20, 1 << 20) == 2  # at least two per step
+    assert _lowering._chunk(7, 3 << 20, 1 << 20) == 1  # a prime batch: one at a time
+    assert np.all([128 % _lowering._chunk(128, p, 1 << 20) == 0 for p in (1, 10**4, 10**5, 10**6)])
