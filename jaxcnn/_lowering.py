@@ -125,13 +125,16 @@ _TINY = 2  # input channels per group up to which the forward pass may be broadc
 _MANY = 4096  # output positions (N * H_out * W_out) from which those taps pay
 _WIDE = 16  # input channels per group from which the forward pass is patches rather than XLA's
 _GROUPS = 4  # more groups than this stay with XLA's convolution (the matmul forms loop over them)
+# Above this many taps (k1 * k2) the per-tap and patches forms unroll into too many slices: a 28x28
+# kernel compiled for ~15 s and ran 30x slower than XLA's convolution. Such kernels stay on "xla".
+_MAX_TAPS = 64
 
 
 def choose(formula: str, spec: ConvSpec, n: int, c: int, d: int) -> str:
     """The CPU lowering of `formula` ("forward", "input", "weight") for a batch of `n`, C -> D."""
     del d
     c_g = c // spec.groups
-    if spec.groups > _GROUPS:
+    if spec.groups > _GROUPS or math.prod(spec.kernel) > _MAX_TAPS:
         return "xla"
     if formula == "forward" and c_g <= _TINY:
         return "taps" if n * math.prod(spec.out_hw) >= _MANY else "patches"

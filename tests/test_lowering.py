@@ -308,3 +308,11 @@ def test_chunk_sizes():
     assert _lowering._chunk(128, 3 << 20, 1 << 20) == 2  # at least two per step
     assert _lowering._chunk(7, 3 << 20, 1 << 20) == 1  # a prime batch: one at a time
     assert np.all([128 % _lowering._chunk(128, p, 1 << 20) == 0 for p in (1, 10**4, 10**5, 10**6)])
+
+
+@pytest.mark.parametrize("kernel, expected", [((8, 8), "patches"), ((9, 8), "xla"), ((28, 28), "xla")])
+def test_large_kernels_stay_on_xla(kernel, expected):
+    """More than 64 taps: the unrolled per-tap/patches forms compile too slowly; XLA's conv is used."""
+    spec = conv_spec("conv2d", jnp.zeros((1, 32, 32, 1)), jnp.zeros((*kernel, 1, 1)), None,
+                     stride=1, padding="VALID", dilation=1, groups=1, flip=False, pad_value=0.0)
+    assert _lowering.choose("weight", spec, 1, 1, 1) == expected
