@@ -29,7 +29,6 @@ import fnmatch
 import json
 import os
 import sys
-import tempfile
 import time
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
@@ -41,6 +40,7 @@ import numpy as np
 
 from jaxcnn import gradcheck as gc
 from jaxcnn._gradcheck_cases import Family, allocate, default_configs
+from jaxcnn._io import atomic_write
 
 FORMAT = 1
 
@@ -231,19 +231,7 @@ def _table(rows: Sequence[_Row]) -> str:
 # ---------------------------------------------------------------------------------- io
 def write_json(path: str, payload: dict[str, Any]) -> None:
     """Write `payload` to `path` atomically: a temporary file in the same folder, then os.replace."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".gradcheck-", suffix=".json.tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(payload, f, indent=1)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, (json.dumps(payload, indent=1) + "\n").encode("utf-8"))
 
 
 @contextlib.contextmanager

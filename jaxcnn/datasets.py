@@ -23,10 +23,10 @@ import contextlib
 import gzip
 import importlib.resources
 import importlib.util
+import io
 import math
 import os
 import struct
-import tempfile
 import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, overload
@@ -37,6 +37,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from jaxcnn._checks import as_pair, fail
+from jaxcnn._io import atomic_write
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
@@ -222,21 +223,10 @@ def _write_cache(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
 
     An unwritable cache directory is not an error: the data is simply parsed again next time.
     """
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, images=images, labels=labels)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-    except OSError:
-        return
+    buffer = io.BytesIO()
+    np.savez(buffer, images=images, labels=labels)
+    with contextlib.suppress(OSError):
+        atomic_write(path, buffer.getvalue())
 
 
 def _mnist_5k() -> tuple[NDArray[np.uint8], NDArray[np.int32]]:

@@ -31,7 +31,6 @@ import io
 import json
 import os
 import sys
-import tempfile
 import time
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
@@ -46,6 +45,7 @@ from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxcnn._checks import fail
+from jaxcnn._io import atomic_write
 
 __all__ = [
     "atomic_write",
@@ -334,15 +334,6 @@ def _flatten(state: Mapping[str, Any]) -> dict[str, np.ndarray]:
                 raise fail("save_checkpoint", f"two leaves share the key {key!r}")
             flat[key] = np.asarray(jax.device_get(leaf))
     return flat
-
-
-def _fsync_dir(directory: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def save_checkpoint(path: str | os.PathLike[str], state: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
@@ -716,22 +707,6 @@ def _make_prepare(augment: Callable | None, mesh: Mesh | None) -> Callable:
 
 
 # ------------------------------------------------------------------------- run bookkeeping
-def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write `data` to `path` through a temporary file in the same directory and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
 
 
 def machine_info() -> dict[str, Any]:
