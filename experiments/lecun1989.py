@@ -220,48 +220,15 @@ def table(runs: dict[str, dict[str, Any]]) -> str:
         rows.append((LABELS[name], f"{f['train_error']:.2%}", f"{f['test_error']:.2%}",
                      f"{f['train_loss']:.2e}", f"{f['test_loss']:.2e}",
                      f"{r['train_seconds']:.1f}", f"{r['compile_seconds']:.1f}"))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-
-    def line(row: tuple[str, ...]) -> str:
-        cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)]
-        return "  ".join(cells)
-
-    lines = [line(row) for row in rows]
-    lines.insert(1, "-" * len(lines[0]))
-    return "\n".join(lines)
+    return train.format_table(rows)
 
 
 def plot(runs: dict[str, dict[str, Any]], path: Path, title: str) -> None:
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax_err, ax_loss) = plt.subplots(1, 2, figsize=(11, 4.2))
-    styles = {"custom": "-", "reference": "--"}
-    for name, r in runs.items():
-        ep = [h["epoch"] for h in r["history"]]
-        for split, color in (("train", "tab:blue"), ("test", "tab:orange")):
-            ax_err.plot(ep, [100 * h[f"{split}_error"] for h in r["history"]], styles[name], color=color,
-                        label=f"{split}, {name}")
-            ax_loss.plot(ep, [h[f"{split}_loss"] for h in r["history"]], styles[name], color=color,
-                         label=f"{split}, {name}")
-    for split, color in (("train", "tab:blue"), ("test", "tab:orange")):
-        ax_err.axhline(100 * PAPER[f"{split}_error"], color=color, lw=0.8, ls=":", label=f"paper {split}")
-        ax_loss.axhline(PAPER[f"{split}_loss"], color=color, lw=0.8, ls=":", label=f"paper {split}")
-    ax_err.set(xlabel="pass", ylabel="error (%)", yscale="log", title="error rate")
-    ax_loss.set(xlabel="pass", ylabel="MSE per output unit", yscale="log", title="loss")
-    for ax in (ax_err, ax_loss):
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    train.atomic_write(path, buffer.getvalue())
+    paper = [(panel, scale * PAPER[f"{split}_{key}"], color, f"paper {split}")
+             for panel, key, scale in (("error", "error", 100), ("loss", "loss", 1))
+             for split, color in (("train", "tab:blue"), ("test", "tab:orange"))]
+    train.plot_history(runs, path, title=title, x_label="pass", loss_label="MSE per output unit",
+                       hlines=paper)
 
 
 def main(argv: list[str] | None = None) -> int:

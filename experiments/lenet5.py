@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import io
 import json
 import sys
 import time
@@ -173,44 +172,12 @@ def table(runs: dict[str, dict[str, Any]]) -> str:
         rows.append((LABELS[name], f"{f['train_error']:.2%}", f"{f['test_error']:.2%}",
                      f"{f['train_loss']:.3g}", f"{f['test_loss']:.3g}",
                      f"{r['train_seconds']:.1f}", f"{r['compile_seconds']:.1f}"))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-
-    def line(row: tuple[str, ...]) -> str:
-        cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)]
-        return "  ".join(cells)
-
-    lines = [line(row) for row in rows]
-    lines.insert(1, "-" * len(lines[0]))
-    return "\n".join(lines)
+    return train.format_table(rows)
 
 
 def plot(runs: dict[str, dict[str, Any]], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax_err, ax_loss) = plt.subplots(1, 2, figsize=(11, 4.2))
-    styles = {"custom": "-", "reference": "--"}
-    for name, r in runs.items():
-        ep = [h["epoch"] for h in r["history"]]
-        for split, color in (("train", "tab:blue"), ("test", "tab:orange")):
-            ax_err.plot(ep, [100 * h[f"{split}_error"] for h in r["history"]], styles[name], color=color,
-                        label=f"{split}, {name}")
-            ax_loss.plot(ep, [h[f"{split}_loss"] for h in r["history"]], styles[name], color=color,
-                         label=f"{split}, {name}")
-    ax_err.axhline(2.0, color="gray", lw=0.8, ls=":", label="2% target")
-    ax_err.set(xlabel="epoch", ylabel="error (%)", yscale="log", title="error rate")
-    ax_loss.set(xlabel="epoch", ylabel="cross-entropy", yscale="log", title="loss")
-    for ax in (ax_err, ax_loss):
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    train.atomic_write(path, buffer.getvalue())
+    train.plot_history(runs, path, title=title, x_label="epoch", loss_label="cross-entropy",
+                       hlines=[("error", 2.0, "gray", "2% target")])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -57,10 +57,12 @@ __all__ = [
     "epoch_permutation",
     "evaluate",
     "fit",
+    "format_table",
     "load_checkpoint",
     "machine_info",
     "make_sgd_epoch",
     "make_train_step",
+    "plot_history",
     "replicate",
     "save_checkpoint",
     "shard_batch",
@@ -729,3 +731,65 @@ def machine_info() -> dict[str, Any]:
         "backend": jax.default_backend(),
         "devices": [str(d) for d in jax.devices()],
     }
+
+
+def format_table(rows: Sequence[Sequence[str]]) -> str:
+    """A plain-text table: the first column left-aligned, the others right-aligned, a rule under
+    the first (header) row. Every row has the header's number of cells."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+
+    def line(row: Sequence[str]) -> str:
+        cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)]
+        return "  ".join(cells)
+
+    lines = [line(row) for row in rows]
+    lines.insert(1, "-" * len(lines[0]))
+    return "\n".join(lines)
+
+
+def plot_history(
+    runs: Mapping[str, Mapping[str, Any]],
+    path: str | os.PathLike[str],
+    *,
+    title: str,
+    x_label: str,
+    loss_label: str,
+    hlines: Sequence[tuple[str, float, str, str]] = (),
+) -> None:
+    """Write a PNG of per-epoch error (%) and loss curves, train and test, one line style per run.
+
+    Args:
+      runs: name ("custom" solid, "reference" dashed) -> a run with ``"history"``, a list of
+        ``{"epoch", "train_error", "test_error", "train_loss", "test_loss"}`` (errors as fractions).
+      path: the PNG, written atomically.
+      title, x_label, loss_label: the figure title and axis labels.
+      hlines: reference lines ``(panel, y, color, label)``, panel ``"error"`` (y in %) or ``"loss"``.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_err, ax_loss) = plt.subplots(1, 2, figsize=(11, 4.2))
+    styles = {"custom": "-", "reference": "--"}
+    for name, r in runs.items():
+        ep = [h["epoch"] for h in r["history"]]
+        for split, color in (("train", "tab:blue"), ("test", "tab:orange")):
+            ax_err.plot(ep, [100 * h[f"{split}_error"] for h in r["history"]], styles[name], color=color,
+                        label=f"{split}, {name}")
+            ax_loss.plot(ep, [h[f"{split}_loss"] for h in r["history"]], styles[name], color=color,
+                         label=f"{split}, {name}")
+    panels = {"error": ax_err, "loss": ax_loss}
+    for panel, y, color, label in hlines:
+        panels[panel].axhline(y, color=color, lw=0.8, ls=":", label=label)
+    ax_err.set(xlabel=x_label, ylabel="error (%)", yscale="log", title="error rate")
+    ax_loss.set(xlabel=x_label, ylabel=loss_label, yscale="log", title="loss")
+    for ax in (ax_err, ax_loss):
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write(path, buffer.getvalue())

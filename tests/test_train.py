@@ -364,3 +364,13 @@ def test_one_device_mesh_is_the_plain_step():
     assert train.make_train_step(APPLY, _mean_se, ADAM, mesh=mesh) is plain
     with pytest.raises(ValueError, match="`data_mesh`: `devices` must not be empty"):
         train.data_mesh([])
+
+
+def test_format_table_aligns_columns_with_a_rule_under_the_header():
+    rows = [("", "err", "loss"), ("custom", "5.00%", "0.1"), ("reference", "12.50%", "0.25")]
+    assert train.format_table(rows).split("\n") == [
+        "              err  loss",
+        "-----------------------",
+        "custom      5.00%   0.1",
+        "reference  12.50%  0.25",
+    ]
