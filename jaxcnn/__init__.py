@@ -6,16 +6,22 @@ weights, Eq 20-22 for the deltas, winner routing and 1/(N*N) spreading for pooli
 to stride, padding, dilation and groups. `jaxcnn.reference` holds an autodiff twin of every
 function; `jaxcnn.gradcheck` compares the two on any backend.
 
-Core modules (conv, activations, pooling, dense, losses, reference) are imported here; `models`,
+Core modules (convolution, activations, pooling, dense, losses, reference) are imported here; `models`,
 `train`, `datasets` and `gradcheck` are imported on use (``import jaxcnn.train``).
 """
 
 from jaxcnn import reference
 from jaxcnn.activations import leaky_relu, relu, scaled_tanh, sigmoid, tanh
-from jaxcnn.conv import (
+from jaxcnn.convolution import (
+    conv,
+    conv1d,
     conv2d,
     conv2d_input_grad,
     conv2d_weight_grad,
+    conv3d,
+    conv_input_grad,
+    conv_transpose,
+    conv_weight_grad,
     convolve2d,
     correlate2d,
     rot180,
@@ -28,9 +34,15 @@ __version__ = "0.1.0"
 
 __all__ = [
     "avg_pool",
+    "conv",
+    "conv1d",
     "conv2d",
     "conv2d_input_grad",
     "conv2d_weight_grad",
+    "conv3d",
+    "conv_input_grad",
+    "conv_transpose",
+    "conv_weight_grad",
     "convolve2d",
     "correlate2d",
     "dense",

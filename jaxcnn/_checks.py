@@ -6,10 +6,16 @@ All run at trace time on static shapes and dtypes, and all raise with one messag
 
 ValueError for shapes and values, TypeError for dtypes and argument types. No ``assert``: it
 vanishes under ``python -O``.
+
+Sizes. Every size that a call implies (padded input, output, the window stack of a pool) is
+checked against `MAX_DIM` and `MAX_ELEMENTS` before anything is traced, so that a request whose
+arrays cannot exist (``padding=2**31``, a window of ``2**20``) is the library's ValueError naming
+the argument, never XLA's abort ("overflow in static extent product") or its RESOURCE_EXHAUSTED.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,7 +23,15 @@ import jax.numpy as jnp
 import numpy as np
 
 Pair = tuple[int, int]
-Padding2D = tuple[tuple[int, int], tuple[int, int]]
+Ints = tuple[int, ...]
+Pads = tuple[tuple[int, int], ...]
+
+MAX_DIM = 2**31 - 1
+"""Largest extent of one axis of an array the library creates (XLA indexes with int32 in places)."""
+AXES = {1: "W", 2: "HW", 3: "DHW"}
+"""Names of the spatial axes in messages, per number of spatial dims (NWC, NHWC, NDHWC)."""
+MAX_ELEMENTS = 2**33
+"""Most elements of one array the library creates (32 GiB of float32: more than any device here)."""
 
 
 def fail(fn: str, message: str, exc: type[Exception] = ValueError) -> Exception:
@@ -25,18 +39,33 @@ def fail(fn: str, message: str, exc: type[Exception] = ValueError) -> Exception:
     return exc(f"`{fn}`: {message}")
 
 
+def is_int(value: Any) -> bool:
+    """A Python or NumPy integer, not a bool."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
 def check_float(fn: str, name: str, x: Any) -> None:
-    """Differentiable arguments must be floating point (never int or bool)."""
-    dtype = jnp.result_type(x)
+    """Differentiable arguments must be floating-point arrays (never int, bool, or a Python list)."""
+    if isinstance(x, (list, tuple, dict, str, bytes)) or x is None:
+        raise fail(
+            fn, f"`{name}` must be a floating-point array, got a {type(x).__name__}; "
+            "wrap it with jnp.asarray(..., jnp.float32)", TypeError,
+        )
+    try:
+        dtype = jnp.result_type(x)
+    except TypeError:
+        raise fail(fn, f"`{name}` must be a floating-point array, got {type(x).__name__}", TypeError) from None
     if not jnp.issubdtype(dtype, jnp.floating):
         raise fail(fn, f"`{name}` must be a floating-point array, got dtype {dtype}", TypeError)
 
 
-def check_rank(fn: str, name: str, x: Any, rank: int, layout: str) -> None:
-    """`x` must have `rank` dimensions, described by `layout` (e.g. "NHWC")."""
+def check_rank(fn: str, name: str, x: Any, rank: int | Sequence[int], layout: str) -> None:
+    """`x` must have `rank` dimensions (or one of several), described by `layout` (e.g. "NHWC")."""
     shape = jnp.shape(x)
-    if len(shape) != rank:
-        raise fail(fn, f"`{name}` must have rank {rank} ({layout}), got shape {shape}")
+    ranks = (rank,) if isinstance(rank, int) else tuple(rank)
+    if len(shape) not in ranks:
+        want = " or ".join(str(r) for r in ranks)
+        raise fail(fn, f"`{name}` must have rank {want} ({layout}), got shape {shape}")
 
 
 def check_plain_2d(fn: str, image: Any, kernel: Any) -> None:
@@ -53,104 +82,127 @@ def check_same_dtype(fn: str, names: Sequence[str], arrays: Sequence[Any]) -> No
         raise fail(fn, f"arguments must share one dtype, got {got}", TypeError)
 
 
-def as_pair(fn: str, name: str, value: Any, *, minimum: int = 1) -> Pair:
-    """An int or a pair of ints, each >= `minimum`, as a tuple of two Python ints."""
-    if isinstance(value, (bool, np.bool_)):
-        raise fail(fn, f"`{name}` must be an int or a pair of ints, got {value!r}", TypeError)
-    if isinstance(value, (int, np.integer)):
-        pair = (int(value), int(value))
-    elif (
-        isinstance(value, (tuple, list))
-        and len(value) == 2
-        and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value)
-    ):
-        pair = (int(value[0]), int(value[1]))
+def check_bool(fn: str, name: str, value: Any) -> bool:
+    """A static flag: a Python or NumPy bool."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise fail(fn, f"`{name}` must be a bool, got {value!r}", TypeError)
+    return bool(value)
+
+
+def as_ints(fn: str, name: str, value: Any, nd: int, *, minimum: int = 1) -> Ints:
+    """An int or a sequence of `nd` ints (one per spatial dim), each >= `minimum`, as a tuple."""
+    what = "an int" if nd == 1 else f"an int or {nd} ints (one per spatial dim)"
+    if is_int(value):
+        result = (int(value),) * nd
+    elif isinstance(value, (tuple, list)) and all(is_int(v) for v in value):
+        if len(value) != nd:
+            raise fail(fn, f"`{name}` must be {what}, got {len(value)} values {tuple(value)!r}", TypeError)
+        result = tuple(int(v) for v in value)
     else:
-        raise fail(fn, f"`{name}` must be an int or a pair of ints, got {value!r}", TypeError)
-    if min(pair) < minimum:
+        raise fail(fn, f"`{name}` must be {what}, got {value!r}", TypeError)
+    if min(result, default=minimum) < minimum:
         raise fail(fn, f"`{name}` must be >= {minimum}, got {value!r}")
-    return pair
-
-
-def resolve_padding(
-    fn: str,
-    padding: Any,
-    in_hw: Pair,
-    window_hw: Pair,
-    stride: Pair,
-) -> Padding2D:
-    """Explicit ``((top, bottom), (left, right))`` padding from any accepted padding form.
-
-    Args:
-      padding: ``"VALID"``, ``"SAME"``, ``"FULL"`` (case-insensitive), an int, a pair
-        ``(ph, pw)``, or ``((top, bottom), (left, right))``; every amount >= 0.
-      in_hw: input height and width.
-      window_hw: effective window extent, ``d * (k - 1) + 1`` for a dilated kernel.
-      stride: strides along H and W.
-
-    ``"SAME"`` gives ``ceil(H / s)`` outputs and, for an odd total, puts the extra row/column at
-    the bottom/right (as ``lax.padtype_to_pads`` does). ``"FULL"`` pads ``window - 1`` each side.
-    """
-    if isinstance(padding, str):
-        mode = padding.upper()
-        if mode == "VALID":
-            return ((0, 0), (0, 0))
-        if mode == "FULL":
-            return ((window_hw[0] - 1,) * 2, (window_hw[1] - 1,) * 2)  # type: ignore[return-value]
-        if mode == "SAME":
-            pads = []
-            for size, win, s in zip(in_hw, window_hw, stride, strict=True):
-                out = -(-size // s)
-                total = max((out - 1) * s + win - size, 0)
-                pads.append((total // 2, total - total // 2))
-            return (pads[0], pads[1])
-        raise fail(
-            fn, f"`padding` must be 'VALID', 'SAME', 'FULL', an int or pairs, got {padding!r}"
-        )
-
-    def is_int(v: Any) -> bool:
-        return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
-
-    result: Any = None
-    if is_int(padding):
-        result = ((int(padding),) * 2, (int(padding),) * 2)
-    elif isinstance(padding, (tuple, list)) and len(padding) == 2:
-        if all(is_int(p) for p in padding):
-            result = ((int(padding[0]),) * 2, (int(padding[1]),) * 2)
-        elif all(
-            isinstance(p, (tuple, list)) and len(p) == 2 and all(is_int(q) for q in p)
-            for p in padding
-        ):
-            result = tuple((int(p[0]), int(p[1])) for p in padding)
-    if result is None:
-        raise fail(
-            fn,
-            "`padding` must be 'VALID', 'SAME', 'FULL', an int, a pair (ph, pw) or "
-            f"((top, bottom), (left, right)), got {padding!r}",
-            TypeError if not isinstance(padding, (tuple, list, int)) else ValueError,
-        )
-    if min(min(p) for p in result) < 0:
-        raise fail(fn, f"`padding` amounts must be >= 0, got {padding!r}")
+    if max(result, default=0) > MAX_DIM:
+        raise fail(fn, f"`{name}` must be <= {MAX_DIM} (2**31 - 1), got {value!r}")
     return result
 
 
-def output_hw(
-    fn: str,
-    in_hw: Pair,
-    window_hw: Pair,
-    stride: Pair,
-    pads: Padding2D,
-    what: str = "kernel",
-) -> Pair:
-    """Output height/width ``(H + pt + pb - window) // s + 1``; the window must fit."""
+def as_pair(fn: str, name: str, value: Any, *, minimum: int = 1) -> Pair:
+    """An int or a pair of ints, each >= `minimum`, as a tuple of two Python ints."""
+    return as_ints(fn, name, value, 2, minimum=minimum)  # type: ignore[return-value]
+
+
+def explicit_pads(fn: str, name: str, padding: Any, nd: int) -> Pads | None:
+    """``(lo, hi)`` per spatial dim from an int, ``nd`` ints, or ``nd`` ``(lo, hi)`` pairs (in 1-D also a
+    bare ``(lo, hi)``); None when
+    `padding` has none of these forms (the caller names what else it accepts)."""
+    result: Any = None
+    if is_int(padding):
+        result = ((int(padding),) * 2,) * nd
+    elif nd == 1 and isinstance(padding, (tuple, list)) and len(padding) == 2 and all(is_int(p) for p in padding):
+        result = ((int(padding[0]), int(padding[1])),)  # 1-D: the (lo, hi) pair itself
+    elif isinstance(padding, (tuple, list)) and len(padding) == nd:
+        if all(is_int(p) for p in padding):
+            result = tuple((int(p), int(p)) for p in padding)
+        elif all(isinstance(p, (tuple, list)) and len(p) == 2 and all(is_int(q) for q in p) for p in padding):
+            result = tuple((int(p[0]), int(p[1])) for p in padding)
+    if result is None:
+        return None
+    if min((min(p) for p in result), default=0) < 0:
+        raise fail(fn, f"`{name}` amounts must be >= 0, got {padding!r}")
+    if max((max(p) for p in result), default=0) > MAX_DIM:
+        raise fail(fn, f"`{name}` amounts must be <= {MAX_DIM} (2**31 - 1), got {padding!r}")
+    return result
+
+
+def padding_forms(nd: int) -> str:
+    """The explicit padding forms, for messages."""
+    if nd == 1:
+        return "an int or a (lo, hi) pair"
+    return f"an int, {nd} ints (one per spatial dim) or {nd} (lo, hi) pairs"
+
+
+def resolve_padding(fn: str, padding: Any, size: Ints, extent: Ints, stride: Ints) -> Pads:
+    """Explicit ``(lo, hi)`` padding per spatial dim from any accepted padding form.
+
+    Args:
+      padding: ``"VALID"``, ``"SAME"``, ``"FULL"`` (case-insensitive), an int, one int per
+        spatial dim, or one ``(lo, hi)`` pair per spatial dim; every amount >= 0.
+      size: input extent per spatial dim.
+      extent: effective window extent per dim, ``d * (k - 1) + 1`` for a dilated kernel.
+      stride: strides per dim.
+
+    ``"SAME"`` gives ``ceil(n / s)`` outputs and, for an odd total, puts the extra unit at the
+    high end (as ``lax.padtype_to_pads`` does). ``"FULL"`` pads ``extent - 1`` on each side.
+    """
+    nd = len(size)
+    if isinstance(padding, str):
+        mode = padding.upper()
+        if mode == "VALID":
+            return ((0, 0),) * nd
+        if mode == "FULL":
+            return tuple((e - 1, e - 1) for e in extent)
+        if mode == "SAME":
+            pads = []
+            for n, e, s in zip(size, extent, stride, strict=True):
+                total = max((-(-n // s) - 1) * s + e - n, 0)
+                pads.append((total // 2, total - total // 2))
+            return tuple(pads)
+        raise fail(fn, f"`padding` must be 'VALID', 'SAME', 'FULL' or {padding_forms(nd)}, got {padding!r}")
+    pads = explicit_pads(fn, "padding", padding, nd)
+    if pads is None:
+        raise fail(
+            fn, f"`padding` must be 'VALID', 'SAME', 'FULL', {padding_forms(nd)}, got {padding!r}",
+            ValueError if isinstance(padding, (tuple, list)) else TypeError,
+        )
+    return pads
+
+
+def output_size(fn: str, size: Ints, extent: Ints, stride: Ints, pads: Pads, what: str, arg: str) -> Ints:
+    """Outputs per spatial dim, ``(n + lo + hi - extent) // s + 1``; the window must fit.
+
+    `what` names the window ("dilated kernel", "window") and `arg` the argument that sets it.
+    """
     out = []
-    for axis, size, win, s, (lo, hi) in zip("HW", in_hw, window_hw, stride, pads, strict=True):
-        padded = size + lo + hi
-        if win > padded:
+    for axis, n, e, s, (lo, hi) in zip(AXES[len(size)], size, extent, stride, pads, strict=True):
+        padded = n + lo + hi
+        if e > padded:
             raise fail(
-                fn,
-                f"{what} extent {win} along {axis} is larger than the padded input "
-                f"({size} + {lo} + {hi} = {padded})",
+                fn, f"{what} extent {e} along {axis} is larger than the padded input ({n} + {lo} + {hi} = "
+                f"{padded}); a smaller `{arg}` or more `padding` fits",
             )
-        out.append((padded - win) // s + 1)
-    return (out[0], out[1])
+        out.append((padded - e) // s + 1)
+    return tuple(out)
+
+
+def check_array_size(fn: str, arg: str, what: str, shape: Sequence[int]) -> None:
+    """An array of `shape` that the call would create must be able to exist (`MAX_DIM`,
+    `MAX_ELEMENTS`); otherwise the library's ValueError naming the argument `arg` that implies it."""
+    shape = tuple(int(s) for s in shape)
+    count = math.prod(shape)
+    if max(shape, default=0) > MAX_DIM or count > MAX_ELEMENTS:
+        raise fail(
+            fn,
+            f"`{arg}` implies {what} of shape {shape} ({count:.3g} elements), larger than an array "
+            f"may be here (each axis <= 2**31 - 1, at most 2**33 elements)",
+        )

@@ -1,13 +1,14 @@
-"""Validated, hashable configurations of conv and pooling calls.
+"""Validated, hashable configurations of conv and pooling calls, in 1, 2 or 3 spatial dims.
 
-`conv_spec` and `pool_spec` turn the user's keyword arguments into a `NamedTuple` of plain Python
-ints/floats (usable as a `jax.custom_vjp` `nondiff_argnums` value), raising the library's
-`ValueError`/`TypeError` at trace time. Both the custom-VJP functions and `jaxcnn.reference` use
-them, so the oracle and the rules accept exactly the same inputs.
+`conv_spec`, `transpose_spec` and `pool_spec` turn the user's keyword arguments into a `NamedTuple`
+of plain Python ints/floats (usable as a `jax.custom_vjp` `nondiff_argnums` value), raising the
+library's `ValueError`/`TypeError` at trace time. Both the custom-VJP functions and
+`jaxcnn.reference` use them, so the oracle and the rules accept exactly the same inputs.
 """
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any, NamedTuple
 
@@ -15,134 +16,240 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcnn._checks import (
-    Padding2D,
-    Pair,
-    as_pair,
+    AXES,
+    Ints,
+    Pads,
+    as_ints,
+    check_array_size,
+    check_bool,
     check_float,
     check_rank,
     check_same_dtype,
+    explicit_pads,
     fail,
-    output_hw,
+    is_int,
+    output_size,
+    padding_forms,
     resolve_padding,
 )
 
+LAYOUTS = {1: ("NWC", "WIO"), 2: ("NHWC", "HWIO"), 3: ("NDHWC", "DHWIO")}
+"""Activation and kernel layouts per number of spatial dims (channels last)."""
+
 
 class ConvSpec(NamedTuple):
-    """Static configuration of one `conv2d` call (all plain Python values)."""
+    """Static configuration of one convolution (all plain Python values, one entry per spatial dim).
 
-    kernel: Pair  # (k1, k2)
-    stride: Pair
-    pads: Padding2D  # ((top, bottom), (left, right))
-    dilation: Pair
+    For `conv_transpose` it describes the convolution being transposed: `size` is then the
+    transposed convolution's output and `out` its input.
+    """
+
+    kernel: Ints  # (k1, ..., k_nd)
+    stride: Ints
+    pads: Pads  # ((lo, hi), ...)
+    dilation: Ints
     groups: int
     flip: bool
     pad_value: float
-    out_hw: Pair  # (H_out, W_out)
+    size: Ints  # spatial extent of the conv's input x
+    out: Ints  # spatial extent of its output y (the deltas)
+
+    @property
+    def nd(self) -> int:
+        return len(self.kernel)
+
+    @property
+    def extent(self) -> Ints:
+        """The dilated kernel's extent ``d * (k - 1) + 1`` per dim."""
+        return tuple(d * (k - 1) + 1 for k, d in zip(self.kernel, self.dilation, strict=True))
+
+    @property
+    def used(self) -> Ints:
+        """Units of the padded input the windows reach, ``(out - 1) * s + extent`` per dim."""
+        return tuple((o - 1) * s + e for o, s, e in zip(self.out, self.stride, self.extent, strict=True))
 
 
 class PoolSpec(NamedTuple):
     """Static configuration of one pooling call."""
 
-    window: Pair
-    stride: Pair
-    pads: Padding2D
-    out_hw: Pair
+    window: Ints
+    stride: Ints
+    pads: Pads
+    size: Ints  # spatial extent of the input
+    out: Ints
+
+    @property
+    def nd(self) -> int:
+        return len(self.window)
+
+
+def spatial_dims(fn: str, name: str, array: Any, offset: int, layouts: str) -> int:
+    """1, 2 or 3: the spatial dims of `array` (its rank less `offset`), else the library's error."""
+    nd = jnp.ndim(array) - offset
+    if nd not in (1, 2, 3):
+        raise fail(fn, f"`{name}` must have 1, 2 or 3 spatial dims ({layouts}), got shape {jnp.shape(array)}")
+    return nd
 
 
 def _check_groups(fn: str, groups: Any) -> int:
-    if isinstance(groups, (bool, np.bool_)) or not isinstance(groups, (int, np.integer)):
+    if not is_int(groups):
         raise fail(fn, f"`groups` must be a positive int, got {groups!r}", TypeError)
     if groups < 1:
         raise fail(fn, f"`groups` must be >= 1, got {groups!r}")
     return int(groups)
 
 
-def conv_spec(
-    fn: str,
-    x: Any,
-    w: Any,
-    b: Any,
-    *,
-    stride: Any,
-    padding: Any,
-    dilation: Any,
-    groups: Any,
-    flip: Any,
-    pad_value: Any,
-) -> ConvSpec:
-    """Validate a conv2d call.
+def _check_pad_value(fn: str, pad_value: Any) -> float:
+    if isinstance(pad_value, (bool, np.bool_)) or not isinstance(pad_value, numbers.Real):
+        raise fail(fn, f"`pad_value` must be a Python number, got {pad_value!r}", TypeError)
+    return float(pad_value)
 
-    x NHWC, w HWIO ``(k1, k2, C/groups, D)``, b None, ``(D,)`` or ``(H_out, W_out, D)``.
-    """
+
+def _conv_arrays(fn: str, x: Any, w: Any, b: Any, nd: int | None) -> int:
+    """dtypes and ranks of a conv's operands; returns the spatial dims (from w's rank)."""
     check_float(fn, "x", x)
     check_float(fn, "w", w)
-    check_rank(fn, "x", x, 4, "NHWC")
-    check_rank(fn, "w", w, 4, "HWIO")
-    arrays, names = [x, w], ["x", "w"]
+    if nd is None:
+        nd = spatial_dims(fn, "w", w, 2, ", ".join(kernel for _, kernel in LAYOUTS.values()))
+        layout = f"{LAYOUTS[nd][0]}: `w` {jnp.shape(w)} has {nd} spatial dims"
+    else:
+        check_rank(fn, "w", w, nd + 2, LAYOUTS[nd][1])
+        layout = LAYOUTS[nd][0]
+    check_rank(fn, "x", x, nd + 2, layout)
+    arrays, names_ = [x, w], ["x", "w"]
     if b is not None:
         check_float(fn, "b", b)
         arrays.append(b)
-        names.append("b")
-    check_same_dtype(fn, names, arrays)
-    groups = _check_groups(fn, groups)
-    _, h, wd, c = jnp.shape(x)
-    k1, k2, c_in, d = jnp.shape(w)
+        names_.append("b")
+    check_same_dtype(fn, names_, arrays)
+    return nd
+
+
+def _check_channels(fn: str, c: int, c_in: int, d: int, groups: int, x_name: str = "x") -> None:
     if c % groups:
-        raise fail(fn, f"`x` has {c} channels, not divisible by `groups` (={groups})")
+        raise fail(fn, f"`{x_name}` has {c} channels, not divisible by `groups` (={groups})")
     if d % groups:
         raise fail(fn, f"`w` has {d} output channels, not divisible by `groups` (={groups})")
     if c_in * groups != c:
         raise fail(
             fn,
-            f"`w` has {c_in} input channels but `x` has {c} (groups={groups}); "
-            f"expected w.shape[2] == {c // groups}",
+            f"`w` has {c_in} input channels but `{x_name}` has {c} (groups={groups}); "
+            f"expected w.shape[-2] == {c // groups}",
         )
-    if min(k1, k2) < 1:
-        raise fail(fn, f"`w` must have a non-empty kernel, got shape {jnp.shape(w)}")
-    if not isinstance(flip, (bool, np.bool_)):
-        raise fail(fn, f"`flip` must be a bool, got {flip!r}", TypeError)
-    if isinstance(pad_value, (bool, np.bool_)) or not isinstance(pad_value, numbers.Real):
-        raise fail(fn, f"`pad_value` must be a Python number, got {pad_value!r}", TypeError)
-    stride_ = as_pair(fn, "stride", stride)
-    dilation_ = as_pair(fn, "dilation", dilation)
-    extent = (dilation_[0] * (k1 - 1) + 1, dilation_[1] * (k2 - 1) + 1)
-    pads = resolve_padding(fn, padding, (h, wd), extent, stride_)
-    out = output_hw(fn, (h, wd), extent, stride_, pads, what="dilated kernel")
-    if b is not None and jnp.shape(b) not in ((d,), (out[0], out[1], d)):
+
+
+def _check_bias(fn: str, b: Any, out: Ints, d: int) -> None:
+    if b is not None and jnp.shape(b) not in ((d,), (*out, d)):
         raise fail(
             fn,
             f"`b` has shape {jnp.shape(b)}; expected ({d},) for a tied bias or "
-            f"({out[0]}, {out[1]}, {d}) for an untied bias",
+            f"{(*out, d)} for an untied bias",
         )
-    return ConvSpec(
-        kernel=(int(k1), int(k2)),
-        stride=stride_,
-        pads=pads,
-        dilation=dilation_,
-        groups=groups,
-        flip=bool(flip),
-        pad_value=float(pad_value),
-        out_hw=out,
+
+
+def conv_spec(
+    fn: str, x: Any, w: Any, b: Any, *, stride: Any, padding: Any, dilation: Any, groups: Any,
+    flip: Any, pad_value: Any, nd: int | None = None,
+) -> ConvSpec:
+    """Validate a convolution call: x ``(N, *spatial, C)``, w ``(*k, C/groups, D)``, b None,
+    ``(D,)`` or ``(*out, D)``; `nd` (1, 2, 3) when the function fixes the spatial dims."""
+    nd = _conv_arrays(fn, x, w, b, nd)
+    groups = _check_groups(fn, groups)
+    *_, c = jnp.shape(x)
+    *kernel, c_in, d = (int(s) for s in jnp.shape(w))
+    _check_channels(fn, c, c_in, d, groups)
+    if min(kernel) < 1:
+        raise fail(fn, f"`w` must have a non-empty kernel, got shape {jnp.shape(w)}")
+    flip = check_bool(fn, "flip", flip)
+    pad_value = _check_pad_value(fn, pad_value)
+    stride_ = as_ints(fn, "stride", stride, nd)
+    dilation_ = as_ints(fn, "dilation", dilation, nd)
+    size = tuple(int(s) for s in jnp.shape(x)[1:-1])
+    extent = tuple(dl * (k - 1) + 1 for k, dl in zip(kernel, dilation_, strict=True))
+    if max(extent) > 2**31 - 1:
+        raise fail(fn, f"`dilation` {dilation!r} makes the kernel span {extent} units, larger than any input")
+    pads = resolve_padding(fn, padding, size, extent, stride_)
+    n = jnp.shape(x)[0]
+    check_array_size(fn, "padding", "a padded input", (n, *(s + lo + hi for s, (lo, hi) in zip(size, pads, strict=True)), c))
+    out = output_size(fn, size, extent, stride_, pads, "dilated kernel", "dilation")
+    check_array_size(fn, "padding", "an output", (n, *out, d))
+    _check_bias(fn, b, out, d)
+    return ConvSpec(tuple(kernel), stride_, pads, dilation_, groups, flip, pad_value, size, out)
+
+
+def transpose_spec(
+    fn: str, x: Any, w: Any, b: Any, *, stride: Any, padding: Any, output_padding: Any, dilation: Any,
+    groups: Any,
+) -> ConvSpec:
+    """Validate a `conv_transpose` call: x ``(N, *spatial, D)``, w ``(*k, C/groups, D)`` (the kernel
+    of the convolution being transposed), b None, ``(C,)`` or ``(*out, C)``. Returns the spec of
+    that convolution: ``size`` = the output, ``(n-1)*s - lo - hi + d*(k-1) + 1 + output_padding``."""
+    nd = _conv_arrays(fn, x, w, b, None)
+    groups = _check_groups(fn, groups)
+    *_, d_x = jnp.shape(x)
+    *kernel, c_g, d = (int(s) for s in jnp.shape(w))
+    if d_x != d:
+        raise fail(
+            fn,
+            f"`x` has {d_x} channels but `w` {jnp.shape(w)} transposes a convolution with {d} output "
+            f"channels; expected x.shape[-1] == w.shape[-1] == {d}",
+        )
+    _check_channels(fn, c_g * groups, c_g, d, groups)
+    if min(kernel) < 1:
+        raise fail(fn, f"`w` must have a non-empty kernel, got shape {jnp.shape(w)}")
+    stride_ = as_ints(fn, "stride", stride, nd)
+    dilation_ = as_ints(fn, "dilation", dilation, nd)
+    pads = explicit_pads(fn, "padding", padding, nd)
+    if pads is None:
+        raise fail(fn, f"`padding` must be {padding_forms(nd)} (the transposed convolution's), got {padding!r}",
+                   TypeError if not isinstance(padding, (tuple, list)) else ValueError)
+    extra = as_ints(fn, "output_padding", output_padding, nd, minimum=0)
+    for axis, (e, s, dl) in enumerate(zip(extra, stride_, dilation_, strict=True)):
+        if e >= max(s, dl):
+            raise fail(
+                fn, f"`output_padding` {output_padding!r} must be smaller than the stride ({s}) or the "
+                f"dilation ({dl}) along spatial dim {axis}, got {e}",
+            )
+    n_in = tuple(int(s) for s in jnp.shape(x)[1:-1])
+    size = tuple(
+        (n - 1) * s - lo - hi + dl * (k - 1) + 1 + e
+        for n, s, (lo, hi), dl, k, e in zip(n_in, stride_, pads, dilation_, kernel, extra, strict=True)
     )
+    if min(size) < 1:
+        raise fail(
+            fn, f"`padding` {padding!r} crops the whole output: output size {size} from x {jnp.shape(x)}, "
+            f"w {jnp.shape(w)}, stride {stride_}",
+        )
+    n = jnp.shape(x)[0]
+    c = c_g * groups
+    check_array_size(fn, "stride", "an output", (n, *size, c))
+    check_array_size(fn, "stride", "a zero-inserted input", (n, *(s * m + 2 * e for s, m, e in zip(
+        stride_, n_in, (dl * (k - 1) for dl, k in zip(dilation_, kernel, strict=True)), strict=True)), d))
+    _check_bias(fn, b, size, c)
+    return ConvSpec(tuple(kernel), stride_, pads, dilation_, groups, False, 0.0, size, n_in)
 
 
 def pool_spec(fn: str, x: Any, window: Any, stride: Any, padding: Any) -> PoolSpec:
-    """Validate a pooling call on x NHWC; stride defaults to the window (non-overlapping)."""
+    """Validate a pooling call on x ``(N, *spatial, C)`` with 1-3 spatial dims; stride defaults to
+    the window (non-overlapping)."""
     check_float(fn, "x", x)
-    check_rank(fn, "x", x, 4, "NHWC")
-    window_ = as_pair(fn, "window", window)
-    stride_ = window_ if stride is None else as_pair(fn, "stride", stride)
-    _, h, wd, _ = jnp.shape(x)
-    pads = resolve_padding(fn, padding, (h, wd), window_, stride_)
-    for axis, win, pad in zip("HW", window_, pads, strict=True):
+    nd = spatial_dims(fn, "x", x, 2, "NWC, NHWC or NDHWC")
+    window_ = as_ints(fn, "window", window, nd)
+    stride_ = window_ if stride is None else as_ints(fn, "stride", stride, nd)
+    size = tuple(int(s) for s in jnp.shape(x)[1:-1])
+    pads = resolve_padding(fn, padding, size, window_, stride_)
+    for axis, win, pad in zip(AXES[nd], window_, pads, strict=True):
         if max(pad) >= win:
             raise fail(
                 fn,
                 f"`padding` {pad} along {axis} must be smaller than the window ({win}), "
                 "so that no window covers padding only",
             )
-    out = output_hw(fn, (h, wd), window_, stride_, pads, what="window")
-    return PoolSpec(window=window_, stride=stride_, pads=pads, out_hw=out)
+    n, c = jnp.shape(x)[0], jnp.shape(x)[-1]
+    check_array_size(fn, "padding", "a padded input", (n, *(s + lo + hi for s, (lo, hi) in zip(size, pads, strict=True)), c))
+    out = output_size(fn, size, window_, stride_, pads, "window", "window")
+    check_array_size(fn, "window", "a stack of window taps", (n, *out, c, math.prod(window_)))
+    return PoolSpec(window_, stride_, pads, size, out)
 
 
 def dense_check(fn: str, x: Any, w: Any, b: Any) -> None:

@@ -59,7 +59,8 @@ def relu(x: jax.Array) -> jax.Array:
     Backward (the :math:`f'(x)` factor of Eq 20): ``dx = delta * relu'(x)``. At ``x = 0`` the
     derivative is taken from the left branch, 0, as in ``jax.nn.relu`` and PyTorch (see
     `Numerical influence of ReLU'(0) on backpropagation
-    <https://dl.acm.org/doi/10.5555/3540261.3540297>`_). NaN inputs give 0 and gradient 0.
+    <https://dl.acm.org/doi/10.5555/3540261.3540297>`_). NaN propagates: ``relu(NaN) = NaN``, and
+    the unit passes its delta on (the mask is ``not x <= 0``, PyTorch's threshold rule).
 
     Args:
       x: floating-point array of any shape.
@@ -76,11 +77,11 @@ def relu(x: jax.Array) -> jax.Array:
 
 @jax.custom_vjp
 def _relu(x: jax.Array) -> jax.Array:
-    return jnp.where(x > 0, x, jnp.zeros_like(x))
+    return jnp.where(x <= 0, jnp.zeros_like(x), x)
 
 
 def _relu_fwd(x: jax.Array) -> tuple[jax.Array, _MaskResiduals]:
-    positive = x > 0
+    positive = jnp.logical_not(x <= 0)  # x > 0, or NaN: the unit is on and passes its delta
     return jnp.where(positive, x, jnp.zeros_like(x)), _MaskResiduals(positive)
 
 

@@ -1,4 +1,4 @@
-r"""Pooling layers with the article's backward rules as `jax.custom_vjp`.
+r"""Pooling layers in 1, 2 or 3 spatial dims with the article's backward rules as `jax.custom_vjp`.
 
 "At the pooling layer, forward propagation results in an N x N pooling block being reduced to a
 single value - value of the 'winning unit'. [...] To keep track of the 'winning unit' its index
@@ -7,24 +7,21 @@ single value - value of the 'winning unit'. [...] To keep track of the 'winning 
 * max pooling: the error "is just assigned to where it comes from - the 'winning unit'";
 * average pooling: the error "is multiplied by 1/(N x N) and assigned to the whole pooling block".
 
-`max_pool`, `avg_pool` and `l2_pool` pool H and W of NHWC arrays, ``(N, H, W, C) ->
-(N, H_out, W_out, C)``, with ``H_out = (H + pad_top + pad_bottom - p1) // s1 + 1`` (and likewise
-for W). The window ``(p1, p2)`` may be non-square; the stride defaults to the window (the article's
-non-overlapping blocks); overlapping windows (stride < window) accumulate the deltas a unit receives
-from every window that covers it. Padding as in `jaxcnn.conv2d`; max pool pads with -inf, avg and
-l2 with 0, and the gradient of a padded unit is dropped.
+`max_pool`, `avg_pool` and `l2_pool` pool the spatial dims of channels-last arrays,
+``(N, *size, C) -> (N, *out, C)`` with 1-3 spatial dims (NWC, NHWC, NDHWC) and
+``out = (n + lo + hi - p) // s + 1`` per dim. The window ``p`` may differ per dim; the stride
+defaults to the window (the article's non-overlapping blocks); overlapping windows (stride <
+window) accumulate the deltas a unit receives from every window that covers it. Padding as in
+`jaxcnn.conv`; max pool pads with -inf, avg and l2 with 0, and the gradient of a padded unit is
+dropped.
 
-Lowering (static, chosen by `_blockwise` from the spec): every function views its padded input as
-``p1*p2`` window *taps*, tap ``t = a*p2 + b`` holding the unit at row ``a``, column ``b`` of each
-window, stacked on a trailing axis ``(N, H_out, W_out, C, p1*p2)`` (`_gather`); the backward places
-the per-tap deltas back and crops the padding (`_scatter`, the transpose of `_gather`).
-
-* blockwise path (stride == window, the article's case): one reshape
-  ``(N, H_out, p1, W_out, p2, C)`` and a transpose; rows/columns past the last full window are
-  cropped (forward) and given zero gradient (backward).
-* general path (overlapping or gapped windows): each tap is a strided ``lax.slice``; backward, tap
-  ``t``'s deltas are put back at its strided positions by ``lax.pad`` (interior padding ``s - 1``)
-  and the ``p1*p2`` results are added, which accumulates overlapping windows.
+Lowering (static, from the spec): every function views its padded input as ``P = prod(p)`` window
+*taps* stacked on a trailing axis ``(N, *out, C, P)``, tap ``t`` holding the unit at row-major
+offset ``t`` of each window (`_gather`); the backward places the per-tap deltas back and crops the
+padding (`_scatter`, the transpose of `_gather`). Both come from the shared window machinery
+`jaxcnn._windows`: a reshape when the windows tile the input (stride == window, the article's
+case; `_windows.tile`), strided slices otherwise (`_windows.gather`; overlapping windows add up
+in `_windows.scatter`).
 
 No variadic ``lax.reduce_window`` carrying argmax indices is used (it crashed under ``jit`` on CPU
 inside a custom VJP, jax issue 9961). Every backward is written in differentiable ``lax``/``jnp``
@@ -34,6 +31,7 @@ ops, so ``jax.grad(jax.grad(...))`` works. Forward mode (``jax.jvp``) is not sup
 
 from __future__ import annotations
 
+import math
 from functools import partial
 from typing import NamedTuple
 
@@ -42,11 +40,14 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxcnn import _lowering
-from jaxcnn._checks import Pair, fail
+from jaxcnn import _lowering, _windows
+from jaxcnn._checks import check_bool
 from jaxcnn._specs import PoolSpec, pool_spec
 
 __all__ = ["max_pool", "avg_pool", "l2_pool"]
+
+Size = int | tuple[int, ...]
+Padding = str | int | tuple
 
 
 # --------------------------------------------------------------------------------- lowering
@@ -54,111 +55,77 @@ class _Plan(NamedTuple):
     """Static configuration of one pooling call (hashable: a `custom_vjp` nondiff argument)."""
 
     spec: PoolSpec
-    in_hw: Pair  # (H, W) of the unpadded input: the backward's output shape
-    blockwise: bool  # True: reshape lowering; False: strided-slice lowering
+    tiled: bool  # True: the reshape lowering (windows tile the input); False: strided slices
+
+    @property
+    def geometry(self) -> _windows.Geometry:
+        s = self.spec
+        return _windows.Geometry(s.size, s.pads, s.window, (1,) * s.nd, s.stride, s.out)
+
+    @property
+    def taps(self) -> int:
+        return math.prod(self.spec.window)
 
 
-def _blockwise(spec: PoolSpec) -> bool:
+def _plan(spec: PoolSpec) -> _Plan:
     """The reshape lowering applies when windows tile the padded input: stride == window (unless
     the private switch ``jaxcnn._lowering.force(pool="general")`` asks for the strided slices)."""
-    return spec.stride == spec.window and _lowering.requested().pool != "general"
+    return _Plan(spec, spec.stride == spec.window and _lowering.requested().pool != "general")
 
 
-def _plan(spec: PoolSpec, x: jax.Array) -> _Plan:
-    return _Plan(spec, (int(x.shape[1]), int(x.shape[2])), _blockwise(spec))
-
-
-def _pad(x: jax.Array, spec: PoolSpec, value: float) -> jax.Array:
-    """x padded by the spec's explicit pads with `value`, in x's dtype."""
-    if spec.pads == ((0, 0), (0, 0)):
-        return x
-    (top, bottom), (left, right) = spec.pads
-    return lax.pad(
-        x, jnp.asarray(value, x.dtype), ((0, 0, 0), (top, bottom, 0), (left, right, 0), (0, 0, 0))
-    )
-
-
-def _gather(xp: jax.Array, plan: _Plan) -> jax.Array:
-    """The window taps of the padded input `xp`: ``(N, H_out, W_out, C, p1*p2)``, row-major."""
-    (p1, p2), (s1, s2), (ho, wo) = plan.spec.window, plan.spec.stride, plan.spec.out_hw
-    n, _, _, c = xp.shape
-    if plan.blockwise:
-        blocks = xp[:, : ho * p1, : wo * p2, :].reshape(n, ho, p1, wo, p2, c)
-        return blocks.transpose(0, 1, 3, 5, 2, 4).reshape(n, ho, wo, c, p1 * p2)
-    taps = [
-        lax.slice(
-            xp,
-            (0, a, b, 0),
-            (n, a + (ho - 1) * s1 + 1, b + (wo - 1) * s2 + 1, c),
-            (1, s1, s2, 1),
-        )
-        for a in range(p1)
-        for b in range(p2)
-    ]
-    return jnp.stack(taps, axis=-1)
+def _gather(x: jax.Array, plan: _Plan, pad_value: float) -> jax.Array:
+    """The window taps of `x` padded with `pad_value`: ``(N, *out, C, P)``, row-major in the window."""
+    g, nd = plan.geometry, plan.spec.nd
+    xp = _windows.pad(x, plan.spec.pads, pad_value)
+    taps = _windows.tile(xp, g) if plan.tiled else _windows.gather(xp, g, tuple(range(1, nd + 1)), nd + 2)
+    return taps.reshape(*taps.shape[: nd + 2], plan.taps)
 
 
 def _scatter(v: jax.Array, plan: _Plan) -> jax.Array:
-    """Transpose of `_gather` followed by the padding crop: per-tap deltas
-    ``(N, H_out, W_out, C, p1*p2)`` summed into ``(N, H, W, C)``."""
-    (p1, p2), (s1, s2), (ho, wo) = plan.spec.window, plan.spec.stride, plan.spec.out_hw
-    (top, _), (left, _) = plan.spec.pads
-    h, w = plan.in_hw
-    n, c = v.shape[0], v.shape[3]
-    zero = jnp.zeros((), v.dtype)
-    if plan.blockwise:
-        blocks = v.reshape(n, ho, wo, c, p1, p2).transpose(0, 1, 4, 2, 5, 3)
-        g = blocks.reshape(n, ho * p1, wo * p2, c)
-        # g's rows are input rows [-top, ho*p1 - top): drop the top padding, then crop the
-        # bottom padding or zero-fill the rows no window reached (negative pads crop)
-        return lax.pad(
-            g, zero, ((0, 0, 0), (-top, h + top - ho * p1, 0), (-left, w + left - wo * p2, 0),
-                      (0, 0, 0)),
-        )
-    total = None
-    for a in range(p1):
-        for b in range(p2):
-            # tap (a, b) of window (i, j) is padded unit (a + i*s1, b + j*s2)
-            part = lax.pad(
-                v[..., a * p2 + b],
-                zero,
-                (
-                    (0, 0, 0),
-                    (a - top, h + top - a - (ho - 1) * s1 - 1, s1 - 1),
-                    (b - left, w + left - b - (wo - 1) * s2 - 1, s2 - 1),
-                    (0, 0, 0),
-                ),
-            )
-            total = part if total is None else total + part
-    return total
+    """Transpose of `_gather` followed by the padding crop: per-tap values ``(N, *out, C, P)`` summed
+    into ``(N, *size, C)``."""
+    g, nd = plan.geometry, plan.spec.nd
+    v = v.reshape(*v.shape[:-1], *plan.spec.window)
+    return _windows.untile(v, g) if plan.tiled else _windows.scatter(v, g, tuple(range(1, nd + 1)), nd + 2)
+
+
+def _per_window(plan: _Plan, values: list[np.ndarray], combine) -> np.ndarray:
+    """A static ``(1, *out, 1)`` array from one numpy vector per spatial dim (outer product by `combine`)."""
+    result = values[0]
+    for v in values[1:]:
+        result = combine(result[..., None], v)
+    return result.reshape(1, *plan.spec.out, 1)
+
+
+def _window_starts(plan: _Plan) -> list[np.ndarray]:
+    """The first unit of each window per dim, in unpadded coordinates (negative: in the padding)."""
+    s = plan.spec
+    return [np.arange(o) * st - lo for o, st, (lo, _) in zip(s.out, s.stride, s.pads, strict=True)]
 
 
 # ---------------------------------------------------------------------------------- max pool
-def _offset_dtype(spec: PoolSpec):
-    return jnp.int8 if spec.window[0] * spec.window[1] <= 127 else jnp.int32
+def _offset_dtype(plan: _Plan):
+    return jnp.int8 if plan.taps <= 127 else jnp.int32
 
 
 def _first_real_tap(plan: _Plan) -> np.ndarray | None:
-    """Static ``(1, H_out, W_out, 1)`` offset of each window's first real (unpadded) unit, or None
-    when no window touches the padding."""
-    spec = plan.spec
-    if spec.pads == ((0, 0), (0, 0)):
+    """Static ``(1, *out, 1)`` offset of each window's first real (unpadded) unit, or None when no
+    window touches the padding."""
+    s = plan.spec
+    if all(p == (0, 0) for p in s.pads):
         return None
-    firsts = []
-    for win, s, (lo, _), out in zip(spec.window, spec.stride, spec.pads, spec.out_hw, strict=True):
-        start = np.arange(out) * s - lo
-        firsts.append(np.clip(-start, 0, win - 1))  # rows of padding before the first real row
-    first = firsts[0][:, None] * spec.window[1] + firsts[1][None, :]
-    return first.reshape(1, *spec.out_hw, 1)
+    firsts = [np.clip(-start, 0, win - 1) for start, win in zip(_window_starts(plan), s.window, strict=True)]
+    strides = [math.prod(s.window[i + 1:]) for i in range(s.nd)]  # row-major offset of one step
+    return _per_window(plan, [f * st for f, st in zip(firsts, strides, strict=True)], np.add)
 
 
 class _MaxRes(NamedTuple):
-    offsets: jax.Array  # (N, H_out, W_out, C) int8/int32: the winning unit's tap a*p2 + b
+    offsets: jax.Array  # (N, *out, C) int8/int32: the winning unit's row-major offset in its window
 
 
 def _max_forward(x: jax.Array, plan: _Plan) -> tuple[jax.Array, jax.Array]:
-    taps = _gather(_pad(x, plan.spec, -np.inf), plan)
-    offsets = lax.argmax(taps, taps.ndim - 1, _offset_dtype(plan.spec))  # first max; NaN wins
+    taps = _gather(x, plan, -np.inf)
+    offsets = lax.argmax(taps, taps.ndim - 1, _offset_dtype(plan))  # first max; NaN wins
     y = jnp.take_along_axis(taps, offsets[..., None], axis=-1)[..., 0]
     first = _first_real_tap(plan)
     if first is not None:
@@ -179,8 +146,7 @@ def _max_pool_fwd(x: jax.Array, plan: _Plan) -> tuple[jax.Array, _MaxRes]:
 
 def _max_pool_bwd(plan: _Plan, res: _MaxRes, delta: jax.Array) -> tuple[jax.Array]:
     (offsets,) = res
-    p = plan.spec.window[0] * plan.spec.window[1]
-    taps = lax.broadcasted_iota(offsets.dtype, (*offsets.shape, p), offsets.ndim)
+    taps = lax.broadcasted_iota(offsets.dtype, (*offsets.shape, plan.taps), offsets.ndim)
     won = offsets[..., None] == taps  # one-hot of the winning unit
     return (_scatter(jnp.where(won, delta[..., None], jnp.zeros((), delta.dtype)), plan),)
 
@@ -188,31 +154,23 @@ def _max_pool_bwd(plan: _Plan, res: _MaxRes, delta: jax.Array) -> tuple[jax.Arra
 _max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
-def max_pool(
-    x: jax.Array,
-    window: int | tuple[int, int],
-    *,
-    stride: int | tuple[int, int] | None = None,
-    padding: str | int | tuple = "VALID",
-) -> jax.Array:
+def max_pool(x: jax.Array, window: Size, *, stride: Size | None = None, padding: Padding = "VALID") -> jax.Array:
     r"""Max pooling whose backward routes each delta to the window's "winning unit".
 
-    Forward, for the window :math:`W_{ij}` of output ``(i, j)`` (per example and channel), the
-    forward pass notes the index of the winning unit, a small integer offset
-    :math:`t = a p_2 + b` within the window (int8 when :math:`p_1 p_2 \le 127`, else int32):
+    Forward, for the window :math:`W_i` of output ``i`` (per example and channel; one index per
+    spatial dim), the forward pass notes the index of the winning unit, a small integer offset
+    ``t`` within the window, row-major (int8 when the window has at most 127 units, else int32):
 
     .. math::
 
-        y_{ij} = \max_{(m, n) \in W_{ij}} x_{mn}, \qquad
-        (m^*_{ij}, n^*_{ij}) = \operatorname{argmax}_{(m, n) \in W_{ij}} x_{mn}
+        y_{i} = \max_{u \in W_{i}} x_{u}, \qquad u^*_{i} = \operatorname{argmax}_{u \in W_{i}} x_{u}
 
     Backward: "the error is just assigned to where it comes from - the winning unit"; every other
     unit of the block gets zero. With overlapping windows a unit sums what it wins:
 
     .. math::
 
-        \frac{\partial L}{\partial x_{mn}} = \sum_{i, j} \delta_{ij}\,
-            [\,(m, n) = (m^*_{ij}, n^*_{ij})\,]
+        \frac{\partial L}{\partial x_{u}} = \sum_{i} \delta_{i}\, [\,u = u^*_{i}\,]
 
     Conventions: ties go to the first maximum in row-major window order (PyTorch's rule, and
     what autodiff of ``lax.reduce_window(lax.max)`` does); a NaN in a window wins (the first NaN)
@@ -221,41 +179,33 @@ def max_pool(
     real unit (the reference's autodiff drops it there, when the window starts with padding).
 
     Args:
-      x: ``(N, H, W, C)`` floating-point input.
-      window: ``p`` or ``(p1, p2)``.
-      stride: ``s`` or ``(s1, s2)``; ``None`` (default) is the window (non-overlapping blocks).
-      padding: ``"VALID"`` (default), ``"SAME"``, ``"FULL"``, an int, ``(ph, pw)`` or
-        ``((top, bottom), (left, right))``; each amount smaller than the window.
+      x: ``(N, *size, C)`` floating-point input, 1-3 spatial dims.
+      window: ``p`` or one per spatial dim.
+      stride: ``s`` or one per spatial dim; ``None`` (default) is the window (non-overlapping blocks).
+      padding: ``"VALID"`` (default), ``"SAME"``, ``"FULL"``, an int, one int per dim or one
+        ``(lo, hi)`` pair per dim; each amount smaller than the window.
 
     Returns:
-      ``(N, H_out, W_out, C)`` of x's dtype, ``H_out = (H + top + bottom - p1) // s1 + 1``,
-      ``W_out = (W + left + right - p2) // s2 + 1``.
+      ``(N, *out, C)`` of x's dtype, ``out = (n + lo + hi - p) // s + 1`` per dim.
     """
     spec = pool_spec("max_pool", x, window, stride, padding)
-    x = jnp.asarray(x)
-    return _max_pool(x, _plan(spec, x))
+    return _max_pool(jnp.asarray(x), _plan(spec))
 
 
 # ---------------------------------------------------------------------------------- avg pool
 def _avg_divisor(plan: _Plan, count_include_pad: bool, dtype) -> jax.Array:
-    """``p1*p2``, or (count_include_pad=False) the static number of real units of each window,
-    ``(1, H_out, W_out, 1)`` — a constant computed with numpy from the spec."""
-    spec = plan.spec
-    if count_include_pad or spec.pads == ((0, 0), (0, 0)):
-        return jnp.asarray(spec.window[0] * spec.window[1], dtype)
-    counts = []
-    for size, win, s, (lo, _), out in zip(
-        plan.in_hw, spec.window, spec.stride, spec.pads, spec.out_hw, strict=True
-    ):
-        start = np.arange(out) * s - lo
-        counts.append(np.minimum(start + win, size) - np.maximum(start, 0))
-    count = counts[0][:, None] * counts[1][None, :]
-    return jnp.asarray(count.reshape(1, *spec.out_hw, 1), dtype)
+    """``prod(p)``, or (count_include_pad=False) the static number of real units of each window,
+    ``(1, *out, 1)`` — a constant computed with numpy from the spec."""
+    s = plan.spec
+    if count_include_pad or all(p == (0, 0) for p in s.pads):
+        return jnp.asarray(plan.taps, dtype)
+    counts = [np.minimum(start + win, n) - np.maximum(start, 0)
+              for start, win, n in zip(_window_starts(plan), s.window, s.size, strict=True)]
+    return jnp.asarray(_per_window(plan, counts, np.multiply), dtype)
 
 
 def _avg_forward(x: jax.Array, plan: _Plan, count_include_pad: bool) -> jax.Array:
-    total = jnp.sum(_gather(_pad(x, plan.spec, 0.0), plan), axis=-1)
-    return total / _avg_divisor(plan, count_include_pad, x.dtype)
+    return jnp.sum(_gather(x, plan, 0.0), axis=-1) / _avg_divisor(plan, count_include_pad, x.dtype)
 
 
 class _AvgRes(NamedTuple):
@@ -271,79 +221,65 @@ def _avg_pool_fwd(x: jax.Array, plan: _Plan, count_include_pad: bool):
     return _avg_forward(x, plan, count_include_pad), _AvgRes()
 
 
-def _avg_pool_bwd(
-    plan: _Plan, count_include_pad: bool, res: _AvgRes, delta: jax.Array
-) -> tuple[jax.Array]:
+def _avg_pool_bwd(plan: _Plan, count_include_pad: bool, res: _AvgRes, delta: jax.Array) -> tuple[jax.Array]:
     del res
     share = delta / _avg_divisor(plan, count_include_pad, delta.dtype)
-    p = plan.spec.window[0] * plan.spec.window[1]
-    return (_scatter(jnp.broadcast_to(share[..., None], (*share.shape, p)), plan),)
+    return (_scatter(jnp.broadcast_to(share[..., None], (*share.shape, plan.taps)), plan),)
 
 
 _avg_pool.defvjp(_avg_pool_fwd, _avg_pool_bwd)
 
 
-def avg_pool(
-    x: jax.Array,
-    window: int | tuple[int, int],
-    *,
-    stride: int | tuple[int, int] | None = None,
-    padding: str | int | tuple = "VALID",
-    count_include_pad: bool = True,
-) -> jax.Array:
-    r"""Average pooling whose backward spreads ``delta / (p1*p2)`` over the whole block.
+def avg_pool(x: jax.Array, window: Size, *, stride: Size | None = None, padding: Padding = "VALID",
+             count_include_pad: bool = True) -> jax.Array:
+    r"""Average pooling whose backward spreads ``delta / prod(p)`` over the whole block.
 
-    Forward, with :math:`|W_{ij}|` the divisor of window ``(i, j)``:
+    Forward, with :math:`|W_i|` the divisor of window ``i``:
 
     .. math::
 
-        y_{ij} = \frac{1}{|W_{ij}|} \sum_{(m, n) \in W_{ij}} x_{mn}
+        y_{i} = \frac{1}{|W_{i}|} \sum_{u \in W_{i}} x_{u}
 
     Backward: "the error is multiplied by 1/(N x N) and assigned to the whole pooling block (all
     units get this same value)"; with overlapping windows a unit sums its shares:
 
     .. math::
 
-        \frac{\partial L}{\partial x_{mn}} = \sum_{(i, j):\, (m, n) \in W_{ij}}
-            \frac{\delta_{ij}}{|W_{ij}|}
+        \frac{\partial L}{\partial x_{u}} = \sum_{i:\, u \in W_{i}} \frac{\delta_{i}}{|W_{i}|}
 
-    :math:`|W_{ij}| = p_1 p_2` (the article's :math:`N \times N`), or, with padding and
+    :math:`|W_i| = \prod p` (the article's :math:`N \times N`), or, with padding and
     ``count_include_pad=False``, the number of real (unpadded) units of the window — a constant
     of the static configuration. Padding is 0 and its share of the delta is dropped.
 
     Args:
-      x: ``(N, H, W, C)`` floating-point input.
-      window: ``p`` or ``(p1, p2)``.
-      stride: ``s`` or ``(s1, s2)``; ``None`` (default) is the window (non-overlapping blocks).
-      padding: ``"VALID"`` (default), ``"SAME"``, ``"FULL"``, an int, ``(ph, pw)`` or
-        ``((top, bottom), (left, right))``; each amount smaller than the window.
-      count_include_pad: divide by ``p1*p2`` (True, default) or by the real units (False).
+      x: ``(N, *size, C)`` floating-point input, 1-3 spatial dims.
+      window: ``p`` or one per spatial dim.
+      stride: ``s`` or one per spatial dim; ``None`` (default) is the window (non-overlapping blocks).
+      padding: ``"VALID"`` (default), ``"SAME"``, ``"FULL"``, an int, one int per dim or one
+        ``(lo, hi)`` pair per dim; each amount smaller than the window.
+      count_include_pad: divide by ``prod(p)`` (True, default) or by the real units (False).
 
     Returns:
-      ``(N, H_out, W_out, C)`` of x's dtype, ``H_out = (H + top + bottom - p1) // s1 + 1``,
-      ``W_out = (W + left + right - p2) // s2 + 1``.
+      ``(N, *out, C)`` of x's dtype, ``out = (n + lo + hi - p) // s + 1`` per dim.
     """
     spec = pool_spec("avg_pool", x, window, stride, padding)
-    if not isinstance(count_include_pad, bool):
-        raise fail("avg_pool", f"`count_include_pad` must be a bool, got {count_include_pad!r}",
-                   TypeError)
-    x = jnp.asarray(x)
-    return _avg_pool(x, _plan(spec, x), count_include_pad)
+    count_include_pad = check_bool("avg_pool", "count_include_pad", count_include_pad)
+    return _avg_pool(jnp.asarray(x), _plan(spec), count_include_pad)
 
 
 # ----------------------------------------------------------------------------------- l2 pool
 def _l2_forward(x: jax.Array, plan: _Plan) -> jax.Array:
-    taps = _gather(_pad(x, plan.spec, 0.0), plan)
+    taps = _gather(x, plan, 0.0)
     sq = jnp.sum(taps * taps, axis=-1)
-    positive = sq > 0
-    # double `where`: y and its autodiff (used by second-order gradients) stay finite at 0
-    return jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, jnp.ones_like(sq))),
-                     jnp.zeros_like(sq))
+    zero = sq == 0
+    # double `where`: y and its autodiff (used by second-order gradients) stay finite at 0; a NaN
+    # in the window is no zero, so it propagates
+    return jnp.where(zero, jnp.zeros_like(sq), jnp.sqrt(jnp.where(zero, jnp.ones_like(sq), sq)))
 
 
 class _L2Res(NamedTuple):
-    x: jax.Array  # (N, H, W, C): the gradient is proportional to x itself
-    y: jax.Array  # (N, H_out, W_out, C): the window norms
+    x: jax.Array  # (N, *size, C): the gradient is proportional to x itself
+    y: jax.Array  # (N, *out, C): the window norms
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(1,))
@@ -358,47 +294,37 @@ def _l2_pool_fwd(x: jax.Array, plan: _Plan) -> tuple[jax.Array, _L2Res]:
 
 def _l2_pool_bwd(plan: _Plan, res: _L2Res, delta: jax.Array) -> tuple[jax.Array]:
     x, y = res
-    positive = y > 0
-    share = jnp.where(positive, delta / jnp.where(positive, y, jnp.ones_like(y)),
-                      jnp.zeros_like(y))
-    p = plan.spec.window[0] * plan.spec.window[1]
-    return (x * _scatter(jnp.broadcast_to(share[..., None], (*share.shape, p)), plan),)
+    zero = y == 0
+    share = jnp.where(zero, jnp.zeros_like(y), delta / jnp.where(zero, jnp.ones_like(y), y))
+    return (x * _scatter(jnp.broadcast_to(share[..., None], (*share.shape, plan.taps)), plan),)
 
 
 _l2_pool.defvjp(_l2_pool_fwd, _l2_pool_bwd)
 
 
-def l2_pool(
-    x: jax.Array,
-    window: int | tuple[int, int],
-    *,
-    stride: int | tuple[int, int] | None = None,
-    padding: str | int | tuple = "VALID",
-) -> jax.Array:
+def l2_pool(x: jax.Array, window: Size, *, stride: Size | None = None, padding: Padding = "VALID") -> jax.Array:
     r"""L2-norm pooling: the Euclidean norm of each window.
 
     Forward and backward (a unit sums over the windows that cover it):
 
     .. math::
 
-        y_{ij} = \sqrt{\sum_{(m, n) \in W_{ij}} x_{mn}^2}, \qquad
-        \frac{\partial L}{\partial x_{mn}} = \sum_{(i, j):\, (m, n) \in W_{ij}}
-            \delta_{ij}\, \frac{x_{mn}}{y_{ij}}
+        y_{i} = \sqrt{\sum_{u \in W_{i}} x_{u}^2}, \qquad
+        \frac{\partial L}{\partial x_{u}} = \sum_{i:\, u \in W_{i}} \delta_{i}\, \frac{x_{u}}{y_{i}}
 
-    with the term taken as 0 where :math:`y_{ij} = 0` (an all-zero window: no NaN). The residuals
-    are x and y (the gradient is proportional to x, so no smaller record exists). Padding is 0.
+    with the term taken as 0 where :math:`y_{i} = 0` (an all-zero window: no NaN). A NaN in a
+    window makes its norm NaN (and the gradients of its units). The residuals are x and y (the
+    gradient is proportional to x, so no smaller record exists). Padding is 0.
 
     Args:
-      x: ``(N, H, W, C)`` floating-point input.
-      window: ``p`` or ``(p1, p2)``.
-      stride: ``s`` or ``(s1, s2)``; ``None`` (default) is the window (non-overlapping blocks).
-      padding: ``"VALID"`` (default), ``"SAME"``, ``"FULL"``, an int, ``(ph, pw)`` or
-        ``((top, bottom), (left, right))``; each amount smaller than the window.
+      x: ``(N, *size, C)`` floating-point input, 1-3 spatial dims.
+      window: ``p`` or one per spatial dim.
+      stride: ``s`` or one per spatial dim; ``None`` (default) is the window (non-overlapping blocks).
+      padding: ``"VALID"`` (default), ``"SAME"``, ``"FULL"``, an int, one int per dim or one
+        ``(lo, hi)`` pair per dim; each amount smaller than the window.
 
     Returns:
-      ``(N, H_out, W_out, C)`` of x's dtype, ``H_out = (H + top + bottom - p1) // s1 + 1``,
-      ``W_out = (W + left + right - p2) // s2 + 1``.
+      ``(N, *out, C)`` of x's dtype, ``out = (n + lo + hi - p) // s + 1`` per dim.
     """
     spec = pool_spec("l2_pool", x, window, stride, padding)
-    x = jnp.asarray(x)
-    return _l2_pool(x, _plan(spec, x))
+    return _l2_pool(jnp.asarray(x), _plan(spec))

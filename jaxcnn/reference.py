@@ -8,7 +8,11 @@ custom rules: ``jax.grad`` of these functions is what the article's formulas are
   tie's delta to the first maximum in row-major window order, like `jaxcnn.max_pool` — a reshape +
   ``jnp.max`` would split a tie's delta evenly and is no oracle;
 * ``relu'(0) = 0`` and ``leaky_relu'(0) = negative_slope``, from the left branch of a ``jnp.where``;
-* ``l2_pool`` has gradient 0 where the window's norm is 0.
+  ``relu(NaN) = NaN`` and passes its delta (PyTorch's threshold rule);
+* ``l2_pool`` has gradient 0 where the window's norm is 0, and a NaN in a window makes it NaN;
+* `conv_transpose` inserts the stride's zeros (`jaxcnn._windows.dilate`) and correlates with the
+  rotated kernel — the textbook definition, written without ``lhs_dilation`` or interior padding
+  (jax 0.10's CPU compiler aborts differentiating some of those).
 
 Forward-mode (``jax.jvp``) works here; it does not on the `custom_vjp` functions.
 """
@@ -20,8 +24,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxcnn._checks import check_float, check_plain_2d, fail
+from jaxcnn import _windows
+from jaxcnn._checks import check_bool, check_float, check_plain_2d, fail
 from jaxcnn._specs import (
+    LAYOUTS,
     conv_spec,
     dense_check,
     labels_check,
@@ -29,12 +35,19 @@ from jaxcnn._specs import (
     pool_spec,
     reduction_check,
     squared_error_check,
+    transpose_spec,
 )
 
 __all__ = [
+    "conv",
+    "conv1d",
     "conv2d",
+    "conv3d",
+    "conv_input_grad",
+    "conv_weight_grad",
     "conv2d_input_grad",
     "conv2d_weight_grad",
+    "conv_transpose",
     "correlate2d",
     "convolve2d",
     "relu",
@@ -51,86 +64,121 @@ __all__ = [
     "softmax_cross_entropy",
 ]
 
-_NHWC = ("NHWC", "HWIO", "NHWC")
+Size = int | tuple[int, ...]
+Padding = str | int | tuple
 
 
 # --------------------------------------------------------------------------------------- conv
-def conv2d(
-    x: jax.Array,
-    w: jax.Array,
-    b: jax.Array | None = None,
-    *,
-    stride: int | tuple[int, int] = 1,
-    padding: str | int | tuple = "VALID",
-    dilation: int | tuple[int, int] = 1,
-    groups: int = 1,
-    flip: bool = False,
-    pad_value: float = 0.0,
-) -> jax.Array:
-    """Reference `jaxcnn.conv2d` (Eq 1, 4-7): ``lax.pad`` with `pad_value`, then a VALID conv.
-
-    x ``(N, H, W, C)``, w ``(k1, k2, C/groups, D)``, b None/``(D,)``/``(H_out, W_out, D)`` ->
-    ``(N, H_out, W_out, D)``.
-    """
-    spec = conv_spec(
-        "conv2d", x, w, b, stride=stride, padding=padding, dilation=dilation,
-        groups=groups, flip=flip, pad_value=pad_value,
-    )
-    x_pad = lax.pad(
-        x,
-        jnp.asarray(spec.pad_value, x.dtype),
-        ((0, 0, 0), (*spec.pads[0], 0), (*spec.pads[1], 0), (0, 0, 0)),
-    )
-    kernel = w[::-1, ::-1] if spec.flip else w
-    y = lax.conv_general_dilated(
-        x_pad, kernel, window_strides=spec.stride, padding="VALID",
-        rhs_dilation=spec.dilation, dimension_numbers=_NHWC,
-        feature_group_count=spec.groups,
-    )
-    return y if b is None else y + b.reshape((1,) * (4 - b.ndim) + b.shape)
+def _bias(y: jax.Array, b: jax.Array | None) -> jax.Array:
+    return y if b is None else y + b.reshape((1,) * (y.ndim - b.ndim) + b.shape)
 
 
-def conv2d_input_grad(
-    delta: jax.Array,
-    w: jax.Array,
-    x_shape: tuple[int, int, int, int],
-    *,
-    stride: int | tuple[int, int] = 1,
-    padding: str | int | tuple = "VALID",
-    dilation: int | tuple[int, int] = 1,
-    groups: int = 1,
-    flip: bool = False,
-) -> jax.Array:
-    """Reference `jaxcnn.conv2d_input_grad`: ``jax.vjp`` of the reference conv2d w.r.t. x."""
-    x = jnp.zeros(x_shape, jnp.result_type(delta))
-    _, vjp = jax.vjp(
-        lambda x_: conv2d(x_, w, stride=stride, padding=padding, dilation=dilation,
-                          groups=groups, flip=flip),
-        x,
-    )
+def _conv(fn: str, nd: int | None, x, w, b, *, stride, padding, dilation, groups, flip, pad_value) -> jax.Array:
+    """Eq 1, 4-7: ``lax.pad`` with `pad_value`, then a VALID ``lax.conv_general_dilated``."""
+    spec = conv_spec(fn, x, w, b, stride=stride, padding=padding, dilation=dilation, groups=groups,
+                     flip=flip, pad_value=pad_value, nd=nd)
+    x_pad = lax.pad(x, jnp.asarray(spec.pad_value, x.dtype), [(0, 0, 0), *((lo, hi, 0) for lo, hi in spec.pads),
+                                                                (0, 0, 0)])
+    kernel = w[(slice(None, None, -1),) * spec.nd] if spec.flip else w
+    lhs, rhs = LAYOUTS[spec.nd]
+    y = lax.conv_general_dilated(x_pad, kernel, window_strides=spec.stride, padding="VALID",
+                                 rhs_dilation=spec.dilation, dimension_numbers=(lhs, rhs, lhs),
+                                 feature_group_count=spec.groups)
+    return _bias(y, b)
+
+
+def conv(x: jax.Array, w: jax.Array, b: jax.Array | None = None, *, stride: Size = 1, padding: Padding = "VALID",
+         dilation: Size = 1, groups: int = 1, flip: bool = False, pad_value: float = 0.0) -> jax.Array:
+    """Reference `jaxcnn.conv` (Eq 1, 4-7), 1-3 spatial dims: x ``(N, *size, C)``, w ``(*k, C/groups, D)``,
+    b None/``(D,)``/``(*out, D)`` -> ``(N, *out, D)``."""
+    return _conv("conv", None, x, w, b, stride=stride, padding=padding, dilation=dilation, groups=groups,
+                 flip=flip, pad_value=pad_value)
+
+
+def conv1d(x: jax.Array, w: jax.Array, b: jax.Array | None = None, *, stride: Size = 1, padding: Padding = "VALID",
+           dilation: Size = 1, groups: int = 1, flip: bool = False, pad_value: float = 0.0) -> jax.Array:
+    """Reference `jaxcnn.conv1d`: x ``(N, W, C)``, w ``(k, C/groups, D)``."""
+    return _conv("conv1d", 1, x, w, b, stride=stride, padding=padding, dilation=dilation, groups=groups,
+                 flip=flip, pad_value=pad_value)
+
+
+def conv2d(x: jax.Array, w: jax.Array, b: jax.Array | None = None, *, stride: Size = 1, padding: Padding = "VALID",
+           dilation: Size = 1, groups: int = 1, flip: bool = False, pad_value: float = 0.0) -> jax.Array:
+    """Reference `jaxcnn.conv2d`: x ``(N, H, W, C)``, w ``(k1, k2, C/groups, D)``."""
+    return _conv("conv2d", 2, x, w, b, stride=stride, padding=padding, dilation=dilation, groups=groups,
+                 flip=flip, pad_value=pad_value)
+
+
+def conv3d(x: jax.Array, w: jax.Array, b: jax.Array | None = None, *, stride: Size = 1, padding: Padding = "VALID",
+           dilation: Size = 1, groups: int = 1, flip: bool = False, pad_value: float = 0.0) -> jax.Array:
+    """Reference `jaxcnn.conv3d`: x ``(N, D, H, W, C)``, w ``(k1, k2, k3, C/groups, D)``."""
+    return _conv("conv3d", 3, x, w, b, stride=stride, padding=padding, dilation=dilation, groups=groups,
+                 flip=flip, pad_value=pad_value)
+
+
+def _shape(fn: str, name: str, shape) -> tuple[int, ...]:
+    if not (isinstance(shape, (tuple, list)) and all(isinstance(s, (int, np.integer)) for s in shape)):
+        raise fail(fn, f"`{name}` must be a tuple of non-negative ints, got {shape!r}", TypeError)
+    return tuple(int(s) for s in shape)
+
+
+def conv_input_grad(delta: jax.Array, w: jax.Array, x_shape: tuple[int, ...], *, stride: Size = 1,
+                    padding: Padding = "VALID", dilation: Size = 1, groups: int = 1, flip: bool = False) -> jax.Array:
+    """Reference `jaxcnn.conv_input_grad`: ``jax.vjp`` of the reference conv w.r.t. x."""
+    x = jnp.zeros(_shape("conv_input_grad", "x_shape", x_shape), jnp.result_type(delta))
+    _, vjp = jax.vjp(lambda x_: conv(x_, w, stride=stride, padding=padding, dilation=dilation, groups=groups,
+                                     flip=flip), x)
     return vjp(delta)[0]
 
 
-def conv2d_weight_grad(
-    x: jax.Array,
-    delta: jax.Array,
-    w_shape: tuple[int, int, int, int],
-    *,
-    stride: int | tuple[int, int] = 1,
-    padding: str | int | tuple = "VALID",
-    dilation: int | tuple[int, int] = 1,
-    groups: int = 1,
-    flip: bool = False,
-    pad_value: float = 0.0,
-) -> jax.Array:
-    """Reference `jaxcnn.conv2d_weight_grad`: ``jax.vjp`` of the reference conv2d w.r.t. w."""
-    w = jnp.zeros(w_shape, jnp.result_type(x))
-    _, vjp = jax.vjp(
-        lambda w_: conv2d(x, w_, stride=stride, padding=padding, dilation=dilation,
-                          groups=groups, flip=flip, pad_value=pad_value),
-        w,
-    )
+def conv_weight_grad(x: jax.Array, delta: jax.Array, w_shape: tuple[int, ...], *, stride: Size = 1,
+                     padding: Padding = "VALID", dilation: Size = 1, groups: int = 1, flip: bool = False,
+                     pad_value: float = 0.0) -> jax.Array:
+    """Reference `jaxcnn.conv_weight_grad`: ``jax.vjp`` of the reference conv w.r.t. w."""
+    w = jnp.zeros(_shape("conv_weight_grad", "w_shape", w_shape), jnp.result_type(x))
+    _, vjp = jax.vjp(lambda w_: conv(x, w_, stride=stride, padding=padding, dilation=dilation, groups=groups,
+                                     flip=flip, pad_value=pad_value), w)
     return vjp(delta)[0]
+
+
+def conv2d_input_grad(delta: jax.Array, w: jax.Array, x_shape: tuple[int, int, int, int], **options) -> jax.Array:
+    """Reference `jaxcnn.conv2d_input_grad` (2-D `conv_input_grad`)."""
+    if len(_shape("conv2d_input_grad", "x_shape", x_shape)) != 4:
+        raise fail("conv2d_input_grad", f"`x_shape` must be a tuple of 4 non-negative ints, got {x_shape!r}",
+                   TypeError)
+    return conv_input_grad(delta, w, x_shape, **options)
+
+
+def conv2d_weight_grad(x: jax.Array, delta: jax.Array, w_shape: tuple[int, int, int, int], **options) -> jax.Array:
+    """Reference `jaxcnn.conv2d_weight_grad` (2-D `conv_weight_grad`)."""
+    if len(_shape("conv2d_weight_grad", "w_shape", w_shape)) != 4:
+        raise fail("conv2d_weight_grad", f"`w_shape` must be a tuple of 4 non-negative ints, got {w_shape!r}",
+                   TypeError)
+    return conv_weight_grad(x, delta, w_shape, **options)
+
+
+def conv_transpose(x: jax.Array, w: jax.Array, b: jax.Array | None = None, *, stride: Size = 1,
+                   padding: int | tuple = 0, output_padding: Size = 0, dilation: Size = 1,
+                   groups: int = 1) -> jax.Array:
+    """Reference `jaxcnn.conv_transpose`, the textbook way: ``s - 1`` zeros inserted between the
+    inputs, ``d*(k-1) - lo`` units of padding before and ``d*(k-1) - hi + output_padding`` after
+    (negative amounts crop), then a stride-1 correlation with the kernel rotated on every spatial
+    axis and its in/out channels swapped per group. x ``(N, *n, D)``, w ``(*k, C/groups, D)``."""
+    spec = transpose_spec("conv_transpose", x, w, b, stride=stride, padding=padding,
+                          output_padding=output_padding, dilation=dilation, groups=groups)
+    nd, g = spec.nd, spec.groups
+    config = [(0, 0, 0)]
+    for n_in, n_out, s, (lo, _), e in zip(spec.out, spec.size, spec.stride, spec.pads, spec.extent, strict=True):
+        dilated = (n_in - 1) * s + 1
+        config.append((e - 1 - lo, n_out - dilated - (e - 1 - lo) + e - 1, 0))
+    xd = lax.pad(_windows.dilate(x, spec.stride), jnp.zeros((), x.dtype), [*config, (0, 0, 0)])
+    *k, c_g, d = w.shape
+    kernel = w[(slice(None, None, -1),) * nd].reshape(*k, c_g, g, d // g)
+    kernel = jnp.moveaxis(kernel, (nd, nd + 1, nd + 2), (nd + 2, nd + 1, nd)).reshape(*k, d // g, g * c_g)
+    lhs, rhs = LAYOUTS[nd]
+    y = lax.conv_general_dilated(xd, kernel, window_strides=(1,) * nd, padding="VALID", rhs_dilation=spec.dilation,
+                                 dimension_numbers=(lhs, rhs, lhs), feature_group_count=g)
+    return _bias(y, b)
 
 
 def correlate2d(I: jax.Array, K: jax.Array) -> jax.Array:  # noqa: N803 (the article's names)
@@ -147,9 +195,9 @@ def convolve2d(I: jax.Array, K: jax.Array) -> jax.Array:  # noqa: N803
 
 # -------------------------------------------------------------------------------- activations
 def relu(x: jax.Array) -> jax.Array:
-    """Reference `jaxcnn.relu`: ``max(0, x)``; ``relu'(0) = 0``."""
+    """Reference `jaxcnn.relu`: ``max(0, x)``; ``relu'(0) = 0``; NaN propagates and passes its delta."""
     check_float("relu", "x", x)
-    return jnp.where(x > 0, x, jnp.zeros_like(x))
+    return jnp.where(x <= 0, jnp.zeros_like(x), x)
 
 
 def leaky_relu(x: jax.Array, negative_slope: float = 0.01) -> jax.Array:
@@ -181,57 +229,34 @@ def sigmoid(x: jax.Array) -> jax.Array:
 def _window(x: jax.Array, spec, init, op) -> jax.Array:
     # A numpy (concrete) init value lets lax recognise the monoid (max/add) and use its autodiff
     # rule; a traced init would fall back to the generic reduce_window, which has none.
-    return lax.reduce_window(
-        x, np.asarray(init, x.dtype), op,
-        (1, *spec.window, 1), (1, *spec.stride, 1),
-        ((0, 0), spec.pads[0], spec.pads[1], (0, 0)),
-    )
+    return lax.reduce_window(x, np.asarray(init, x.dtype), op, (1, *spec.window, 1), (1, *spec.stride, 1),
+                             ((0, 0), *spec.pads, (0, 0)))
 
 
-def max_pool(
-    x: jax.Array,
-    window: int | tuple[int, int],
-    *,
-    stride: int | tuple[int, int] | None = None,
-    padding: str | int | tuple = "VALID",
-) -> jax.Array:
-    """Reference `jaxcnn.max_pool`: ``lax.reduce_window(lax.max)``, padded with -inf."""
+def max_pool(x: jax.Array, window: Size, *, stride: Size | None = None, padding: Padding = "VALID") -> jax.Array:
+    """Reference `jaxcnn.max_pool`, 1-3 spatial dims: ``lax.reduce_window(lax.max)``, padded with -inf."""
     spec = pool_spec("max_pool", x, window, stride, padding)
     return _window(x, spec, -jnp.inf, lax.max)
 
 
-def avg_pool(
-    x: jax.Array,
-    window: int | tuple[int, int],
-    *,
-    stride: int | tuple[int, int] | None = None,
-    padding: str | int | tuple = "VALID",
-    count_include_pad: bool = True,
-) -> jax.Array:
-    """Reference `jaxcnn.avg_pool`: window sum over ``p1*p2`` (or over the real units)."""
+def avg_pool(x: jax.Array, window: Size, *, stride: Size | None = None, padding: Padding = "VALID",
+             count_include_pad: bool = True) -> jax.Array:
+    """Reference `jaxcnn.avg_pool`: window sum over ``prod(p)`` (or over the real units)."""
     spec = pool_spec("avg_pool", x, window, stride, padding)
-    if not isinstance(count_include_pad, bool):
-        raise fail("avg_pool", f"`count_include_pad` must be a bool, got {count_include_pad!r}",
-                   TypeError)
+    count_include_pad = check_bool("avg_pool", "count_include_pad", count_include_pad)
     total = _window(x, spec, 0, lax.add)
     if count_include_pad:
-        return total / (spec.window[0] * spec.window[1])
-    count = _window(jnp.ones((1, *x.shape[1:3], 1), x.dtype), spec, 0, lax.add)
+        return total / int(np.prod(spec.window))
+    count = _window(jnp.ones((1, *x.shape[1:-1], 1), x.dtype), spec, 0, lax.add)
     return total / count
 
 
-def l2_pool(
-    x: jax.Array,
-    window: int | tuple[int, int],
-    *,
-    stride: int | tuple[int, int] | None = None,
-    padding: str | int | tuple = "VALID",
-) -> jax.Array:
-    """Reference `jaxcnn.l2_pool`: ``sqrt(sum x^2)``, with gradient 0 where the norm is 0."""
+def l2_pool(x: jax.Array, window: Size, *, stride: Size | None = None, padding: Padding = "VALID") -> jax.Array:
+    """Reference `jaxcnn.l2_pool`: ``sqrt(sum x^2)``, with gradient 0 where the norm is 0; NaN propagates."""
     spec = pool_spec("l2_pool", x, window, stride, padding)
     sq = _window(x * x, spec, 0, lax.add)
-    positive = sq > 0
-    return jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, jnp.ones_like(sq))), 0)
+    zero = sq == 0
+    return jnp.where(zero, 0, jnp.sqrt(jnp.where(zero, 1, sq)))
 
 
 # -------------------------------------------------------------------------------------- dense
@@ -247,7 +272,7 @@ def flatten(x: jax.Array) -> jax.Array:
     check_float("flatten", "x", x)
     if x.ndim < 1:
         raise fail("flatten", f"`x` must have a batch dimension, got shape {x.shape}")
-    return x.reshape(x.shape[0], -1)
+    return x.reshape(x.shape[0], int(np.prod(x.shape[1:])))
 
 
 # ------------------------------------------------------------------------------------- losses

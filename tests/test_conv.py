@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from jaxcnn import conv, reference
+from jaxcnn import convolution as conv
+from jaxcnn import reference
 from tests.tolerances import assert_close, assert_dtype, normal
 
 OPTIONS = ("stride", "padding", "dilation", "groups", "flip", "pad_value")
@@ -577,7 +578,7 @@ BAD = [
      _msg("conv2d", "pad_value", " must be a Python number")),
     ("input-grad-bad-x-shape",
      lambda: conv.conv2d_input_grad(jnp.zeros((2, 3, 3, 6)), W4, (2, 5, 5)), TypeError,
-     _msg("conv2d_input_grad", "x_shape", " must be a tuple of 4 positive ints")),
+     _msg("conv2d_input_grad", "x_shape", " must be a tuple of 4 non-negative ints")),
     ("input-grad-x-shape-channels",
      lambda: conv.conv2d_input_grad(jnp.zeros((2, 3, 3, 6)), W4, (2, 5, 5, 3)), ValueError,
      re.escape("`conv2d_input_grad`: `w` has 4 input channels but `x` has 3")),
@@ -593,7 +594,7 @@ BAD = [
      re.escape("`conv2d_weight_grad`: `w` has 3 input channels but `x` has 4")),
     ("weight-grad-w-shape-not-ints",
      lambda: conv.conv2d_weight_grad(X, jnp.zeros((2, 3, 3, 6)), (3, 3, 4, 6.0)), TypeError,
-     _msg("conv2d_weight_grad", "w_shape", " must be a tuple of 4 positive ints")),
+     _msg("conv2d_weight_grad", "w_shape", " must be a tuple of 4 non-negative ints")),
     ("weight-grad-wrong-delta",
      lambda: conv.conv2d_weight_grad(X, jnp.zeros((2, 3, 3, 5)), (3, 3, 4, 6)), ValueError,
      _msg("conv2d_weight_grad", "delta", " has shape \\(2, 3, 3, 5\\)")),

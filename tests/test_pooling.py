@@ -122,8 +122,7 @@ def test_matches_reference(config, variant, dtype):
 def test_lowering_chosen_by_spec(config):
     hw, window, stride, padding, blockwise = config
     spec = pool_spec("max_pool", jnp.zeros((1, *hw, 1)), window, stride, padding)
-    assert pooling._blockwise(spec) is blockwise
-    assert pooling._plan(spec, jnp.zeros((1, *hw, 1))).blockwise is blockwise
+    assert pooling._plan(spec).tiled is blockwise
 
 
 def test_grid_reaches_both_lowerings():
@@ -142,7 +141,7 @@ def test_blockwise_and_general_lowerings_agree(config, variant):
 
     @partial(jax.jit, static_argnums=0)
     def run(blockwise, x, g):
-        plan = pooling._Plan(spec, hw, blockwise)
+        plan = pooling._Plan(spec, blockwise)
         fn = getattr(pooling, "_" + name)
         args = (plan, dict(extra)["count_include_pad"]) if extra else (plan,)
         y, vjp = jax.vjp(lambda x_: fn(x_, *args), x)
@@ -188,7 +187,7 @@ def test_max_pool_by_hand():
     y, vjp = jax.vjp(lambda x_: pooling.max_pool(x_, 2), x)
     np.testing.assert_array_equal(_hw(y), [[4, 5], [6, 8]])
     # winning units: 4 at (1, 0), 5 at (1, 3), 6 at (2, 1), 8 at (3, 2); offsets a*2 + b
-    _, res = pooling._max_pool_fwd(x, pooling._plan(pool_spec("max_pool", x, 2, None, "VALID"), x))
+    _, res = pooling._max_pool_fwd(x, pooling._plan(pool_spec("max_pool", x, 2, None, "VALID")))
     np.testing.assert_array_equal(_hw(res.offsets), [[2, 3], [1, 2]])
     np.testing.assert_array_equal(
         _hw(vjp(delta)[0]),
@@ -342,7 +341,7 @@ def test_minus_inf_window_with_padding_routes_to_a_real_unit():
     x = jnp.full((1, 2, 2, 1), -jnp.inf)
     delta = _nhwc([[1, 2], [3, 4]])
     for blockwise in (True, False):
-        plan = pooling._Plan(pool_spec("max_pool", x, 2, None, 1), (2, 2), blockwise)
+        plan = pooling._Plan(pool_spec("max_pool", x, 2, None, 1), blockwise)
         y, vjp = jax.vjp(lambda x_, plan=plan: pooling._max_pool(x_, plan), x)
         np.testing.assert_array_equal(_hw(y), np.full((2, 2), -np.inf))
         np.testing.assert_array_equal(_hw(vjp(delta)[0]), [[1, 2], [3, 4]])
@@ -425,14 +424,14 @@ def test_second_order_matches_reference(name, dtype):
 def test_winner_offsets_are_small_integers():
     x = _normal(12, (2, 6, 6, 3), jnp.float32)
     spec = pool_spec("max_pool", x, 2, None, "VALID")
-    y, res = pooling._max_pool_fwd(x, pooling._plan(spec, x))
+    y, res = pooling._max_pool_fwd(x, pooling._plan(spec))
     assert res._fields == ("offsets",)
     assert res.offsets.dtype == jnp.int8
     assert res.offsets.shape == y.shape == (2, 3, 3, 3)  # one index per output, not a copy of x
     assert int(res.offsets.min()) >= 0 and int(res.offsets.max()) < 4
     x_big = _normal(13, (1, 12, 11, 1), jnp.float32)  # 132 taps do not fit in int8
     big = pool_spec("max_pool", x_big, (12, 11), None, "VALID")
-    _, res_big = pooling._max_pool_fwd(x_big, pooling._plan(big, x_big))
+    _, res_big = pooling._max_pool_fwd(x_big, pooling._plan(big))
     assert res_big.offsets.dtype == jnp.int32
     assert int(res_big.offsets[0, 0, 0, 0]) == int(jnp.argmax(x_big[0, :, :, 0]))
 
@@ -469,11 +468,13 @@ BAD = [
      r"`max_pool`: `x` must be a floating-point array"),
     ("avg_pool", np.zeros((1, 4, 4, 1), bool), 2, {}, TypeError,
      r"`avg_pool`: `x` must be a floating-point array"),
-    ("l2_pool", np.zeros((4, 4, 1), np.float32), 2, {}, ValueError,
-     r"`l2_pool`: `x` must have rank 4"),
+    ("l2_pool", np.zeros((4, 1), np.float32), 2, {}, ValueError,
+     r"`l2_pool`: `x` must have 1, 2 or 3 spatial dims"),
+    ("max_pool", np.zeros((1, 2, 2, 2, 2, 1), np.float32), 2, {}, ValueError,
+     r"`max_pool`: `x` must have 1, 2 or 3 spatial dims"),
     ("max_pool", X, 0, {}, ValueError, r"`max_pool`: `window` must be >= 1"),
     ("avg_pool", X, (2, -1), {}, ValueError, r"`avg_pool`: `window` must be >= 1"),
-    ("l2_pool", X, 2.0, {}, TypeError, r"`l2_pool`: `window` must be an int or a pair"),
+    ("l2_pool", X, 2.0, {}, TypeError, r"`l2_pool`: `window` must be an int or 2 ints"),
     ("max_pool", X, 2, {"stride": 0}, ValueError, r"`max_pool`: `stride` must be >= 1"),
     ("avg_pool", X, 5, {}, ValueError,
      r"`avg_pool`: window extent 5 along H is larger than the padded input"),
@@ -489,7 +490,7 @@ BAD = [
      r"`max_pool`: `padding` \(0, 3\) along W must be smaller than the window"),
     ("avg_pool", X, 2, {"count_include_pad": 1}, TypeError,
      r"`avg_pool`: `count_include_pad` must be a bool"),
-    ("avg_pool", X, 2, {"count_include_pad": np.True_}, TypeError,
+    ("avg_pool", X, 2, {"count_include_pad": "yes"}, TypeError,
      r"`avg_pool`: `count_include_pad` must be a bool"),
 ]
 

@@ -1,0 +1,158 @@
+r"""Strided windows over the 1-3 spatial axes of an array: pad, take a tap, place it back (private).
+
+Written once, used by the convolution's matmul lowering (`jaxcnn._lowering`) and by pooling.
+A window geometry (`Geometry`) is the input extent, the padding, the taps per axis ``k``, their
+spacing ``d`` (the kernel dilation; 1 for a pool), the stride ``s`` and the outputs ``o``. The *tap*
+``t = (t_1, ..., t_nd)`` of the padded input is the strided slice
+
+    X_t[b, i_1, ..., i_nd, c] = x_pad[b, s_1 i_1 + d_1 t_1, ..., s_nd i_nd + d_nd t_nd, c]
+
+(`tap`), and `place` is its transpose composed with the padding crop: ``z[b, i, c]`` goes to unit
+``s i + d t - lo`` of the unpadded input, zeros elsewhere (``lax.pad`` with interior padding
+``s - 1``; a negative low pad crops units that fall in the padding, whose gradients are dropped).
+`gather` stacks all taps on ``nd`` new axes, separably (``k_1 + ... + k_nd`` slices rather than
+``k_1 * ... * k_nd``); `scatter` is its transpose, the sum of the placed taps, separably too.
+Every function is plain differentiable ``lax`` code.
+"""
+
+from __future__ import annotations
+
+import functools
+import operator
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jaxcnn._checks import Ints, Pads
+
+
+class Geometry(NamedTuple):
+    """Windows along the spatial axes (one entry per axis)."""
+
+    size: Ints  # unpadded input extent
+    pads: Pads  # (lo, hi)
+    taps: Ints  # k: taps per window
+    spacing: Ints  # d: distance between taps (kernel dilation)
+    stride: Ints  # s
+    out: Ints  # o: windows
+
+
+def total(parts: Iterable[jax.Array]) -> jax.Array:
+    """The sum of a non-empty sequence of arrays (no Python 0 to start from)."""
+    return functools.reduce(operator.add, parts)
+
+
+def pad(x: jax.Array, pads: Pads, value: float, first: int = 1) -> jax.Array:
+    """`x` with ``(lo, hi)`` units of `value` around the spatial axes ``first, first + 1, ...``."""
+    if all(p == (0, 0) for p in pads):
+        return x
+    config = [(0, 0, 0)] * x.ndim
+    for axis, (lo, hi) in enumerate(pads, start=first):
+        config[axis] = (lo, hi, 0)
+    return lax.pad(x, jnp.asarray(value, x.dtype), config)
+
+
+def _shift(x: jax.Array, axis: int, offset: int, stride: int, count: int) -> jax.Array:
+    """``x[..., offset + stride * i, ...]`` for ``i < count`` along `axis` (one strided slice)."""
+    return lax.slice_in_dim(x, offset, offset + (count - 1) * stride + 1, stride, axis)
+
+
+def _unshift(z: jax.Array, axis: int, offset: int, stride: int, size: int) -> jax.Array:
+    """The transpose of `_shift` into an axis of length `size` (a negative offset, or one that runs
+    past `size`, crops)."""
+    config = [(0, 0, 0)] * z.ndim
+    config[axis] = (offset, size - offset - (z.shape[axis] - 1) * stride - 1, stride - 1)
+    return lax.pad(z, jnp.zeros((), z.dtype), config)
+
+
+def tap(xp: jax.Array, g: Geometry, t: Sequence[int], axes: Sequence[int]) -> jax.Array:
+    """Tap `t` of the padded array `xp` (spatial axes `axes`): shape with ``o`` on those axes."""
+    start, limit, step = [0] * xp.ndim, list(xp.shape), [1] * xp.ndim
+    for axis, ti, d, s, o in zip(axes, t, g.spacing, g.stride, g.out, strict=True):
+        start[axis], limit[axis], step[axis] = d * ti, d * ti + (o - 1) * s + 1, s
+    return lax.slice(xp, start, limit, step)
+
+
+def place(z: jax.Array, g: Geometry, t: Sequence[int], axes: Sequence[int]) -> jax.Array:
+    """Tap `t`'s values put back at their units of the *unpadded* input (the transpose of
+    ``tap(pad(x))``): ``z[b, i]`` -> ``x[b, s i + d t - lo]``, zeros elsewhere."""
+    config = [(0, 0, 0)] * z.ndim
+    for axis, ti, n, (lo, _), d, s, o in zip(axes, t, g.size, g.pads, g.spacing, g.stride, g.out, strict=True):
+        first = d * ti - lo
+        config[axis] = (first, n - first - (o - 1) * s - 1, s - 1)
+    return lax.pad(z, jnp.zeros((), z.dtype), config)
+
+
+def gather(xp: jax.Array, g: Geometry, axes: Sequence[int], at: int) -> jax.Array:
+    """All taps of the padded array `xp` (spatial axes `axes`, in the array *without* the new axes)
+    stacked on ``nd`` new axes ``(k_1, ..., k_nd)`` at positions ``at, ..., at + nd - 1`` of the
+    result, built separably: the last spatial axis first, each stack inserted at `at`."""
+    nd = len(axes)
+    out = xp
+    for i in reversed(range(nd)):
+        axis = axes[i] + (nd - 1 - i if at <= axes[i] else 0)  # stacks already inserted before it
+        out = jnp.stack([_shift(out, axis, g.spacing[i] * m, g.stride[i], g.out[i]) for m in range(g.taps[i])],
+                        axis=at)
+    return out
+
+
+def scatter(z: jax.Array, g: Geometry, axes: Sequence[int], at: int) -> jax.Array:
+    """The transpose of ``gather(pad(x))``: ``z`` holds per-tap values on axes ``at, ..., at + nd - 1``;
+    each is placed at its units of the unpadded input and the placements are summed, one spatial
+    axis at a time (`axes` as in `gather`). Overlapping windows accumulate."""
+    nd = len(axes)
+    out = z
+    for i in range(nd):
+        axis = axes[i] + (nd - 1 - i if at <= axes[i] else 0)  # tap axes left after this one
+        first = -g.pads[i][0]
+        out = total(_unshift(lax.index_in_dim(out, m, at, keepdims=False), axis,
+                             first + g.spacing[i] * m, g.stride[i], g.size[i]) for m in range(g.taps[i]))
+    return out
+
+
+def tile(xp: jax.Array, g: Geometry) -> jax.Array:
+    """`gather` for windows that tile the input (stride == taps, spacing 1) on an array
+    ``(N, *spatial, C)``: one reshape and transpose to ``(N, *out, C, k_1, ..., k_nd)``; units past
+    the last whole window are cropped."""
+    nd = len(g.taps)
+    n, c = xp.shape[0], xp.shape[-1]
+    cropped = xp[(slice(None), *(slice(0, o * k) for o, k in zip(g.out, g.taps, strict=True)))]
+    blocks = cropped.reshape(n, *(v for o, k in zip(g.out, g.taps, strict=True) for v in (o, k)), c)
+    # (N, o1, k1, o2, k2, ..., C) -> (N, o1, o2, ..., C, k1, k2, ...)
+    return blocks.transpose(0, *range(1, 2 * nd, 2), 2 * nd + 1, *range(2, 2 * nd + 1, 2))
+
+
+def untile(v: jax.Array, g: Geometry) -> jax.Array:
+    """The transpose of ``tile(pad(x))``: ``(N, *out, C, k...)`` back to ``(N, *size, C)``, the padding
+    cropped and the units no window reached given zeros."""
+    nd = len(g.taps)
+    n, c = v.shape[0], v.shape[nd + 1]
+    # (N, o1, ..., C, k1, ...) -> (N, o1, k1, o2, k2, ..., C)
+    order = [0, *(a for i in range(nd) for a in (1 + i, nd + 2 + i)), nd + 1]
+    blocks = v.transpose(order).reshape(n, *(o * k for o, k in zip(g.out, g.taps, strict=True)), c)
+    config = [(0, 0, 0)] + [(-lo, size + lo - o * k, 0)
+                            for size, (lo, _), o, k in zip(g.size, g.pads, g.out, g.taps, strict=True)] + [(0, 0, 0)]
+    return lax.pad(blocks, jnp.zeros((), v.dtype), config)
+
+
+def dilate(x: jax.Array, factors: Sequence[int], first: int = 1) -> jax.Array:
+    """``s - 1`` zeros inserted between neighbours along the spatial axes ``first, first + 1, ...``
+    (factor ``s`` per axis): length ``n`` becomes ``(n - 1) * s + 1``.
+
+    Written as a pad of a new axis and a reshape rather than ``lax.pad``'s interior padding: XLA's
+    CPU simplifier folds an interior pad that feeds a convolution into the convolution's base
+    dilation, and jax 0.10 then aborts the process compiling some of their gradients ("Window
+    dimensions do not match RHS shape")."""
+    for axis, s in enumerate(factors, start=first):
+        n = x.shape[axis]
+        if s == 1 or n == 0:
+            continue
+        config = [(0, 0, 0)] * (x.ndim + 1)
+        config[axis + 1] = (0, s - 1, 0)
+        spread = lax.pad(jnp.expand_dims(x, axis + 1), jnp.zeros((), x.dtype), config)
+        spread = spread.reshape(*x.shape[:axis], n * s, *x.shape[axis + 1:])
+        x = lax.slice_in_dim(spread, 0, (n - 1) * s + 1, axis=axis)
+    return x

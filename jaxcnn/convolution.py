@@ -1,0 +1,531 @@
+r"""Convolution layers in 1, 2 or 3 spatial dims: the forward cross-correlation (Eq 1-7), its backward
+formulas (Eq 10-22), and the transposed convolution, whose forward pass is Eq 22.
+
+Notation of the article, channels last here: the input ``o^{l-1}`` is ``x (N, *size, C)``, the kernel
+``w (*k, C/groups, D)`` (WIO, HWIO, DHWIO), the pre-activation ``x^l`` is the output
+``y (N, *out, D)``, and the deltas ``delta^l = dE/dx^l`` (Eq 15) have the output's shape. Nothing in
+the article's sums is two-dimensional: they run over the kernel's taps ``t = (m, n, ...)``, one
+index per spatial dim.
+
+Forward (Eq 7, Eq 4 with channels; ``s`` the stride, ``d`` the dilation, one per dim)::
+
+    y[b, i, :] = sum_t sum_c w[t, c, :] * x_pad[b, s*i + d*t, c] + bias
+
+Backward, the custom VJP of `conv`, built from two public functions:
+
+* `conv_weight_grad` — Eq 13-14: ``dE/dw[t] = sum_i delta[i] * x_pad[s*i + d*t]``, the (padded)
+  input cross-correlated with the deltas;
+* `conv_input_grad` — Eq 20-22: ``dE/dx = delta * rot180(w)``, the deltas (dilated by the stride)
+  fully convolved with the rotated kernel, in/out channels swapped, cropped by the padding; the
+  ``f'(x)`` factor of Eq 20 is applied by the activation's own rule;
+* the bias gradient (asked for by the article's readers): the deltas summed over the batch, and
+  over the positions as well for a tied bias ``b (D,)``.
+
+`conv_transpose` is the same duality read the other way: its forward pass is Eq 22, its input
+gradient Eq 7 and its kernel gradient Eq 14.
+
+Each formula is written here as the article states it, one XLA convolution on the arrays the
+equation names (`_correlate`). On CPU, XLA's convolution is slow, and the same sums run as
+matmuls over the kernel taps: `jaxcnn._lowering.forward` (Eq 7), `.weight_grad` (Eq 13) and
+`.input_grad` (Eq 20) — one call away, chosen per platform and shape by `_lowered` (GPUs and TPUs
+keep XLA's convolution, i.e. cuDNN). The choice is static, traced into the custom VJP with the
+rest of the configuration; the private switch ``jaxcnn._lowering.force(name)`` forces one.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jaxcnn import _lowering, _windows
+from jaxcnn._checks import check_plain_2d, check_rank, check_same_dtype, fail, is_int
+from jaxcnn._specs import LAYOUTS, ConvSpec, conv_spec, transpose_spec
+
+__all__ = [
+    "conv",
+    "conv1d",
+    "conv2d",
+    "conv3d",
+    "conv_input_grad",
+    "conv_weight_grad",
+    "conv2d_input_grad",
+    "conv2d_weight_grad",
+    "conv_transpose",
+    "correlate2d",
+    "convolve2d",
+    "rot180",
+]
+
+Size = int | tuple[int, ...]
+Padding = str | int | tuple[int, ...] | tuple[tuple[int, int], ...]
+
+
+def rot180(k: jax.Array) -> jax.Array:
+    r"""Rotate a 2-D kernel by 180 degrees: flip its two leading (spatial) axes.
+
+    ``rot180(K)[m, n] = K[k1 - 1 - m, k2 - 1 - n]`` — the ``K(-m, -n)`` of Eq 3, up to the shift
+    that keeps indices non-negative.
+
+    Args:
+      k: ``(k1, k2, ...)`` array (a 2-D kernel or an HWIO kernel bank).
+
+    Returns:
+      The rotated array, same shape and dtype.
+    """
+    if jnp.ndim(k) < 2:
+        raise fail("rot180", f"`k` must have at least 2 dimensions (k1, k2, ...), got shape {jnp.shape(k)}")
+    return k[::-1, ::-1]
+
+
+def _rotate(w: jax.Array, nd: int) -> jax.Array:
+    """The kernel rotated on every spatial axis (rot180 in 2-D): ``w[k - 1 - t]``."""
+    return w[(slice(None, None, -1),) * nd]
+
+
+# ------------------------------------------------------------------------------ the lowering
+def _correlate(lhs: jax.Array, rhs: jax.Array, *, dims: tuple[str, str, str], strides: tuple[int, ...],
+               padding: Any = None, rhs_dilation: tuple[int, ...] | None = None, feature_groups: int = 1,
+               batch_groups: int = 1) -> jax.Array:
+    """Eq 1 with channels, ``out[i] = sum_{t, c} lhs[i*s + t*d, c] rhs[t, c]``, as one XLA convolution
+    (which, like every framework's "convolution", does not flip). No ``lhs_dilation``: jax 0.10's CPU
+    compiler aborts differentiating some of those, and they are slow; zeros are inserted by `lax.pad`."""
+    nd = len(strides)
+    return lax.conv_general_dilated(
+        lhs, rhs, window_strides=strides, padding=padding or ((0, 0),) * nd, rhs_dilation=rhs_dilation,
+        dimension_numbers=dims, feature_group_count=feature_groups, batch_group_count=batch_groups,
+    )
+
+
+def _lowered(formula: str, plan: _lowering.Plan, spec: ConvSpec, ncd: tuple[int, int, int], xla_form,
+             matmul_form, *args):
+    """``xla_form(*args)`` (one XLA convolution, as written in this module) or
+    ``matmul_form(*args, spec, plan)`` (`jaxcnn._lowering`'s sum over the taps): the forced lowering,
+    or for "auto" the CPU's measured choice (`jaxcnn._lowering.choose`), XLA's on other platforms."""
+    if plan.name == "auto":
+        plan = plan._replace(name=_lowering.choose(formula, spec, *ncd))
+        if plan.name != "xla":
+            return lax.platform_dependent(*args, cpu=lambda *a: matmul_form(*a, spec, plan), default=xla_form)
+    if plan.name == "xla":
+        return xla_form(*args)
+    return matmul_form(*args, spec, plan)
+
+
+# ------------------------------------------------------------------------------ Eq 7: forward
+def _forward(x: jax.Array, w: jax.Array, spec: ConvSpec, plan: _lowering.Plan) -> jax.Array:
+    """Eq 7, ``y[i] = sum_t w[t] . x_pad[s*i + d*t]``: one XLA convolution, or on CPU its sum over
+    the taps as matmuls (`jaxcnn._lowering.forward`)."""
+    # Eq 7 (flip=False, cross-correlation) or Eq 6 (flip=True, convolution: rot180 first).
+    kernel = _rotate(w, spec.nd) if spec.flip else w
+    lhs, rhs = LAYOUTS[spec.nd]
+
+    def eq7(x, kernel):
+        y = _correlate(_windows.pad(x, spec.pads, spec.pad_value), kernel, dims=(lhs, rhs, lhs),
+                       strides=spec.stride, rhs_dilation=spec.dilation, feature_groups=spec.groups)
+        # the first `out` windows (fewer than fit when `conv_transpose` asked for output_padding)
+        return y[(slice(None), *(slice(0, o) for o in spec.out))]
+
+    ncd = (x.shape[0], x.shape[-1], w.shape[-1])
+    return _lowered("forward", plan, spec, ncd, eq7, _lowering.forward, x, kernel)
+
+
+# ---------------------------------------------------------------------------- Eq 20-22: dE/dx
+def _input_grad(delta: jax.Array, w: jax.Array, spec: ConvSpec, plan: _lowering.Plan) -> jax.Array:
+    """Eq 20-22, ``dE/dx``: Eq 22's full convolution of the stride-dilated deltas with the kernel
+    (one XLA convolution), or on CPU Eq 20's sum over the taps, ``sum_t delta_{i'-t} w_t``, as one
+    matmul and col2im (`jaxcnn._lowering.input_grad`)."""
+    kernel = _rotate(w, spec.nd) if spec.flip else w  # the kernel the forward pass correlated with
+    lhs, rhs = LAYOUTS[spec.nd]
+
+    def eq22(delta, kernel):
+        # Eq 22: the deltas, dilated by the stride (s - 1 zeros between them) and zero-padded by
+        # extent - 1 on every side ("full"), cross-correlated with rot180(kernel) — i.e. a full
+        # convolution with the kernel, in/out channels swapped group by group. Units the forward
+        # windows never reached get zeros (the extra high-side padding); then the padding is
+        # cropped: padded units are not inputs, their gradients are dropped.
+        full = [(0, 0, 0)] + [(e - 1, e - 1 + n + lo + hi - u, 0) for e, n, (lo, hi), u in zip(
+            spec.extent, spec.size, spec.pads, spec.used, strict=True)] + [(0, 0, 0)]
+        dilated = lax.pad(_windows.dilate(delta, spec.stride), jnp.zeros((), delta.dtype), full)
+        dx_pad = _correlate(dilated, _swap_io(_rotate(kernel, spec.nd), spec.groups), dims=(lhs, rhs, lhs),
+                            strides=(1,) * spec.nd, rhs_dilation=spec.dilation, feature_groups=spec.groups)
+        return dx_pad[(slice(None), *(slice(lo, lo + n) for n, (lo, _) in zip(spec.size, spec.pads, strict=True)))]
+
+    ncd = (delta.shape[0], kernel.shape[-2] * spec.groups, kernel.shape[-1])
+    return _lowered("input", plan, spec, ncd, eq22, _lowering.input_grad, delta, kernel)
+
+
+def _swap_io(kernel: jax.Array, groups: int) -> jax.Array:
+    """``(*k, C/g, D)`` -> ``(*k, D/g, C)``: the kernel read from outputs to inputs, group by group
+    (in/out channels swapped, as Eq 22 sends deltas from layer l+1 back to l)."""
+    *k, c_g, d = kernel.shape
+    nd = len(k)
+    split = kernel.reshape(*k, c_g, groups, d // groups)
+    return split.transpose(*range(nd), nd + 2, nd + 1, nd).reshape(*k, d // groups, groups * c_g)
+
+
+# ---------------------------------------------------------------------------- Eq 10-14: dE/dw
+def _weight_grad(x: jax.Array, delta: jax.Array, spec: ConvSpec, plan: _lowering.Plan) -> jax.Array:
+    """Eq 13-14, ``dE/dw[t] = sum_i delta[i] o[s*i + d*t]``: Eq 14's correlation of the input with
+    the deltas (one XLA convolution), or on CPU Eq 13's sum as one matmul ``P^T @ delta`` of the
+    input's patches (`jaxcnn._lowering.weight_grad`)."""
+    sp = LAYOUTS[spec.nd][0][1:-1]  # the spatial letters: W, HW or DHW
+
+    def eq14(x, delta):
+        # Eq 13: dE/dw[t, c, d] = sum_{b, i} delta[b, i, d] * x_pad[b, s*i + d*t, c] — the padded
+        # input cross-correlated with the deltas (the deltas are the "kernel", spaced by the
+        # stride; the batch is the contracted dimension, channels c play the role of the batch).
+        # Groups: input channel c of group g only meets deltas of group g (batch_group_count).
+        x_pad = _windows.pad(x, spec.pads, spec.pad_value)[(slice(None), *(slice(0, u) for u in spec.used))]
+        return _correlate(x_pad, delta, dims=("C" + sp + "N", "I" + sp + "O", sp + "NC"), strides=spec.dilation,
+                          rhs_dilation=spec.stride, batch_groups=spec.groups)
+
+    ncd = (x.shape[0], x.shape[-1], delta.shape[-1])
+    dk = _lowered("weight", plan, spec, ncd, eq14, _lowering.weight_grad, x, delta)
+    # flip=True correlated with rot180(w): the gradient w.r.t. w is the rotated gradient.
+    return _rotate(dk, spec.nd) if spec.flip else dk
+
+
+def _bias_grad(delta: jax.Array, tied: bool) -> jax.Array:
+    """dE/db: the deltas summed over the batch, and over the positions too for a tied bias (Eq 4-5)."""
+    return jnp.sum(delta, axis=tuple(range(delta.ndim - 1)) if tied else 0)
+
+
+# ------------------------------------------------------------------------------ public grads
+def _shape_arg(fn: str, name: str, shape: Any, rank: int | None) -> tuple[int, ...]:
+    ok = isinstance(shape, (tuple, list)) and all(is_int(s) and s >= 0 for s in shape)
+    if not ok or (rank is not None and len(shape) != rank) or len(shape) not in (3, 4, 5):
+        want = f"{rank}" if rank is not None else "3, 4 or 5"
+        raise fail(fn, f"`{name}` must be a tuple of {want} non-negative ints, got {shape!r}", TypeError)
+    return tuple(int(s) for s in shape)
+
+
+def _check_delta(fn: str, delta: Any, spec: ConvSpec, n: int, d: int) -> None:
+    expected = (n, *spec.out, d)
+    if jnp.shape(delta) != expected:
+        raise fail(fn, f"`delta` has shape {jnp.shape(delta)}; expected the output shape {expected}")
+
+
+def _input_grad_call(fn: str, nd: int | None, delta, w, x_shape, *, stride, padding, dilation, groups, flip):
+    x_shape = _shape_arg(fn, "x_shape", x_shape, None if nd is None else nd + 2)
+    check_same_dtype(fn, ["delta", "w"], [delta, w])
+    x_like = jax.ShapeDtypeStruct(x_shape, jnp.result_type(delta))
+    spec = conv_spec(fn, x_like, w, None, stride=stride, padding=padding, dilation=dilation, groups=groups,
+                     flip=flip, pad_value=0.0, nd=nd)
+    check_rank(fn, "delta", delta, spec.nd + 2, LAYOUTS[spec.nd][0])
+    _check_delta(fn, delta, spec, x_shape[0], jnp.shape(w)[-1])
+    return _input_grad(delta, w, spec, _lowering.requested())
+
+
+def conv_input_grad(
+    delta: jax.Array, w: jax.Array, x_shape: tuple[int, ...], *, stride: Size = 1, padding: Padding = "VALID",
+    dilation: Size = 1, groups: int = 1, flip: bool = False,
+) -> jax.Array:
+    r"""The deltas of the layer below, Eq 20-22: ``dE/dx = delta * rot180(w)`` (a full convolution).
+
+    .. math::
+        \frac{\partial E}{\partial x_{i',j'}} = \sum_{m,n} \delta_{i'-m,\,j'-n}\, w_{m,n}
+        = \big(\delta * \mathrm{rot}_{180^\circ}\{w\}\big)_{i',j'}   \qquad (20\text{-}22)
+
+    in 1, 2 or 3 spatial dims (one index per dim). Generalised: the deltas are first dilated by the
+    stride (``s - 1`` zeros between neighbours), the kernel by `dilation`; in/out channels are
+    swapped group by group; the result is cropped by the forward padding (gradients of padded
+    units are dropped). The ``f'(x)`` factor of Eq 20 belongs to the activation that produced `x`
+    and is applied by its own rule. This is exactly what the custom VJP of `conv` calls (PyTorch:
+    ``torch.nn.grad.conv{1,2,3}d_input``), and the forward pass of `conv_transpose`.
+
+    Args:
+      delta: ``(N, *out, D)`` deltas of the conv's output, ``dE/dy``.
+      w: ``(*k, C/groups, D)`` kernel (WIO, HWIO or DHWIO).
+      x_shape: ``(N, *size, C)`` shape of the forward input.
+      stride, padding, dilation, groups, flip: as given to `conv`.
+
+    Returns:
+      ``(N, *size, C)`` array ``dE/dx``, dtype of `delta`.
+    """
+    return _input_grad_call("conv_input_grad", None, delta, w, x_shape, stride=stride, padding=padding,
+                            dilation=dilation, groups=groups, flip=flip)
+
+
+def _weight_grad_call(fn: str, nd: int | None, x, delta, w_shape, *, stride, padding, dilation, groups, flip,
+                      pad_value):
+    w_shape = _shape_arg(fn, "w_shape", w_shape, None if nd is None else nd + 2)
+    check_same_dtype(fn, ["x", "delta"], [x, delta])
+    w_like = jax.ShapeDtypeStruct(w_shape, jnp.result_type(x))
+    spec = conv_spec(fn, x, w_like, None, stride=stride, padding=padding, dilation=dilation, groups=groups,
+                     flip=flip, pad_value=pad_value, nd=nd)
+    check_rank(fn, "delta", delta, spec.nd + 2, LAYOUTS[spec.nd][0])
+    _check_delta(fn, delta, spec, jnp.shape(x)[0], w_shape[-1])
+    return _weight_grad(x, delta, spec, _lowering.requested())
+
+
+def conv_weight_grad(
+    x: jax.Array, delta: jax.Array, w_shape: tuple[int, ...], *, stride: Size = 1, padding: Padding = "VALID",
+    dilation: Size = 1, groups: int = 1, flip: bool = False, pad_value: float = 0.0,
+) -> jax.Array:
+    r"""The weight gradient, Eq 10-14: the (padded) input cross-correlated with the deltas.
+
+    .. math::
+        \frac{\partial E}{\partial w_{m',n'}} = \sum_{i=0}^{H-k_1} \sum_{j=0}^{W-k_2}
+        \delta_{i,j}\, o_{i+m',\,j+n'} = \big(o \otimes \delta\big)_{m',n'}   \qquad (13)
+
+    in 1, 2 or 3 spatial dims. Eq 14 writes the same sum as a convolution with ``rot180(delta)``.
+    Generalised: input units are taken at ``s*i + d*t`` (stride, dilation), summed over the batch,
+    channels matched per group; with `flip` the forward kernel was rotated and the result is
+    rotated back. This is exactly what the custom VJP of `conv` calls (PyTorch:
+    ``torch.nn.grad.conv{1,2,3}d_weight``).
+
+    Args:
+      x: ``(N, *size, C)`` forward input ``o^{l-1}``.
+      delta: ``(N, *out, D)`` deltas ``dE/dy``.
+      w_shape: ``(*k, C/groups, D)`` kernel shape.
+      stride, padding, dilation, groups, flip, pad_value: as given to `conv`.
+
+    Returns:
+      ``(*k, C/groups, D)`` array ``dE/dw``, dtype of `x`.
+    """
+    return _weight_grad_call("conv_weight_grad", None, x, delta, w_shape, stride=stride, padding=padding,
+                             dilation=dilation, groups=groups, flip=flip, pad_value=pad_value)
+
+
+def conv2d_input_grad(
+    delta: jax.Array, w: jax.Array, x_shape: tuple[int, int, int, int], *, stride: Size = 1,
+    padding: Padding = "VALID", dilation: Size = 1, groups: int = 1, flip: bool = False,
+) -> jax.Array:
+    """`conv_input_grad` (Eq 20-22) for 2-D convolutions: delta NHWC, w HWIO, x_shape ``(N, H, W, C)``."""
+    return _input_grad_call("conv2d_input_grad", 2, delta, w, x_shape, stride=stride, padding=padding,
+                            dilation=dilation, groups=groups, flip=flip)
+
+
+def conv2d_weight_grad(
+    x: jax.Array, delta: jax.Array, w_shape: tuple[int, int, int, int], *, stride: Size = 1,
+    padding: Padding = "VALID", dilation: Size = 1, groups: int = 1, flip: bool = False, pad_value: float = 0.0,
+) -> jax.Array:
+    """`conv_weight_grad` (Eq 10-14) for 2-D convolutions: x NHWC, delta NHWC, w_shape ``(k1, k2, C/g, D)``."""
+    return _weight_grad_call("conv2d_weight_grad", 2, x, delta, w_shape, stride=stride, padding=padding,
+                             dilation=dilation, groups=groups, flip=flip, pad_value=pad_value)
+
+
+# ------------------------------------------------------------------------------------ conv
+class _Residuals(NamedTuple):
+    x: jax.Array  # the layer's input (o^{l-1} for Eq 13)
+    w: jax.Array  # the kernel, for Eq 22
+
+
+def _add_bias(y: jax.Array, b: jax.Array | None) -> jax.Array:
+    # Explicit broadcast of the tied (D,) or untied (*out, D) bias over the batch: no implicit rank
+    # promotion (it raises under jax_numpy_rank_promotion='raise').
+    return y if b is None else y + jnp.broadcast_to(b, y.shape)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
+def _conv(spec: ConvSpec, tied: bool | None, plan: _lowering.Plan, x: jax.Array, w: jax.Array,
+          b: jax.Array | None) -> jax.Array:
+    return _add_bias(_forward(x, w, spec, plan), b)  # Eq 7 (Eq 6 with flip)
+
+
+def _conv_fwd(spec, tied, plan, x, w, b):
+    return _conv(spec, tied, plan, x, w, b), _Residuals(x, w)
+
+
+def _conv_bwd(spec, tied, plan, res, delta):
+    x, w = res
+    dx = _input_grad(delta, w, spec, plan)  # Eq 22 (Eq 20)
+    dw = _weight_grad(x, delta, spec, plan)  # Eq 14 (Eq 13)
+    db = None if tied is None else _bias_grad(delta, tied)
+    return dx, dw, db
+
+
+_conv.defvjp(_conv_fwd, _conv_bwd)
+
+
+def _conv_call(fn: str, nd: int | None, x, w, b, **options) -> jax.Array:
+    spec = conv_spec(fn, x, w, b, nd=nd, **options)
+    tied = None if b is None else jnp.ndim(b) == 1
+    return _conv(spec, tied, _lowering.requested(), jnp.asarray(x), jnp.asarray(w), b)
+
+
+def conv(
+    x: jax.Array, w: jax.Array, b: jax.Array | None = None, *, stride: Size = 1, padding: Padding = "VALID",
+    dilation: Size = 1, groups: int = 1, flip: bool = False, pad_value: float = 0.0,
+) -> jax.Array:
+    r"""Convolution layer in 1, 2 or 3 spatial dims (Eq 4-7); its backward pass is Eq 14 and Eq 22.
+
+    .. math::
+        x^l_{i,j} = \sum_m \sum_n \sum_c w^l_{m,n,c}\, o^{l-1}_{i+m,\,j+n,\,c} + b^l   \qquad (7)
+
+    with one index per spatial dim (``i`` alone in 1-D, ``i, j, k`` in 3-D). ``flip=False``
+    computes this cross-correlation (Eq 1, Eq 7) — what every framework calls "convolution".
+    ``flip=True`` computes the true convolution (Eq 2, Eq 6): the kernel is rotated by 180
+    degrees (reversed on every spatial axis) first (Eq 3). Either way the backward rule is the
+    article's: `conv_weight_grad` (Eq 13-14), `conv_input_grad` (Eq 20-22) and the deltas summed
+    for the bias. The number of spatial dims is ``w.ndim - 2``; `x` must match.
+
+    Args:
+      x: ``(N, *size, C)`` input (NWC, NHWC or NDHWC).
+      w: ``(*k, C/groups, D)`` kernel bank (WIO, HWIO or DHWIO), ``D`` filters.
+      b: None, a tied bias ``(D,)`` (Eq 4-5, one per filter) or an untied bias ``(*out, D)``
+        (Eq 6-7's ``b_{i,j}``; LeCun 1989's units do not share biases).
+      stride: int or one per spatial dim, >= 1.
+      padding: ``"VALID"`` (the article's case), ``"SAME"`` (``ceil(n/s)`` outputs; an odd total puts
+        the extra unit at the high end), ``"FULL"`` (``d*(k-1)`` each side), an int, one int per
+        spatial dim, or one ``(lo, hi)`` pair per spatial dim.
+      dilation: kernel dilation, int or one per dim, >= 1.
+      groups: channel groups; ``C`` and ``D`` divisible by it.
+      flip: rotate the kernel 180 degrees first (true convolution).
+      pad_value: value of the padded border (LeCun 1989 pads with -1); padded units get no gradient.
+
+    Returns:
+      ``(N, *out, D)`` with ``out = (n + lo + hi - d*(k-1) - 1) // s + 1`` per dim, dtype of `x`.
+
+    Forward-mode differentiation (``jax.jvp``) is not supported (a `jax.custom_vjp`); use
+    `jaxcnn.reference.conv` for that.
+
+    >>> import jax.numpy as jnp, jaxcnn
+    >>> jaxcnn.conv(jnp.ones((1, 8, 1)), jnp.ones((3, 1, 2)), stride=2).shape
+    (1, 3, 2)
+    """
+    return _conv_call("conv", None, x, w, b, stride=stride, padding=padding, dilation=dilation, groups=groups,
+                      flip=flip, pad_value=pad_value)
+
+
+def conv1d(
+    x: jax.Array, w: jax.Array, b: jax.Array | None = None, *, stride: Size = 1, padding: Padding = "VALID",
+    dilation: Size = 1, groups: int = 1, flip: bool = False, pad_value: float = 0.0,
+) -> jax.Array:
+    """`conv` (Eq 7; backward Eq 14, Eq 22) on sequences: x ``(N, W, C)``, w ``(k, C/groups, D)``."""
+    return _conv_call("conv1d", 1, x, w, b, stride=stride, padding=padding, dilation=dilation, groups=groups,
+                      flip=flip, pad_value=pad_value)
+
+
+def conv2d(
+    x: jax.Array, w: jax.Array, b: jax.Array | None = None, *, stride: Size = 1, padding: Padding = "VALID",
+    dilation: Size = 1, groups: int = 1, flip: bool = False, pad_value: float = 0.0,
+) -> jax.Array:
+    """`conv` (Eq 7; backward Eq 14, Eq 22) on images, the article's case: x ``(N, H, W, C)``,
+    w ``(k1, k2, C/groups, D)``.
+
+    >>> import jax.numpy as jnp, jaxcnn
+    >>> jaxcnn.conv2d(jnp.ones((1, 4, 4, 1)), jnp.ones((2, 2, 1, 1))).shape
+    (1, 3, 3, 1)
+    """
+    return _conv_call("conv2d", 2, x, w, b, stride=stride, padding=padding, dilation=dilation, groups=groups,
+                      flip=flip, pad_value=pad_value)
+
+
+def conv3d(
+    x: jax.Array, w: jax.Array, b: jax.Array | None = None, *, stride: Size = 1, padding: Padding = "VALID",
+    dilation: Size = 1, groups: int = 1, flip: bool = False, pad_value: float = 0.0,
+) -> jax.Array:
+    """`conv` (Eq 7; backward Eq 14, Eq 22) on volumes and videos: x ``(N, D, H, W, C)``,
+    w ``(k1, k2, k3, C/groups, D)``."""
+    return _conv_call("conv3d", 3, x, w, b, stride=stride, padding=padding, dilation=dilation, groups=groups,
+                      flip=flip, pad_value=pad_value)
+
+
+# ------------------------------------------------------------------- the transposed convolution
+@partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
+def _conv_transpose(spec: ConvSpec, tied: bool | None, plan: _lowering.Plan, x: jax.Array, w: jax.Array,
+                    b: jax.Array | None) -> jax.Array:
+    return _add_bias(_input_grad(x, w, spec, plan), b)  # Eq 22, with x in the deltas' place
+
+
+def _conv_transpose_fwd(spec, tied, plan, x, w, b):
+    return _conv_transpose(spec, tied, plan, x, w, b), _Residuals(x, w)
+
+
+def _conv_transpose_bwd(spec, tied, plan, res, delta):
+    x, w = res
+    dx = _forward(delta, w, spec, plan)  # Eq 7: the transpose of Eq 22 is the convolution itself
+    dw = _weight_grad(delta, x, spec, plan)  # Eq 14, its output's deltas in the input's place
+    db = None if tied is None else _bias_grad(delta, tied)
+    return dx, dw, db
+
+
+_conv_transpose.defvjp(_conv_transpose_fwd, _conv_transpose_bwd)
+
+
+def conv_transpose(
+    x: jax.Array, w: jax.Array, b: jax.Array | None = None, *, stride: Size = 1,
+    padding: int | tuple[int, ...] | tuple[tuple[int, int], ...] = 0, output_padding: Size = 0,
+    dilation: Size = 1, groups: int = 1,
+) -> jax.Array:
+    r"""The transposed convolution ("deconvolution"), 1-3 spatial dims: Eq 22 as a layer.
+
+    Its forward pass is the article's Eq 22 — the input spread back through the kernel exactly as
+    the deltas of a convolution are (`conv_input_grad`); its backward pass is the duality read the
+    other way: the input gradient is the convolution itself (Eq 7) and the kernel gradient Eq 14
+    with the roles of input and deltas swapped:
+
+    .. math::
+        y = \big(x * \mathrm{rot}_{180^\circ}\{w\}\big)_{\text{full, stride-dilated}}  \quad (22), \qquad
+        \frac{\partial E}{\partial x} = \delta \otimes w \quad (7), \qquad
+        \frac{\partial E}{\partial w} = \delta \otimes x \quad (14)
+
+    ``w (*k, C/groups, D)`` is the kernel of the convolution being transposed: that convolution maps
+    ``C`` channels to ``D``, so `x` has ``D`` channels and the output ``C`` (PyTorch's ConvTranspose
+    weight ``(D, C/groups, *k)`` is this array with its axes reversed to ``(*k, C/groups, D)``).
+
+    Args:
+      x: ``(N, *n, D)`` input.
+      w: ``(*k, C/groups, D)`` kernel.
+      b: None, a tied bias ``(C,)`` or an untied bias ``(*out, C)``.
+      stride, dilation: int or one per spatial dim, >= 1 (the convolution's).
+      padding: the convolution's padding: an int, one per dim or one ``(lo, hi)`` pair per dim;
+        it crops the output.
+      output_padding: int or one per dim, each smaller than that dim's stride or dilation: units
+        added at the high end (a convolution of stride ``s`` maps ``s`` input sizes to one output
+        size; this picks which).
+
+    Returns:
+      ``(N, *out, C)``, ``out = (n - 1)*s - lo - hi + d*(k - 1) + 1 + output_padding`` per dim, dtype
+      of `x`. Agrees with ``torch.nn.functional.conv_transpose{1,2,3}d``.
+
+    >>> import jax.numpy as jnp, jaxcnn
+    >>> jaxcnn.conv_transpose(jnp.ones((1, 2, 1)), jnp.ones((3, 1, 1)), stride=2)[0, :, 0]
+    Array([1., 1., 2., 1., 1.], dtype=float32)
+    """
+    spec = transpose_spec("conv_transpose", x, w, b, stride=stride, padding=padding, output_padding=output_padding,
+                          dilation=dilation, groups=groups)
+    tied = None if b is None else jnp.ndim(b) == 1
+    return _conv_transpose(spec, tied, _lowering.requested(), jnp.asarray(x), jnp.asarray(w), b)
+
+
+# -------------------------------------------------------------------------- Eq 1, 2 in 2-D
+def correlate2d(I: jax.Array, K: jax.Array) -> jax.Array:  # noqa: N803 (the article's names)
+    r"""Cross-correlation of a 2-D image with a 2-D kernel, valid mode (Eq 1).
+
+    .. math::
+        (I \otimes K)_{ij} = \sum_{m=0}^{k_1-1} \sum_{n=0}^{k_2-1} I(i+m, j+n)\, K(m, n)   \qquad (1)
+
+    Args:
+      I: ``(H, W)`` image.
+      K: ``(k1, k2)`` kernel.
+
+    Returns:
+      ``(H - k1 + 1, W - k2 + 1)`` array. Built on `conv2d`, so differentiable by its rules.
+    """
+    check_plain_2d("correlate2d", I, K)
+    return conv2d(I[None, :, :, None], K[:, :, None, None])[0, :, :, 0]
+
+
+def convolve2d(I: jax.Array, K: jax.Array) -> jax.Array:  # noqa: N803
+    r"""Convolution of a 2-D image with a 2-D kernel, valid mode (Eq 2-3).
+
+    .. math::
+        (I * K)_{ij} = \sum_{m,n} I(i-m, j-n)\, K(m, n) = \sum_{m,n} I(i+m, j+n)\, K(-m, -n)
+        \qquad (2, 3)
+
+    so ``convolve2d(I, K) == correlate2d(I, rot180(K))`` (Eq 3).
+
+    Args:
+      I: ``(H, W)`` image.
+      K: ``(k1, k2)`` kernel.
+
+    Returns:
+      ``(H - k1 + 1, W - k2 + 1)`` array. Built on ``conv2d(..., flip=True)``.
+    """
+    check_plain_2d("convolve2d", I, K)
+    return conv2d(I[None, :, :, None], K[:, :, None, None], flip=True)[0, :, :, 0]
