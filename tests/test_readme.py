@@ -1,4 +1,4 @@
-"""The README's usage example runs as written."""
+"""The README's python examples run as written, each in a fresh namespace."""
 
 from __future__ import annotations
 
@@ -20,3 +20,8 @@ def test_usage_example_runs():
     grads, grads_ref = namespace["grads"], namespace["grads_ref"]
     assert set(grads) == {"w", "b", "v"}
     assert grads["w"].shape == (5, 5, 1, 6) and grads_ref["v"].shape == (864, 10)
+
+
+def test_every_example_runs():
+    for i, block in enumerate(python_blocks(README.read_text())[1:], start=2):
+        exec(compile(block, f"{README}:block{i}", "exec"), {"__name__": f"readme_example_{i}"})  # noqa: S102
