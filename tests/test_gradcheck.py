@@ -399,6 +399,18 @@ def test_cli_usage_errors(capsys):
     assert "d2:conv2d" in listed and "\nconv2d " not in listed
 
 
+def test_configs_count_the_selected_rows(tmp_path, capsys):
+    """``--configs N`` is the total of the rows that ``--only`` selects (it used to be spread over
+    every row before the filter: ``--only conv2d --configs 20`` checked 4 configs)."""
+    out = tmp_path / "two.json"
+    argv = ["--only", "relu,tanh", "--configs", "10", "--json", str(out), "--no-progress"]
+    assert gradcheck.main(argv) == 0
+    assert "10 configs in 2 rows" in capsys.readouterr().out
+    summary = _load(out)["summary"]
+    assert set(summary) == {"relu", "tanh"}
+    assert summary["relu"]["configs"] == 5 and summary["tanh"]["configs"] == 5
+
+
 # ------------------------------------------------------------------------------ the table
 def test_default_table_rows_and_counts():
     """The default sweep: 61 rows, 1,371 configs; every function's derived rows follow from its entry."""

@@ -74,10 +74,11 @@ def main(argv: Sequence[str] | None = None, *, registry: Mapping[str, Family] | 
     """The CLI: ``python -m jaxcnn.gradcheck [options]``; returns the exit status.
 
     Options:
-      --configs N: total configs (default: the registry's default sweep, 1,371 with
-        `jaxcnn.models`); spread over the rows in proportion to their defaults, at least one
-        each. A config is one value set of one static configuration (shapes and options); each
-        static configuration is compiled once and run on several value sets.
+      --configs N: total configs of the selected rows (default: their default sweep, 1,371 for
+        every row); spread over the rows in proportion to their defaults, at least one each, so
+        ``--only conv2d --configs 20`` checks 20 conv2d configs. A config is one value set of one
+        static configuration (shapes and options); each static configuration is compiled once and
+        run on several value sets.
       --seed S: seed of the sweep (static configurations and per-config value seeds).
       --dtype float32|float64: dtype of every array (float64 switches x64 on for the run).
       --json PATH: write every config to PATH, atomically (temporary file + ``os.replace``):

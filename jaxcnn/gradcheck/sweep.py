@@ -263,7 +263,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Randomized cross-check of jaxcnn's custom VJPs against autodiff of jaxcnn.reference.",
     )
     p.add_argument("--configs", type=int, default=None,
-                   help="total configs (default: the default sweep); spread over the rows")
+                   help="total configs of the selected rows (default: their default sweep), spread "
+                        "over them in proportion to their defaults")
     p.add_argument("--seed", type=int, default=0, help="seed of the sweep (default 0)")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                    help="dtype of the arrays (float64 enables x64); fd: rows always use float64")
@@ -296,14 +297,14 @@ def run_cli(argv: Sequence[str] | None, registry: Mapping[str, Family]) -> int:
         return 0
     if opts.replay:
         return _replay(opts, registry)
-    return _sweep(opts, families, registry, argv)
+    return _sweep(opts, families, argv)
 
 
-def _sweep(opts: argparse.Namespace, families: list[Family], registry: Mapping[str, Family],
-           argv: Sequence[str] | None) -> int:
+def _sweep(opts: argparse.Namespace, families: list[Family], argv: Sequence[str] | None) -> int:
     start, cpu_start = time.perf_counter(), time.process_time()
     env = _environment()
-    scale = 1.0 if opts.configs is None else opts.configs / default_configs(dict(registry))
+    # --configs counts the configs of the selected rows (all rows, or those of --only).
+    scale = 1.0 if opts.configs is None else opts.configs / default_configs({f.name: f for f in families})
     plans = []
     rows = []
     for family in families:
