@@ -98,6 +98,17 @@ def _check_dtype(fn: str, dtype: Any) -> jnp.dtype:
     return d
 
 
+def _check_key(fn: str, key: Any) -> None:
+    """`key` is one PRNG key: ``jax.random.key(seed)``, or a legacy ``jax.random.PRNGKey(seed)``."""
+    dtype, shape = getattr(key, "dtype", None), getattr(key, "shape", None)
+    if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key) and shape == ():
+        return
+    if dtype == np.uint32 and shape == (2,):  # a raw key of jax.random.PRNGKey
+        return
+    got = f"{type(key).__name__} {key!r}" if dtype is None else f"an array of shape {shape} and dtype {dtype}"
+    raise fail(fn, f"`key` must be one PRNG key, e.g. jax.random.key(0), got {got}", TypeError)
+
+
 def _uniform(key: jax.Array, shape: tuple[int, ...], bound: float, dtype: jnp.dtype) -> jax.Array:
     """U[-bound, bound], drawn in `dtype`."""
     return jax.random.uniform(key, shape, dtype, minval=-bound, maxval=bound)
@@ -172,6 +183,7 @@ def lecun1989(*, activation: str = "tanh") -> Model:
     mask_np = h2_connection_mask()
 
     def init(key: jax.Array, dtype: Any = jnp.float32) -> Params:
+        _check_key(f"{fn}.init", key)
         d = _check_dtype(f"{fn}.init", dtype)
         k1, k2, k3, k4 = jax.random.split(key, 4)
         kernel_mask = jnp.asarray(np.broadcast_to(mask_np, (5, 5, 12, 12)), d)
@@ -250,6 +262,7 @@ def lenet5(*, activation: str = "relu", pooling: str = "max") -> Model:
     gain = _RECTIFIER_GAIN.get(activation, 1.0)
 
     def init(key: jax.Array, dtype: Any = jnp.float32) -> Params:
+        _check_key(f"{fn}.init", key)
         d = _check_dtype(f"{fn}.init", dtype)
         shapes = {
             "C1": ((5, 5, 1, 6), 25),

@@ -134,6 +134,19 @@ def test_lecun1989_rejects_bad_inputs():
         model.init(KEY, jnp.int32)
 
 
+def test_init_rejects_a_key_that_is_not_a_prng_key():
+    """An int seed used to fail inside jax.random.split with JAX's own message."""
+    for model in (models.lecun1989(), models.lenet5()):
+        fn = model.name.split("-")[0]
+        with pytest.raises(TypeError, match=rf"`{fn}.init`: `key` must be one PRNG key, e.g. "
+                                            r"jax.random.key\(0\), got int 0"):
+            model.init(0)
+        with pytest.raises(TypeError, match=r"`key` must be one PRNG key.*shape \(2,\) and dtype key"):
+            model.init(jax.random.split(KEY))  # a batch of keys
+        legacy = jax.tree.map(jnp.shape, model.init(jax.random.PRNGKey(0)))  # a raw uint32 key is a key
+        assert legacy == jax.tree.map(jnp.shape, model.init(KEY))
+
+
 def test_lenet5_rejects_bad_inputs():
     with pytest.raises(ValueError, match=r"`lenet5`: `activation` must be one of \('relu', .*\), got 'gelu'"):
         models.lenet5(activation="gelu")
