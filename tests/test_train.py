@@ -1,9 +1,11 @@
 """jaxcnn.train: steps, the per-example scan epoch, evaluation, checkpoints, fit/resume, NaN stops,
-and data parallelism over 4 fake CPU devices (in a subprocess: the device count is fixed at start)."""
+the progress hook, and data parallelism over 4 fake CPU devices (in a subprocess: the device count
+is fixed at start)."""
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -169,7 +171,7 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch, standard_promotion):
     def crash(*args, **kwargs):
         raise OSError("simulated crash before the rename")
 
-    monkeypatch.setattr(train.os, "replace", crash)
+    monkeypatch.setattr(os, "replace", crash)
     state = _state()
     state["params"]["H1"]["w"] = state["params"]["H1"]["w"] + 1
     with pytest.raises(OSError, match="simulated crash"):
@@ -227,7 +229,7 @@ def _fit(tmp_path, epochs, *, minibatch=False, checkpoint=True, x=None, **kwargs
     return train.fit(
         APPLY, loss_fn, optimizer, _params(), (x, t), epochs=epochs, seed=3,
         eval_sets={"test": (xs[:7], t[:7])}, eval_loss_fn=_mean_se,
-        checkpoint=tmp_path / "ckpt.npz" if checkpoint else None, progress=False, **kwargs,
+        checkpoint=tmp_path / "ckpt.npz" if checkpoint else None, **{"progress": False, **kwargs},
     )
 
 
@@ -275,17 +277,56 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
 
 
 def test_fit_progress_and_timings(capsys, monkeypatch):
-    monkeypatch.setitem(sys.modules, "tqdm.auto", None)  # tqdm missing: plain lines
+    monkeypatch.setitem(sys.modules, "tqdm", None)  # the library never needs tqdm
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)
     x, labels, t = _data(N)
     result = train.fit(APPLY, jaxcnn.squared_error, SGD, _params(), (x, t), epochs=2, seed=3,
                        eval_sets={"test": (x[:7], t[:7])}, eval_loss_fn=_mean_se, desc="tiny")
-    out = capsys.readouterr().out
-    assert "tiny epoch 1/2" in out and "tiny epoch 2/2" in out and "test_error=" in out
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(" test ")[0] for line in lines] == ["tiny epoch 1/2", "tiny epoch 2/2"]
+    assert all(re.fullmatch(r"tiny epoch \d/2 test \d+\.\d\d% loss test \S+ run \S+", line) for line in lines)
     assert result.compile_seconds >= 0 and result.train_seconds > 0
     with pytest.raises(ValueError, match="`fit`: `batch_size` \\(=13\\) exceeds"):
         train.fit(APPLY, jaxcnn.squared_error, SGD, _params(), (x, t), epochs=1, batch_size=13)
     with pytest.raises(ValueError, match="`fit`: `augment` and `data_parallel` need minibatches"):
         train.fit(APPLY, jaxcnn.squared_error, SGD, _params(), (x, t), epochs=1, augment=_noise)
+
+
+class _Recorder:
+    """A `train.Progress` that records what it is told."""
+
+    def __init__(self):
+        self.calls = []
+
+    def start(self, **kw):
+        self.calls.append(("start", kw))
+
+    def advance(self, n):
+        self.calls.append(("advance", n))
+
+    def epoch_done(self, record, epochs):
+        self.calls.append(("epoch", record["epoch"], epochs))
+
+    def close(self):
+        self.calls.append(("close",))
+
+
+def test_fit_reports_to_a_progress_hook(tmp_path, standard_promotion):
+    recorder = _Recorder()
+    _fit(tmp_path, 2, minibatch=True, checkpoint=False, progress=recorder, desc="hook")
+    assert recorder.calls[0] == ("start", {"desc": "hook", "total": 6, "initial": 0, "unit": "step"})
+    others = [c for c in recorder.calls[1:] if c[0] != "advance"]
+    assert others == [("epoch", 1, 2), ("epoch", 2, 2), ("close",)]
+    assert sum(c[1] for c in recorder.calls if c[0] == "advance") == 6  # 3 steps of 4 per epoch
+    with pytest.raises(TypeError, match="`fit`: `progress` must be a bool or a Progress"):
+        _fit(tmp_path, 1, checkpoint=False, progress="tqdm")
+
+
+def test_epoch_summary_puts_error_rates_first():
+    record = {"epoch": 3, "train_loss_running": 0.0121, "train_loss": 0.00253, "train_error": 0.0014,
+              "test_loss": 0.0183, "test_error": 0.05, "seconds": 1.0}
+    assert train.epoch_summary(record) == "test 5.00% train 0.14% loss test 0.0183 train 0.00253 run 0.0121"
+    assert train.epoch_summary({"epoch": 1, "train_loss_running": 2.5, "seconds": 1.0}) == "loss run 2.5"
 
 
 # -------------------------------------------------------------------------- data parallelism
@@ -364,13 +405,3 @@ def test_one_device_mesh_is_the_plain_step():
     assert train.make_train_step(APPLY, _mean_se, ADAM, mesh=mesh) is plain
     with pytest.raises(ValueError, match="`data_mesh`: `devices` must not be empty"):
         train.data_mesh([])
-
-
-def test_format_table_aligns_columns_with_a_rule_under_the_header():
-    rows = [("", "err", "loss"), ("custom", "5.00%", "0.1"), ("reference", "12.50%", "0.25")]
-    assert train.format_table(rows).split("\n") == [
-        "              err  loss",
-        "-----------------------",
-        "custom      5.00%   0.1",
-        "reference  12.50%  0.25",
-    ]
