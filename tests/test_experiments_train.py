@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxcnn import models, registry, train
+from jaxcnn import datasets, models, registry, train
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN_KEYS = {"ops", "epochs", "lr", "history", "final", "train_seconds", "compile_seconds"}
@@ -87,6 +87,17 @@ def test_lecun1989_tiny_both_paths(tmp_path, capsys):
     assert code == 0
     resumed = _check_results(out, ["custom"], 3)["runs"][0]
     assert resumed["resumed_from_epoch"] == 2
+    # "train s" counts the restored passes too (it used to count the last pass only)
+    assert resumed["train_seconds"] == pytest.approx(sum(h["seconds"] for h in resumed["history"]), rel=1e-9)
+    assert resumed["train_seconds"] > resumed["history"][-1]["seconds"]
+
+    # --resume with fewer passes than the checkpoint holds: refused, and results.json is left alone
+    before = (out / "results.json").read_bytes()
+    with pytest.raises(ValueError, match=r"`fit`: checkpoint '.*custom.npz' has 3 epochs, `epochs` is 1; "
+                                         r"pass epochs >= 3 or start without resume"):
+        lecun1989.main(["--epochs", "1", "--train-per-class", "4", "--test-per-class", "2",
+                        "--out", str(out), "--no-progress", "--ops", "custom", "--resume"])
+    assert (out / "results.json").read_bytes() == before
 
 
 def _write_idx(path: Path, array: np.ndarray) -> None:
@@ -134,6 +145,34 @@ def test_random_shift_moves_digits_by_whole_pixels():
         assert set(np.unique(image)) == {-1.0, 1.0}  # the border is filled with background
     again = lenet5.random_shift(jax.random.key(0), x, 2)
     assert np.array_equal(np.asarray(again), np.asarray(shifted))  # seeded
+
+
+def test_lecun1989_nan_stop_still_writes_results(tmp_path, monkeypatch, capsys):
+    """A loss that becomes NaN stops the run with exit status 1, and results.json still holds what
+    was measured (it used to end in a traceback and write nothing)."""
+    lecun1989 = _load("lecun1989")
+    out = tmp_path / "run"
+    argv = ["--train-per-class", "4", "--test-per-class", "2", "--out", str(out), "--no-progress",
+            "--ops", "custom"]
+    assert lecun1989.main(["--epochs", "1", *argv]) == 0
+    clean = datasets.lecun1989_data
+
+    def poisoned(**kwargs):
+        x_tr, y_tr, x_te, y_te = clean(**kwargs)
+        x_tr = x_tr.copy()
+        x_tr[3, 5, 5, 0] = np.nan  # the same run, continued on data with one NaN pixel
+        return x_tr, y_tr, x_te, y_te
+
+    monkeypatch.setattr(datasets, "lecun1989_data", poisoned)
+    assert lecun1989.main(["--epochs", "3", "--resume", *argv]) == 1
+    err = capsys.readouterr().err
+    assert "became nan at epoch 2" in err and "keeps epoch 1" in err and "Lower the learning rate" in err
+    results = json.loads((out / "results.json").read_text())
+    assert results["status"] == "diverged" and results["agreement"] is None
+    (run,) = results["runs"]
+    assert "became nan at epoch 2" in run["diverged"] and run["checkpoint_epoch"] == 1
+    assert [h["epoch"] for h in run["history"]] == [1] and set(run["final"]) == FINAL_KEYS
+    assert (out / "curves.png").read_bytes()[:8] == PNG_MAGIC
 
 
 def test_experiment_choices_come_from_the_op_table():

@@ -4,6 +4,7 @@ is fixed at start)."""
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import subprocess
@@ -263,10 +264,11 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     # the same run, continued on data with one NaN pixel: epoch 2 meets it and stops
     x, _, _ = _data(N)
     poisoned = x.at[5, 3, 4, 0].set(jnp.nan)
-    message = r"became nan at epoch 2.*ckpt.npz' \(epoch 1\) is kept"
-    with pytest.raises(train.NonFiniteLossError, match=message):
+    message = r"became nan at epoch 2.*ckpt.npz' keeps epoch 1, the best finite evaluation"
+    with pytest.raises(train.NonFiniteLossError, match=message) as caught:
         _fit(tmp_path, 3, x=poisoned)
     assert issubclass(train.NonFiniteLossError, FloatingPointError)
+    assert caught.value.epoch == 2 and caught.value.kept_epoch == 1 and len(caught.value.history) == 1
     template = {"params": _params(), "opt_state": SGD.init(_params())}
     state, meta = train.load_checkpoint(tmp_path / "ckpt.npz", template)
     assert meta["epoch"] == 1 and len(meta["history"]) == 1
@@ -274,6 +276,64 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     # without a checkpoint the message says so
     with pytest.raises(train.NonFiniteLossError, match="no checkpoint was written"):
         _fit(tmp_path, 1, x=poisoned, checkpoint=False)
+
+
+def test_resume_with_fewer_epochs_than_the_checkpoint_is_refused(tmp_path):
+    """It used to train nothing, warn nothing and return the checkpoint's longer history."""
+    _fit(tmp_path, 3)
+    with pytest.raises(ValueError, match=r"`fit`: checkpoint '.*ckpt.npz' has 3 epochs, `epochs` is 2; "
+                                         r"pass epochs >= 3 or start without resume"):
+        _fit(tmp_path, 2)
+    assert len(_fit(tmp_path, 2, resume=False).history) == 2  # starting afresh is allowed
+    assert _fit(tmp_path, 2).start_epoch == 2  # the fresh run's checkpoint resumes
+
+
+def test_resumed_train_seconds_count_every_epoch(tmp_path):
+    first = _fit(tmp_path, 2)
+    resumed = _fit(tmp_path, 3)
+    assert resumed.start_epoch == 2 and resumed.train_seconds > first.train_seconds
+    assert resumed.train_seconds == pytest.approx(sum(h["seconds"] for h in resumed.history), rel=1e-9)
+    template = {"params": _params(), "opt_state": SGD.init(_params())}
+    _, meta = train.load_checkpoint(tmp_path / "ckpt.npz", template)
+    assert meta["train_seconds"] == pytest.approx(resumed.train_seconds, rel=1e-9)
+
+
+def _exploding_fit(tmp_path):
+    """A linear model whose learning rate jumps from 0.05 to 1.5 after the first epoch: the loss
+    grows by ~1e5 per epoch (1e31 at epoch 6, 90% wrong) until it overflows at epoch 7."""
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((12, 4)).astype(np.float32))
+    t = jnp.asarray(rng.standard_normal((12, 3)).astype(np.float32))
+    params = {"w": jnp.zeros((4, 3), jnp.float32), "b": jnp.zeros((3,), jnp.float32)}
+    optimizer = optax.sgd(lambda count: jnp.where(count < 12, jnp.float32(0.05), jnp.float32(1.5)))
+
+    def linear(p, xb):
+        return jaxcnn.dense(xb, p["w"], p["b"])
+
+    run = functools.partial(train.fit, linear, jaxcnn.squared_error, optimizer, params, (x, t), seed=0,
+                            eval_sets={"train": (x, t)}, checkpoint=tmp_path / "ckpt.npz", progress=False)
+    return run, {"params": params, "opt_state": optimizer.init(params)}
+
+
+def test_divergence_keeps_the_best_finite_checkpoint(tmp_path):
+    """The last checkpoint before a non-finite loss can hold an exploded model (loss 1e31); the one
+    kept is the epoch of the best finite evaluation, and the message says which and what to do."""
+    run, template = _exploding_fit(tmp_path)
+    first = run(epochs=1, checkpoint=None)
+    with pytest.raises(train.NonFiniteLossError) as caught:
+        run(epochs=12)
+    err = caught.value
+    losses = [h["train_loss"] for h in err.history]
+    assert err.epoch == len(losses) + 1 and len(losses) >= 4  # several finite epochs, then a stop
+    assert losses[-1] > 1e20 * losses[0]  # the last finite epoch had exploded
+    assert err.kept_epoch == 1 and err.checkpoint == tmp_path / "ckpt.npz"
+    message = str(err)
+    assert f"epoch {err.epoch}" in message
+    assert "keeps epoch 1, the best finite evaluation (train_loss" in message
+    assert "Lower the learning rate" in message and "without resume" in message
+    state, meta = train.load_checkpoint(tmp_path / "ckpt.npz", template)
+    assert meta["epoch"] == 1 and [h["epoch"] for h in meta["history"]] == [1]
+    assert _equal(state["params"], first.params)
 
 
 def test_fit_progress_and_timings(capsys, monkeypatch):

@@ -3,15 +3,16 @@
 `fit` trains for a number of epochs, evaluates after each, writes a checkpoint after each, resumes
 from it reproducing an uninterrupted run exactly (the data order of epoch ``e`` is
 `epoch_permutation` ``(seed, e)``, a function of nothing else), and stops with `NonFiniteLossError`
-when the training loss becomes NaN or infinite (the last checkpoint is kept). Progress goes to a
-small `Progress` hook: `PrintProgress` (one line per epoch) by default; the experiments pass a
-tqdm bar (``experiments/_report.py``). No tqdm here.
+when a loss becomes NaN or infinite, leaving in the checkpoint the epoch of the best finite
+evaluation. Progress goes to a small `Progress` hook: `PrintProgress` (one line per epoch) by
+default; the experiments pass a tqdm bar (``experiments/_report.py``). No tqdm here.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import sys
 import time
@@ -47,7 +48,21 @@ __all__ = ["FitResult", "NonFiniteLossError", "PrintProgress", "Progress", "epoc
 
 
 class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN or infinite; training stopped (the last checkpoint is kept)."""
+    """A training or evaluation loss became NaN or infinite; `fit` stopped.
+
+    Attributes:
+      epoch: the (1-based) epoch in which it happened.
+      kept_epoch: the epoch the checkpoint holds now, the best finite evaluation; None when no
+        checkpoint was written.
+      checkpoint: the checkpoint path, or None.
+      history: the records of every epoch that ended finite (restored ones included): what was
+        measured before the stop.
+    """
+
+    def __init__(self, message: str, *, epoch: int, kept_epoch: int | None, checkpoint: Path | None,
+                 history: list[dict[str, Any]]) -> None:
+        super().__init__(message)
+        self.epoch, self.kept_epoch, self.checkpoint, self.history = epoch, kept_epoch, checkpoint, history
 
 
 class FitResult(NamedTuple):
@@ -59,7 +74,8 @@ class FitResult(NamedTuple):
         ``train_loss_running`` (mean loss of the training steps), ``{name}_loss`` and
         ``{name}_error`` for every evaluation set, ``seconds`` (that epoch's training time).
       compile_seconds: ahead-of-time compilation of the epoch/step and evaluation functions.
-      train_seconds: training steps only (this run's epochs; no evaluation, no compilation).
+      train_seconds: training steps of every epoch, restored ones included (the checkpoint
+        carries the running total); no evaluation, no compilation.
       eval_seconds: evaluation after each epoch of this call.
       start_epoch: epochs restored from the checkpoint (0 for a fresh run).
     """
@@ -139,6 +155,16 @@ def _progress(fn: str, progress: Any) -> Progress:
 
 
 # ------------------------------------------------------------------------------- run state
+class _Snapshot(NamedTuple):
+    """A host copy of the run at its best finite evaluation: what a divergence falls back to."""
+
+    epoch: int
+    metric: str
+    score: float
+    state: dict[str, Any]
+    meta: dict[str, Any]
+
+
 @dataclasses.dataclass
 class _Run:
     """The state of a run between epochs."""
@@ -148,19 +174,38 @@ class _Run:
     history: list[dict[str, Any]]
     epoch: int = 0  # epochs done, restored ones included
     start: int = 0  # epochs restored from the checkpoint
-    train_seconds: float = 0.0  # this call's
+    train_seconds: float = 0.0  # every epoch's, restored ones included
     eval_seconds: float = 0.0  # this call's
     saved: int | None = None  # the epoch the checkpoint file holds
+    best: _Snapshot | None = None
+
+
+def _score(record: Mapping[str, Any]) -> tuple[str, float]:
+    """What "best" means: the loss on the first evaluation set, else the running training loss."""
+    metric = next((k for k in record if k.endswith("_loss") and k != "train_loss_running"),
+                  "train_loss_running")
+    return metric, float(record.get(metric, math.nan))
+
+
+def _remember_if_best(run: _Run, record: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
+    metric, score = _score(record)
+    if math.isfinite(score) and (run.best is None or score < run.best.score):
+        state = jax.tree.map(np.array, {"params": run.params, "opt_state": run.opt_state})  # copies
+        run.best = _Snapshot(run.epoch, metric, score, state, {**meta, "history": list(meta["history"])})
 
 
 def _start(fn: str, optimizer: optax.GradientTransformation, params: Any, ckpt: Path | None,
-           meta_run: Mapping[str, Any]) -> _Run:
+           meta_run: Mapping[str, Any], epochs: int) -> _Run:
     """A fresh run, or the one saved in `ckpt` (validated against this call's settings)."""
     params = jax.tree.map(jnp.array, params)  # a private copy: its buffers are donated
     run = _Run(params, optimizer.init(params), [])
     if ckpt is None or not ckpt.exists():
         return run
     state, meta = load_checkpoint(ckpt, {"params": run.params, "opt_state": run.opt_state})
+    done = int(meta["epoch"])
+    if done > epochs:
+        raise fail(fn, f"checkpoint '{ckpt}' has {done} epochs, `epochs` is {epochs}; pass epochs >= {done} "
+                       "or start without resume (resume=False)")
     for key, value in meta_run.items():
         if meta.get(key) != value:
             raise fail(
@@ -170,17 +215,35 @@ def _start(fn: str, optimizer: optax.GradientTransformation, params: Any, ckpt: 
             )
     run.params, run.opt_state = state["params"], state["opt_state"]
     run.history = list(meta["history"])
-    run.epoch = run.start = run.saved = int(meta["epoch"])
+    run.epoch = run.start = run.saved = done
+    run.train_seconds = float(meta.get("train_seconds", sum(h.get("seconds", 0.0) for h in run.history)))
+    if run.history:
+        _remember_if_best(run, run.history[-1], meta)
     return run
 
 
-def _non_finite(fn: str, run: _Run, ckpt: Path | None, what: str) -> NonFiniteLossError:
-    if run.saved is not None:
-        saved = f"the last good checkpoint '{ckpt}' (epoch {run.saved}) is kept"
+def _diverged(fn: str, run: _Run, ckpt: Path | None, epoch: int, what: str) -> NonFiniteLossError:
+    """Put the best finite epoch back into the checkpoint and build the error that says so."""
+    kept = None
+    if ckpt is None:
+        where, advice = "no checkpoint was written (checkpoint=None)", "Lower the learning rate."
     else:
-        saved = "no checkpoint was written"
-    return NonFiniteLossError(f"`{fn}`: {what}; training stopped and {saved}. Lower the learning rate or "
-                              "check the data.")
+        if run.best is not None and run.best.epoch != run.saved:
+            save_checkpoint(ckpt, run.best.state, run.best.meta)
+            run.saved = run.best.epoch
+        kept = run.saved
+        if kept is None:
+            where = "no checkpoint was written"
+        elif run.best is not None:
+            where = (f"checkpoint '{ckpt}' keeps epoch {kept}, the best finite evaluation "
+                     f"({run.best.metric} {run.best.score:.4g})")
+        else:
+            where = f"checkpoint '{ckpt}' keeps epoch {kept}"
+        advice = "Lower the learning rate." if kept is None else (
+            "Lower the learning rate and start again without resume (resume=False, or no --resume): "
+            "a resumed run repeats the same epochs and diverges again.")
+    return NonFiniteLossError(f"`{fn}`: {what}; training stopped and {where}. {advice}", epoch=epoch,
+                              kept_epoch=kept, checkpoint=ckpt, history=list(run.history))
 
 
 # ---------------------------------------------------------------------------------- epochs
@@ -251,8 +314,8 @@ def _train_epoch(fn: str, compiled: _Compiled, run: _Run, data: _Data, epoch: in
     run.train_seconds += seconds
     bad = np.flatnonzero(~np.isfinite(losses))
     if bad.size:
-        raise _non_finite(fn, run, ckpt, f"the training loss became {losses[bad[0]]} at epoch {epoch + 1}, "
-                                         f"step {int(bad[0]) + 1} of {losses.size}")
+        raise _diverged(fn, run, ckpt, epoch + 1, f"the training loss became {losses[bad[0]]} at epoch "
+                                                  f"{epoch + 1}, step {int(bad[0]) + 1} of {losses.size}")
     record: dict[str, Any] = {"epoch": epoch + 1, "train_loss_running": float(losses.mean())}
     t0 = time.perf_counter()
     for name, (ex, ey) in data.evals.items():
@@ -261,12 +324,16 @@ def _train_epoch(fn: str, compiled: _Compiled, run: _Run, data: _Data, epoch: in
         record[f"{name}_error"] = int(errors) / int(ex.shape[0])
     run.eval_seconds += time.perf_counter() - t0
     record["seconds"] = seconds
+    for key in (k for k in data.evals if not math.isfinite(record[f"{k}_loss"])):
+        raise _diverged(fn, run, ckpt, epoch + 1, f"the loss on the evaluation set {key!r} became "
+                                                  f"{record[f'{key}_loss']} at epoch {epoch + 1}")
     run.history.append(record)
     run.epoch = epoch + 1
     if ckpt is not None:
-        meta = {"epoch": run.epoch, "history": run.history, **meta_run}
+        meta = {"epoch": run.epoch, "history": run.history, "train_seconds": run.train_seconds, **meta_run}
         save_checkpoint(ckpt, {"params": run.params, "opt_state": run.opt_state}, meta)
         run.saved = run.epoch
+        _remember_if_best(run, record, meta)
     return record
 
 
@@ -325,7 +392,7 @@ def fit(
     per epoch); otherwise in minibatches of `batch_size` through `make_train_step` (the last
     ``n % batch_size`` examples of the order are dropped that epoch). After each epoch the model
     is evaluated on every set of `eval_sets` (`evaluate`) and, when `checkpoint` is given,
-    params, optimizer state, epoch and history are written there
+    params, optimizer state, epoch, history and the training seconds so far are written there
     (`save_checkpoint`). A later call with the same arguments resumes after the last saved epoch
     and ends with exactly the parameters an uninterrupted run would have (`augment` keys, like
     the order, come from ``(seed, epoch)``).
@@ -336,7 +403,7 @@ def fit(
       optimizer: an optax ``GradientTransformation``; its state is created here (or restored).
       params: initial parameters (copied: the caller's arrays are not donated).
       train: ``(x, y)`` training inputs and targets (what `loss_fn` takes).
-      epochs: total number of epochs, restored ones included.
+      epochs: total number of epochs, restored ones included (at least the checkpoint's).
       batch_size: None for per-example SGD, else the minibatch size.
       seed: data order and augmentation seed.
       eval_sets: ``{name: (x, y)}`` evaluated after each epoch (`y` labels or targets).
@@ -357,10 +424,14 @@ def fit(
       `FitResult`.
 
     Raises:
-      NonFiniteLossError: a training loss became NaN or infinite; the checkpoint of the last good
-        epoch is left in place.
-      ValueError: bad arguments, or a checkpoint that does not match (see `load_checkpoint`) or
-        was written with another seed, batch size, training-set size or `config`.
+      NonFiniteLossError: a training or evaluation loss became NaN or infinite. The checkpoint
+        then holds the epoch of the best finite evaluation (lowest loss on the first evaluation
+        set, else lowest running training loss) among those this call saved or restored, so an
+        epoch that had already exploded is not what is kept; the error's ``history`` holds
+        every finite epoch.
+      ValueError: bad arguments; a checkpoint that does not match (see `load_checkpoint`) or was
+        written with another seed, batch size, training-set size or `config`; a checkpoint with
+        more epochs than `epochs`.
     """
     fn = "fit"
     _check_optimizer(fn, optimizer)
@@ -376,7 +447,7 @@ def fit(
     meta_run = {"seed": int(seed), "batch_size": batch_size, "n_train": n,
                 "config": json.loads(json.dumps(dict(config or {})))}
     ckpt = None if checkpoint is None else Path(checkpoint)
-    run = _start(fn, optimizer, params, ckpt if resume else None, meta_run)
+    run = _start(fn, optimizer, params, ckpt if resume else None, meta_run, epochs)
 
     data = _Data(jnp.asarray(x_train), jnp.asarray(y_train),
                  {k: (jnp.asarray(a), jnp.asarray(b)) for k, (a, b) in eval_sets.items()})
