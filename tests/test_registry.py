@@ -58,6 +58,17 @@ def test_gradcheck_finds_options_from_the_signature():
     assert "count_include_pad" not in ROWS["max_pool"].draw(np.random.default_rng(0), 0)
 
 
+def test_an_option_named_like_a_draw_key_gets_its_own_key(monkeypatch):
+    """An activation ``f(x, scale=2.0)`` must not overwrite the draw's own ``scale`` (of the input)."""
+    from jaxcnn.gradcheck import table
+
+    monkeypatch.setattr(reference, "relu", lambda x, scale=2.0, inplace=False: x)
+    assert table._keywords("relu", float) == {"kw_scale": ("scale", 2.0)}
+    options = table._draw_activation("relu", np.random.default_rng(0), 0)
+    assert options["kw_scale"] in (2.0, 20.0, 60.0) and options["scale"] in (1.0, 3.0)
+    assert table._keywords("relu", bool) == {"inplace": ("inplace", False)}
+
+
 def test_lookup_and_choose():
     assert registry.lookup(jaxcnn, "relu", registry.ACTIVATIONS, fn="f", arg="activation") is jaxcnn.relu
     assert registry.lookup(reference, "max_pool", registry.POOLS, fn="f", arg="pooling") is reference.max_pool

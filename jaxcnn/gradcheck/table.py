@@ -144,11 +144,17 @@ def _draw_plain_2d(rng: np.random.Generator, i: int) -> Options:
     return {"I_shape": [_hw_near(rng, k[0], 1, 8), _hw_near(rng, k[1], 1, 8)], "K_shape": k}
 
 
-def _keywords(name: str, kind: type) -> dict[str, Any]:
+# Keys the draws below use themselves; a function option of the same name is stored as "kw_<name>".
+_DRAW_KEYS = frozenset({"x_shape", "scale", "zeros", "smooth", "ties", "window", "stride", "padding"})
+
+
+def _keywords(name: str, kind: type) -> dict[str, tuple[str, Any]]:
     """The options of the reference function `name` with a default of type `kind` (float: an
-    activation's ``negative_slope``; bool: avg_pool's ``count_include_pad``), and their defaults."""
+    activation's ``negative_slope``; bool: avg_pool's ``count_include_pad``): ``{key in the
+    drawn options: (parameter, default)}``."""
     params = inspect.signature(getattr(_ref, name)).parameters.values()
-    return {p.name: p.default for p in params if type(p.default) is kind}
+    return {(f"kw_{p.name}" if p.name in _DRAW_KEYS else p.name): (p.name, p.default)
+            for p in params if type(p.default) is kind}
 
 
 def _draw_pool(name: str, rng: np.random.Generator, i: int) -> Options:
@@ -166,8 +172,8 @@ def _draw_pool(name: str, rng: np.random.Generator, i: int) -> Options:
         "padding": _padding(rng, _PADDINGS[(i // 2) % 6], (win[0] - 1, win[1] - 1)),
         quantised: i % 2 == 0,
     }
-    for option in _keywords(name, bool):
-        options[option] = (i // 2) % 4 < 2
+    for key in _keywords(name, bool):
+        options[key] = (i // 2) % 4 < 2
     return options
 
 
@@ -180,8 +186,8 @@ def _draw_activation(name: str, rng: np.random.Generator, i: int) -> Options:
     else:
         shape = [int(rng.integers(1, 5)), int(rng.integers(1, 33))]
     options: Options = {"x_shape": shape, "scale": float(rng.choice([1.0, 3.0])), "zeros": True}
-    for option, default in _keywords(name, float).items():
-        options[option] = float(rng.choice([default, 10 * default, 30 * default]))
+    for key, (_, default) in _keywords(name, float).items():
+        options[key] = float(rng.choice([default, 10 * default, 30 * default]))
     return options
 
 
@@ -241,14 +247,14 @@ def _build_plain_2d(name: str, ops: Any, o: Options, dtype: str) -> Case:
 
 def _build_activation(name: str, ops: Any, o: Options, dtype: str) -> Case:
     x = Arg("x", tuple(o["x_shape"]), scale=float(o["scale"]), zeros=bool(o["zeros"]) and not _smooth(o))
-    kw = {option: float(o[option]) for option in _keywords(name, float)}
+    kw = {param: float(o[key]) for key, (param, _) in _keywords(name, float).items()}
     return make_case(partial(getattr(ops, name), **kw), partial(getattr(_ref, name), **kw), (x,), dtype)
 
 
 def _build_pool(name: str, ops: Any, o: Options, dtype: str) -> Case:
     kw: dict[str, Any] = {"window": as_tuples(o["window"]), "stride": as_tuples(o["stride"]),
                           "padding": as_tuples(o["padding"])}
-    kw.update({option: bool(o[option]) for option in _keywords(name, bool)})
+    kw.update({param: bool(o[key]) for key, (param, _) in _keywords(name, bool).items()})
     x_shape = tuple(o["x_shape"])
     out_shape(getattr(_ref, name), [x_shape], dtype, **kw)
     quantised = bool(o.get(_QUANTISED_OPTION.get(name, "ties"), False)) and not _smooth(o)
