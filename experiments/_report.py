@@ -17,7 +17,6 @@ from typing import IO, Any
 import jax
 
 from jaxcnn import train
-from jaxcnn._io import atomic_write
 
 __all__ = ["TqdmProgress", "format_table", "machine_info", "plot_history", "progress"]
 
@@ -140,4 +139,4 @@ def plot_history(
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
-    atomic_write(path, buffer.getvalue())
+    train.atomic_write(path, buffer.getvalue())
