@@ -345,6 +345,10 @@ _IDX_DTYPES: dict[int, np.dtype] = {
 # compressed size cannot be honest, whatever the stream holds.
 _GZIP_MAX_RATIO = 1100
 _CHUNK = 1 << 20
+# NumPy's limits: at most 64 dimensions (32 before NumPy 2), and an array's bytes, counting its
+# non-zero dimensions, must fit in an intp (an empty array of absurd other dimensions is refused).
+_MAX_DIMS = 64 if np.lib.NumpyVersion(np.__version__) >= "2.0.0" else 32
+_MAX_BYTES = int(np.iinfo(np.intp).max)
 
 
 def _read_upto(stream: Any, n: int) -> bytearray:
@@ -378,6 +382,8 @@ def _read_idx_stream(path: str, stream: Any, size: int, *, gzipped: bool) -> np.
         )
     if ndim == 0:
         raise fail(fn, f"'{path}' has an IDX header with 0 dimensions")
+    if ndim > _MAX_DIMS:
+        raise fail(fn, f"'{path}' has an IDX header with {ndim} dimensions; arrays have at most {_MAX_DIMS}")
     raw_dims = _read_upto(stream, 4 * ndim)
     if len(raw_dims) < 4 * ndim:
         raise fail(fn, f"'{path}' is truncated inside its header ({ndim} dimensions expected)")
@@ -386,6 +392,9 @@ def _read_idx_stream(path: str, stream: Any, size: int, *, gzipped: bool) -> np.
     header = 4 + 4 * ndim
     nbytes = math.prod(dims) * dtype.itemsize  # Python int: no overflow
     what = f"header dims {dims} of {dtype.newbyteorder('=').name} need {nbytes} data bytes"
+    if math.prod(d for d in dims if d) * dtype.itemsize > _MAX_BYTES:
+        raise fail(fn, f"'{path}' has absurd dimensions: header dims {dims} of "
+                       f"{dtype.newbyteorder('=').name} exceed the largest possible array")
 
     if not gzipped:
         if size < header + nbytes:
@@ -429,12 +438,22 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
       MNIST's image files give ``(N, 28, 28)`` uint8, its label files ``(N,)`` uint8.
 
     Raises:
-      FileNotFoundError: `path` does not exist.
-      ValueError: bad magic or dtype code, truncated data, trailing bytes, absurd dimensions, or a
-        corrupt gzip stream; the message names the file.
+      FileNotFoundError: `path` does not exist. IsADirectoryError: `path` is a folder (other
+        OSErrors of ``open`` keep their type); each message names the path.
+      ValueError: bad magic or dtype code, more dimensions than NumPy allows, dimensions too big
+        for any array, truncated data, trailing bytes, or a corrupt gzip stream; the message
+        names the file.
     """
     path = os.fspath(path)
-    with open(path, "rb") as raw:
+    try:
+        raw = open(path, "rb")  # closed by the `with raw` below
+    except IsADirectoryError as err:
+        raise fail("read_idx", f"'{path}' is a directory, not an IDX file", IsADirectoryError) from err
+    except FileNotFoundError as err:
+        raise fail("read_idx", f"'{path}' does not exist", FileNotFoundError) from err
+    except OSError as err:
+        raise fail("read_idx", f"cannot open '{path}': {err.strerror or err}", type(err)) from err
+    with raw:
         is_gzip = raw.read(2) == b"\x1f\x8b"
         raw.seek(0)
         size = os.fstat(raw.fileno()).st_size
@@ -484,6 +503,13 @@ def _load_mnist_kind(directory: Path, kind: str) -> tuple[NDArray[np.uint8], NDA
             f"'{images_path}' has {images.shape[0]} images but '{labels_path}' has "
             f"{labels.shape[0]} labels",
         )
+    if labels.size and labels.max() >= _NUM_CLASSES:
+        bad = np.flatnonzero(labels >= _NUM_CLASSES)
+        raise fail(
+            fn,
+            f"'{labels_path}' holds labels outside 0-{_NUM_CLASSES - 1}: {labels[bad[0]]} at index "
+            f"{bad[0]} ({bad.size} such labels)",
+        )
     return images, labels.astype(np.int32)
 
 
@@ -512,7 +538,7 @@ def load_mnist(
     Raises:
       FileNotFoundError: `directory` or a file is missing (the message lists the names tried).
       ValueError: a malformed file (see `read_idx`), images that are not uint8 ``(N, H, W)``,
-        labels that are not uint8 ``(N,)``, or image and label counts that differ.
+        labels that are not uint8 ``(N,)`` in 0-9, or image and label counts that differ.
     """
     fn = "load_mnist"
     if kind is not None and kind not in _MNIST_KINDS:
@@ -603,9 +629,17 @@ def scale(
     fn = "scale"
     x = np.asarray(images)
     _check_real(fn, "images", x)
+    for name, value in (("low", low), ("high", high)):
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
+            raise fail(fn, f"`{name}` must be a number, got {value!r}", TypeError)
     if not (math.isfinite(low) and math.isfinite(high) and low < high):
         raise fail(fn, f"need finite `low` < `high`, got low={low!r}, high={high!r}")
-    a, b = in_range
+    try:
+        a, b = (float(v) for v in in_range)
+    except TypeError as err:
+        raise fail(fn, f"`in_range` must be a pair (a, b) of numbers, got {in_range!r}", TypeError) from err
+    except ValueError as err:
+        raise fail(fn, f"`in_range` must be a pair (a, b) of numbers, got {in_range!r}") from err
     if not (math.isfinite(a) and math.isfinite(b) and a < b):
         raise fail(fn, f"`in_range` must be finite (a, b) with a < b, got {in_range!r}")
     y = low + (x.astype(np.float64) - a) * ((high - low) / (b - a))
