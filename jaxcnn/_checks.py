@@ -54,7 +54,8 @@ def check_float(fn: str, name: str, x: Any) -> None:
     try:
         dtype = jnp.result_type(x)
     except TypeError:
-        raise fail(fn, f"`{name}` must be a floating-point array, got {type(x).__name__}", TypeError) from None
+        raise fail(fn, f"`{name}` must be a floating-point array, got {type(x).__name__}",
+                   TypeError) from None
     if not jnp.issubdtype(dtype, jnp.floating):
         raise fail(fn, f"`{name}` must be a floating-point array, got dtype {dtype}", TypeError)
 
@@ -119,7 +120,7 @@ def explicit_pads(fn: str, name: str, padding: Any, nd: int) -> Pads | None:
     result: Any = None
     if is_int(padding):
         result = ((int(padding),) * 2,) * nd
-    elif nd == 1 and isinstance(padding, (tuple, list)) and len(padding) == 2 and all(is_int(p) for p in padding):
+    elif nd == 1 and isinstance(padding, (tuple, list)) and len(padding) == 2 and all(map(is_int, padding)):
         result = ((int(padding[0]), int(padding[1])),)  # 1-D: the (lo, hi) pair itself
     elif isinstance(padding, (tuple, list)) and len(padding) == nd:
         if all(is_int(p) for p in padding):

@@ -170,7 +170,8 @@ def conv_spec(
         raise fail(fn, f"`dilation` {dilation!r} makes the kernel span {extent} units, larger than any input")
     pads = resolve_padding(fn, padding, size, extent, stride_)
     n = jnp.shape(x)[0]
-    check_array_size(fn, "padding", "a padded input", (n, *(s + lo + hi for s, (lo, hi) in zip(size, pads, strict=True)), c))
+    padded = (s + lo + hi for s, (lo, hi) in zip(size, pads, strict=True))
+    check_array_size(fn, "padding", "a padded input", (n, *padded, c))
     out = output_size(fn, size, extent, stride_, pads, "dilated kernel", "dilation")
     check_array_size(fn, "padding", "an output", (n, *out, d))
     _check_bias(fn, b, out, d)
@@ -201,7 +202,8 @@ def transpose_spec(
     dilation_ = as_ints(fn, "dilation", dilation, nd)
     pads = explicit_pads(fn, "padding", padding, nd)
     if pads is None:
-        raise fail(fn, f"`padding` must be {padding_forms(nd)} (the transposed convolution's), got {padding!r}",
+        raise fail(fn, f"`padding` must be {padding_forms(nd)} (the transposed convolution's), "
+                   f"got {padding!r}",
                    TypeError if not isinstance(padding, (tuple, list)) else ValueError)
     extra = as_ints(fn, "output_padding", output_padding, nd, minimum=0)
     for axis, (e, s, dl) in enumerate(zip(extra, stride_, dilation_, strict=True)):
@@ -246,7 +248,8 @@ def pool_spec(fn: str, x: Any, window: Any, stride: Any, padding: Any) -> PoolSp
                 "so that no window covers padding only",
             )
     n, c = jnp.shape(x)[0], jnp.shape(x)[-1]
-    check_array_size(fn, "padding", "a padded input", (n, *(s + lo + hi for s, (lo, hi) in zip(size, pads, strict=True)), c))
+    padded = (s + lo + hi for s, (lo, hi) in zip(size, pads, strict=True))
+    check_array_size(fn, "padding", "a padded input", (n, *padded, c))
     out = output_size(fn, size, window_, stride_, pads, "window", "window")
     check_array_size(fn, "window", "a stack of window taps", (n, *out, c, math.prod(window_)))
     return PoolSpec(window_, stride_, pads, size, out)

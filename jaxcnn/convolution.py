@@ -151,7 +151,8 @@ def _input_grad(delta: jax.Array, w: jax.Array, spec: ConvSpec, plan: _lowering.
         dilated = lax.pad(_windows.dilate(delta, spec.stride), jnp.zeros((), delta.dtype), full)
         dx_pad = _correlate(dilated, _swap_io(_rotate(kernel, spec.nd), spec.groups), dims=(lhs, rhs, lhs),
                             strides=(1,) * spec.nd, rhs_dilation=spec.dilation, feature_groups=spec.groups)
-        return dx_pad[(slice(None), *(slice(lo, lo + n) for n, (lo, _) in zip(spec.size, spec.pads, strict=True)))]
+        inputs = (slice(lo, lo + n) for n, (lo, _) in zip(spec.size, spec.pads, strict=True))
+        return dx_pad[(slice(None), *inputs)]
 
     ncd = (delta.shape[0], kernel.shape[-2] * spec.groups, kernel.shape[-1])
     return _lowered("input", plan, spec, ncd, eq22, _lowering.input_grad, delta, kernel)
@@ -179,7 +180,8 @@ def _weight_grad(x: jax.Array, delta: jax.Array, spec: ConvSpec, plan: _lowering
         # stride; the batch is the contracted dimension, channels c play the role of the batch).
         # Groups: input channel c of group g only meets deltas of group g (batch_group_count).
         x_pad = _windows.pad(x, spec.pads, spec.pad_value)[(slice(None), *(slice(0, u) for u in spec.used))]
-        return _correlate(x_pad, delta, dims=("C" + sp + "N", "I" + sp + "O", sp + "NC"), strides=spec.dilation,
+        return _correlate(x_pad, delta, dims=("C" + sp + "N", "I" + sp + "O", sp + "NC"),
+                          strides=spec.dilation,
                           rhs_dilation=spec.stride, batch_groups=spec.groups)
 
     ncd = (x.shape[0], x.shape[-1], delta.shape[-1])
@@ -301,9 +303,11 @@ def conv2d_input_grad(
 
 def conv2d_weight_grad(
     x: jax.Array, delta: jax.Array, w_shape: tuple[int, int, int, int], *, stride: Size = 1,
-    padding: Padding = "VALID", dilation: Size = 1, groups: int = 1, flip: bool = False, pad_value: float = 0.0,
+    padding: Padding = "VALID", dilation: Size = 1, groups: int = 1, flip: bool = False,
+    pad_value: float = 0.0,
 ) -> jax.Array:
-    """`conv_weight_grad` (Eq 10-14) for 2-D convolutions: x NHWC, delta NHWC, w_shape ``(k1, k2, C/g, D)``."""
+    """`conv_weight_grad` (Eq 10-14) for 2-D convolutions: x NHWC, delta NHWC, w_shape
+    ``(k1, k2, C/g, D)``."""
     return _weight_grad_call("conv2d_weight_grad", 2, x, delta, w_shape, stride=stride, padding=padding,
                              dilation=dilation, groups=groups, flip=flip, pad_value=pad_value)
 
@@ -487,7 +491,8 @@ def conv_transpose(
     >>> jaxcnn.conv_transpose(jnp.ones((1, 2, 1)), jnp.ones((3, 1, 1)), stride=2)[0, :, 0]
     Array([1., 1., 2., 1., 1.], dtype=float32)
     """
-    spec = transpose_spec("conv_transpose", x, w, b, stride=stride, padding=padding, output_padding=output_padding,
+    spec = transpose_spec("conv_transpose", x, w, b, stride=stride, padding=padding,
+                          output_padding=output_padding,
                           dilation=dilation, groups=groups)
     tied = None if b is None else jnp.ndim(b) == 1
     return _conv_transpose(spec, tied, _lowering.requested(), jnp.asarray(x), jnp.asarray(w), b)

@@ -154,7 +154,8 @@ def _max_pool_bwd(plan: _Plan, res: _MaxRes, delta: jax.Array) -> tuple[jax.Arra
 _max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
-def max_pool(x: jax.Array, window: Size, *, stride: Size | None = None, padding: Padding = "VALID") -> jax.Array:
+def max_pool(x: jax.Array, window: Size, *, stride: Size | None = None,
+             padding: Padding = "VALID") -> jax.Array:
     r"""Max pooling whose backward routes each delta to the window's "winning unit".
 
     Forward, for the window :math:`W_i` of output ``i`` (per example and channel; one index per
@@ -302,7 +303,8 @@ def _l2_pool_bwd(plan: _Plan, res: _L2Res, delta: jax.Array) -> tuple[jax.Array]
 _l2_pool.defvjp(_l2_pool_fwd, _l2_pool_bwd)
 
 
-def l2_pool(x: jax.Array, window: Size, *, stride: Size | None = None, padding: Padding = "VALID") -> jax.Array:
+def l2_pool(x: jax.Array, window: Size, *, stride: Size | None = None,
+            padding: Padding = "VALID") -> jax.Array:
     r"""L2-norm pooling: the Euclidean norm of each window.
 
     Forward and backward (a unit sums over the windows that cover it):

@@ -73,11 +73,13 @@ def _bias(y: jax.Array, b: jax.Array | None) -> jax.Array:
     return y if b is None else y + b.reshape((1,) * (y.ndim - b.ndim) + b.shape)
 
 
-def _conv(fn: str, nd: int | None, x, w, b, *, stride, padding, dilation, groups, flip, pad_value) -> jax.Array:
+def _conv(fn: str, nd: int | None, x, w, b, *, stride, padding, dilation, groups, flip,
+          pad_value) -> jax.Array:
     """Eq 1, 4-7: ``lax.pad`` with `pad_value`, then a VALID ``lax.conv_general_dilated``."""
     spec = conv_spec(fn, x, w, b, stride=stride, padding=padding, dilation=dilation, groups=groups,
                      flip=flip, pad_value=pad_value, nd=nd)
-    x_pad = lax.pad(x, jnp.asarray(spec.pad_value, x.dtype), [(0, 0, 0), *((lo, hi, 0) for lo, hi in spec.pads),
+    x_pad = lax.pad(x, jnp.asarray(spec.pad_value, x.dtype),
+                    [(0, 0, 0), *((lo, hi, 0) for lo, hi in spec.pads),
                                                                 (0, 0, 0)])
     kernel = w[(slice(None, None, -1),) * spec.nd] if spec.flip else w
     lhs, rhs = LAYOUTS[spec.nd]
@@ -87,7 +89,8 @@ def _conv(fn: str, nd: int | None, x, w, b, *, stride, padding, dilation, groups
     return _bias(y, b)
 
 
-def conv(x: jax.Array, w: jax.Array, b: jax.Array | None = None, *, stride: Size = 1, padding: Padding = "VALID",
+def conv(x: jax.Array, w: jax.Array, b: jax.Array | None = None, *, stride: Size = 1,
+         padding: Padding = "VALID",
          dilation: Size = 1, groups: int = 1, flip: bool = False, pad_value: float = 0.0) -> jax.Array:
     """Reference `jaxcnn.conv` (Eq 1, 4-7), 1-3 spatial dims: x ``(N, *size, C)``, w ``(*k, C/groups, D)``,
     b None/``(D,)``/``(*out, D)`` -> ``(N, *out, D)``."""
@@ -95,21 +98,24 @@ def conv(x: jax.Array, w: jax.Array, b: jax.Array | None = None, *, stride: Size
                  flip=flip, pad_value=pad_value)
 
 
-def conv1d(x: jax.Array, w: jax.Array, b: jax.Array | None = None, *, stride: Size = 1, padding: Padding = "VALID",
+def conv1d(x: jax.Array, w: jax.Array, b: jax.Array | None = None, *, stride: Size = 1,
+           padding: Padding = "VALID",
            dilation: Size = 1, groups: int = 1, flip: bool = False, pad_value: float = 0.0) -> jax.Array:
     """Reference `jaxcnn.conv1d`: x ``(N, W, C)``, w ``(k, C/groups, D)``."""
     return _conv("conv1d", 1, x, w, b, stride=stride, padding=padding, dilation=dilation, groups=groups,
                  flip=flip, pad_value=pad_value)
 
 
-def conv2d(x: jax.Array, w: jax.Array, b: jax.Array | None = None, *, stride: Size = 1, padding: Padding = "VALID",
+def conv2d(x: jax.Array, w: jax.Array, b: jax.Array | None = None, *, stride: Size = 1,
+           padding: Padding = "VALID",
            dilation: Size = 1, groups: int = 1, flip: bool = False, pad_value: float = 0.0) -> jax.Array:
     """Reference `jaxcnn.conv2d`: x ``(N, H, W, C)``, w ``(k1, k2, C/groups, D)``."""
     return _conv("conv2d", 2, x, w, b, stride=stride, padding=padding, dilation=dilation, groups=groups,
                  flip=flip, pad_value=pad_value)
 
 
-def conv3d(x: jax.Array, w: jax.Array, b: jax.Array | None = None, *, stride: Size = 1, padding: Padding = "VALID",
+def conv3d(x: jax.Array, w: jax.Array, b: jax.Array | None = None, *, stride: Size = 1,
+           padding: Padding = "VALID",
            dilation: Size = 1, groups: int = 1, flip: bool = False, pad_value: float = 0.0) -> jax.Array:
     """Reference `jaxcnn.conv3d`: x ``(N, D, H, W, C)``, w ``(k1, k2, k3, C/groups, D)``."""
     return _conv("conv3d", 3, x, w, b, stride=stride, padding=padding, dilation=dilation, groups=groups,
@@ -123,7 +129,8 @@ def _shape(fn: str, name: str, shape) -> tuple[int, ...]:
 
 
 def conv_input_grad(delta: jax.Array, w: jax.Array, x_shape: tuple[int, ...], *, stride: Size = 1,
-                    padding: Padding = "VALID", dilation: Size = 1, groups: int = 1, flip: bool = False) -> jax.Array:
+                    padding: Padding = "VALID", dilation: Size = 1, groups: int = 1,
+                    flip: bool = False) -> jax.Array:
     """Reference `jaxcnn.conv_input_grad`: ``jax.vjp`` of the reference conv w.r.t. x."""
     x = jnp.zeros(_shape("conv_input_grad", "x_shape", x_shape), jnp.result_type(delta))
     _, vjp = jax.vjp(lambda x_: conv(x_, w, stride=stride, padding=padding, dilation=dilation, groups=groups,
@@ -141,20 +148,26 @@ def conv_weight_grad(x: jax.Array, delta: jax.Array, w_shape: tuple[int, ...], *
     return vjp(delta)[0]
 
 
-def conv2d_input_grad(delta: jax.Array, w: jax.Array, x_shape: tuple[int, int, int, int], **options) -> jax.Array:
+def conv2d_input_grad(delta: jax.Array, w: jax.Array, x_shape: tuple[int, int, int, int], *,
+                      stride: Size = 1, padding: Padding = "VALID", dilation: Size = 1, groups: int = 1,
+                      flip: bool = False) -> jax.Array:
     """Reference `jaxcnn.conv2d_input_grad` (2-D `conv_input_grad`)."""
     if len(_shape("conv2d_input_grad", "x_shape", x_shape)) != 4:
         raise fail("conv2d_input_grad", f"`x_shape` must be a tuple of 4 non-negative ints, got {x_shape!r}",
                    TypeError)
-    return conv_input_grad(delta, w, x_shape, **options)
+    return conv_input_grad(delta, w, x_shape, stride=stride, padding=padding, dilation=dilation,
+                           groups=groups, flip=flip)
 
 
-def conv2d_weight_grad(x: jax.Array, delta: jax.Array, w_shape: tuple[int, int, int, int], **options) -> jax.Array:
+def conv2d_weight_grad(x: jax.Array, delta: jax.Array, w_shape: tuple[int, int, int, int], *,
+                       stride: Size = 1, padding: Padding = "VALID", dilation: Size = 1, groups: int = 1, flip: bool = False,
+                       pad_value: float = 0.0) -> jax.Array:
     """Reference `jaxcnn.conv2d_weight_grad` (2-D `conv_weight_grad`)."""
     if len(_shape("conv2d_weight_grad", "w_shape", w_shape)) != 4:
         raise fail("conv2d_weight_grad", f"`w_shape` must be a tuple of 4 non-negative ints, got {w_shape!r}",
                    TypeError)
-    return conv_weight_grad(x, delta, w_shape, **options)
+    return conv_weight_grad(x, delta, w_shape, stride=stride, padding=padding, dilation=dilation,
+                            groups=groups, flip=flip, pad_value=pad_value)
 
 
 def conv_transpose(x: jax.Array, w: jax.Array, b: jax.Array | None = None, *, stride: Size = 1,
@@ -168,7 +181,8 @@ def conv_transpose(x: jax.Array, w: jax.Array, b: jax.Array | None = None, *, st
                           output_padding=output_padding, dilation=dilation, groups=groups)
     nd, g = spec.nd, spec.groups
     config = [(0, 0, 0)]
-    for n_in, n_out, s, (lo, _), e in zip(spec.out, spec.size, spec.stride, spec.pads, spec.extent, strict=True):
+    dims = zip(spec.out, spec.size, spec.stride, spec.pads, spec.extent, strict=True)
+    for n_in, n_out, s, (lo, _), e in dims:
         dilated = (n_in - 1) * s + 1
         config.append((e - 1 - lo, n_out - dilated - (e - 1 - lo) + e - 1, 0))
     xd = lax.pad(_windows.dilate(x, spec.stride), jnp.zeros((), x.dtype), [*config, (0, 0, 0)])
@@ -176,7 +190,8 @@ def conv_transpose(x: jax.Array, w: jax.Array, b: jax.Array | None = None, *, st
     kernel = w[(slice(None, None, -1),) * nd].reshape(*k, c_g, g, d // g)
     kernel = jnp.moveaxis(kernel, (nd, nd + 1, nd + 2), (nd + 2, nd + 1, nd)).reshape(*k, d // g, g * c_g)
     lhs, rhs = LAYOUTS[nd]
-    y = lax.conv_general_dilated(xd, kernel, window_strides=(1,) * nd, padding="VALID", rhs_dilation=spec.dilation,
+    y = lax.conv_general_dilated(xd, kernel, window_strides=(1,) * nd, padding="VALID",
+                                 rhs_dilation=spec.dilation,
                                  dimension_numbers=(lhs, rhs, lhs), feature_group_count=g)
     return _bias(y, b)
 
@@ -233,7 +248,8 @@ def _window(x: jax.Array, spec, init, op) -> jax.Array:
                              ((0, 0), *spec.pads, (0, 0)))
 
 
-def max_pool(x: jax.Array, window: Size, *, stride: Size | None = None, padding: Padding = "VALID") -> jax.Array:
+def max_pool(x: jax.Array, window: Size, *, stride: Size | None = None,
+             padding: Padding = "VALID") -> jax.Array:
     """Reference `jaxcnn.max_pool`, 1-3 spatial dims: ``lax.reduce_window(lax.max)``, padded with -inf."""
     spec = pool_spec("max_pool", x, window, stride, padding)
     return _window(x, spec, -jnp.inf, lax.max)
@@ -251,7 +267,8 @@ def avg_pool(x: jax.Array, window: Size, *, stride: Size | None = None, padding:
     return total / count
 
 
-def l2_pool(x: jax.Array, window: Size, *, stride: Size | None = None, padding: Padding = "VALID") -> jax.Array:
+def l2_pool(x: jax.Array, window: Size, *, stride: Size | None = None,
+            padding: Padding = "VALID") -> jax.Array:
     """Reference `jaxcnn.l2_pool`: ``sqrt(sum x^2)``, with gradient 0 where the norm is 0; NaN propagates."""
     spec = pool_spec("l2_pool", x, window, stride, padding)
     sq = _window(x * x, spec, 0, lax.add)

@@ -54,22 +54,27 @@ _VMAP_ACTIVATIONS = ("tanh", "relu")
 _PADDINGS = ("VALID", "SAME", "FULL", "int", "pair", "explicit")
 
 
-def _int_or_pair(rng: np.random.Generator, lo: int, hi: int) -> int | list[int]:
-    a, b = (int(v) for v in rng.integers(lo, hi + 1, 2))
-    return a if rng.random() < 0.5 else [a, b]
+def _int_or_pair(rng: np.random.Generator, lo: int, hi: int, nd: int = 2) -> int | list[int]:
+    """An int or one value per spatial dim (`nd`), each in ``[lo, hi]``."""
+    values = [int(v) for v in rng.integers(lo, hi + 1, nd)]
+    return values[0] if rng.random() < 0.5 else values
 
 
-def _padding(rng: np.random.Generator, form: str, max_pad: tuple[int, int]) -> Any:
-    """One padding of the given form, amounts in ``[0, max_pad]`` per axis."""
+def _per_dim(value: int | list[int], nd: int) -> list[int]:
+    return value if isinstance(value, list) else [value] * nd
+
+
+def _padding(rng: np.random.Generator, form: str, max_pad: tuple[int, ...]) -> Any:
+    """One padding of the given form, amounts in ``[0, max_pad]`` per spatial dim."""
     def amount(axis: int) -> int:
         return int(rng.integers(0, max_pad[axis] + 1))
 
     if form == "int":
         return int(rng.integers(0, min(max_pad) + 1))
-    if form == "pair":
-        return [amount(0), amount(1)]
+    if form == "pair":  # one int per spatial dim
+        return [amount(axis) for axis in range(len(max_pad))]
     if form == "explicit":
-        return [[amount(0), amount(0)], [amount(1), amount(1)]]
+        return [[amount(axis), amount(axis)] for axis in range(len(max_pad))]
     return form
 
 
@@ -78,21 +83,26 @@ def _hw_near(rng: np.random.Generator, extent: int, below: int = 2, above: int =
     return int(rng.integers(max(1, extent - below), extent + above))
 
 
-def _draw_conv(rng: np.random.Generator, i: int, *, bias: bool = True, pad_value: bool = True) -> Options:
+# Kernel taps and input sizes per number of spatial dims: 3-D configs stay small (each compiles).
+_MAX_K = {1: 9, 2: 7, 3: 3}
+_ABOVE = {1: 9, 2: 7, 3: 3}
+
+
+def _draw_conv(rng: np.random.Generator, i: int, *, bias: bool = True, pad_value: bool = True,
+               nd: int = 2) -> Options:
     groups = int(rng.choice([1, 1, 1, 2, 3, 4]))
     c_g = int(rng.integers(1, 8 // groups + 1))
     d_g = int(rng.integers(1, 8 // groups + 1))
-    k = [int(v) for v in rng.integers(1, 8, 2)]  # 1..7, non-square as often as not
-    stride = _int_or_pair(rng, 1, 3)
-    dilation = _int_or_pair(rng, 1, 2)
-    dil = dilation if isinstance(dilation, list) else [dilation, dilation]
-    extent = [d * (kk - 1) + 1 for d, kk in zip(dil, k, strict=True)]
+    k = [int(v) for v in rng.integers(1, _MAX_K[nd] + 1, nd)]  # non-square as often as not
+    stride = _int_or_pair(rng, 1, 3, nd)
+    dilation = _int_or_pair(rng, 1, 2, nd)
+    extent = [d * (kk - 1) + 1 for d, kk in zip(_per_dim(dilation, nd), k, strict=True)]
     options: Options = {
-        "x_shape": [int(rng.integers(1, 5)), _hw_near(rng, extent[0]), _hw_near(rng, extent[1]),
+        "x_shape": [int(rng.integers(1, 5)), *(_hw_near(rng, e, above=_ABOVE[nd]) for e in extent),
                     groups * c_g],
-        "w_shape": [k[0], k[1], c_g, groups * d_g],
+        "w_shape": [*k, c_g, groups * d_g],
         "stride": stride,
-        "padding": _padding(rng, _PADDINGS[i % 6], (3, 3)),
+        "padding": _padding(rng, _PADDINGS[i % 6], (3,) * nd),
         "dilation": dilation,
         "groups": groups,
         "flip": bool(rng.integers(2)),
@@ -104,6 +114,42 @@ def _draw_conv(rng: np.random.Generator, i: int, *, bias: bool = True, pad_value
     lowerings = _lowerings()
     if len(lowerings) > 1:  # every lowering of the custom conv (the reference has one)
         options["lowering"] = lowerings[i % len(lowerings)]
+    return options
+
+
+def _draw_conv_nd(rng: np.random.Generator, i: int, **kw: Any) -> Options:
+    """`_draw_conv` in 1, 2 and 3 spatial dims in turn (the N-d functions' rows)."""
+    return _draw_conv(rng, i, nd=(1, 2, 3)[i % 3], **kw)
+
+
+def _draw_transpose(rng: np.random.Generator, i: int) -> Options:
+    """A `conv_transpose` configuration in 1, 2 or 3 spatial dims: the padding of the convolution
+    being transposed (at most its kernel's extent less one), an output_padding below the stride
+    or the dilation, tied/untied/no bias, every lowering."""
+    nd = (1, 2, 3)[i % 3]
+    groups = int(rng.choice([1, 1, 2, 3]))
+    c_g = int(rng.integers(1, 8 // groups + 1))
+    d_g = int(rng.integers(1, 8 // groups + 1))
+    k = [int(v) for v in rng.integers(1, (6, 5, 3)[nd - 1] + 1, nd)]
+    stride = _int_or_pair(rng, 1, 3, nd)
+    dilation = _int_or_pair(rng, 1, 2, nd)
+    strides, dilations = _per_dim(stride, nd), _per_dim(dilation, nd)
+    max_pad = tuple(d * (kk - 1) for d, kk in zip(dilations, k, strict=True))
+    form = ("int", "pair", "explicit")[(i // 3) % 3]
+    options: Options = {
+        "x_shape": [int(rng.integers(1, 4)), *(int(v) for v in rng.integers(1, (6, 5, 3)[nd - 1] + 1, nd)),
+                    groups * d_g],
+        "w_shape": [*k, c_g, groups * d_g],
+        "stride": stride,
+        "padding": _padding(rng, form, max_pad),
+        "output_padding": [int(rng.integers(0, max(s, d))) for s, d in zip(strides, dilations, strict=True)],
+        "dilation": dilation,
+        "groups": groups,
+        "bias": ("none", "tied", "untied")[(i // 9) % 3],
+    }
+    lowerings = _lowerings()
+    if len(lowerings) > 1:
+        options["lowering"] = lowerings[(i // 3) % len(lowerings)]
     return options
 
 
@@ -126,14 +172,15 @@ def _with_lowering(fn: Callable[..., Any], o: Options) -> Callable[..., Any]:
     return lowered
 
 
-def _conv_kw(o: Options, *, pad_value: bool = True) -> dict[str, Any]:
+def _conv_kw(o: Options, *, pad_value: bool = True, flip: bool = True) -> dict[str, Any]:
     kw = {
         "stride": as_tuples(o["stride"]),
         "padding": as_tuples(o["padding"]),
         "dilation": as_tuples(o["dilation"]),
         "groups": int(o["groups"]),
-        "flip": bool(o["flip"]),
     }
+    if flip:
+        kw["flip"] = bool(o["flip"])
     if pad_value:
         kw["pad_value"] = float(o["pad_value"])
     return kw
@@ -157,19 +204,20 @@ def _keywords(name: str, kind: type) -> dict[str, tuple[str, Any]]:
             for p in params if type(p.default) is kind}
 
 
-def _draw_pool(name: str, rng: np.random.Generator, i: int) -> Options:
-    """A pooling configuration; inputs quantised to 5 values every other config (``ties`` of max
-    pool; for l2 pool all-zero windows, ``zeros``); every bool option of `name` both ways."""
+def _draw_pool(name: str, rng: np.random.Generator, i: int, nd: int = 2) -> Options:
+    """A pooling configuration in `nd` spatial dims; inputs quantised to 5 values every other config
+    (``ties`` of max pool; for l2 pool all-zero windows, ``zeros``); every bool option of `name`
+    both ways."""
     quantised = _QUANTISED_OPTION.get(name, "ties")
-    window = _int_or_pair(rng, 1, 4)
-    win = window if isinstance(window, list) else [window, window]
-    stride = None if i % 3 == 0 else _int_or_pair(rng, 1, 3)  # None: the window (the article's case)
+    window = _int_or_pair(rng, 1, 4 if nd < 3 else 3, nd)
+    win = _per_dim(window, nd)
+    stride = None if i % 3 == 0 else _int_or_pair(rng, 1, 3, nd)  # None: the window (the article's case)
     options: Options = {
-        "x_shape": [int(rng.integers(1, 5)), _hw_near(rng, win[0], 1, 8), _hw_near(rng, win[1], 1, 8),
+        "x_shape": [int(rng.integers(1, 5)), *(_hw_near(rng, w, 1, 8 if nd < 3 else 3) for w in win),
                     int(rng.integers(1, 9))],
         "window": window,
         "stride": stride,
-        "padding": _padding(rng, _PADDINGS[(i // 2) % 6], (win[0] - 1, win[1] - 1)),
+        "padding": _padding(rng, _PADDINGS[(i // 2) % 6], tuple(w - 1 for w in win)),
         quantised: i % 2 == 0,
     }
     for key in _keywords(name, bool):
@@ -197,47 +245,61 @@ def _smooth(o: Options) -> bool:
 
 
 # ---------------------------------------------------------------------------- builders
-def _build_conv2d(ops: Any, o: Options, dtype: str) -> Case:
+def _bias_arg(o: Options, out: tuple[int, ...], channels: int) -> list[Arg]:
+    """No bias, a tied ``(channels,)`` or an untied ``(*out_spatial, channels)`` bias."""
+    if o["bias"] == "tied":
+        return [Arg("b", (channels,))]
+    if o["bias"] == "untied":
+        return [Arg("b", (*out[1:-1], channels))]
+    return []
+
+
+def _build_conv(name: str, ops: Any, o: Options, dtype: str) -> Case:
     kw = _conv_kw(o)
     x_shape, w_shape = tuple(o["x_shape"]), tuple(o["w_shape"])
-    out = out_shape(_ref.conv2d, [x_shape, w_shape], dtype, **kw)
-    args = [Arg("x", x_shape), Arg("w", w_shape)]
-    if o["bias"] == "tied":
-        args.append(Arg("b", (w_shape[3],)))
-    elif o["bias"] == "untied":
-        args.append(Arg("b", (out[1], out[2], w_shape[3])))
-    custom = _with_lowering(partial(ops.conv2d, **kw), o)
-    return make_case(custom, partial(_ref.conv2d, **kw), tuple(args), dtype)
+    out = out_shape(getattr(_ref, name), [x_shape, w_shape], dtype, **kw)
+    args = [Arg("x", x_shape), Arg("w", w_shape), *_bias_arg(o, out, w_shape[-1])]
+    custom = _with_lowering(partial(getattr(ops, name), **kw), o)
+    return make_case(custom, partial(getattr(_ref, name), **kw), tuple(args), dtype)
 
 
-def _build_input_grad(ops: Any, o: Options, dtype: str) -> Case:
+def _build_input_grad(name: str, ops: Any, o: Options, dtype: str) -> Case:
     kw = _conv_kw(o, pad_value=False)
     x_shape, w_shape = tuple(o["x_shape"]), tuple(o["w_shape"])
-    out = out_shape(_ref.conv2d, [x_shape, w_shape], dtype, **kw)
+    out = out_shape(_ref.conv, [x_shape, w_shape], dtype, **kw)
     args = (Arg("delta", out), Arg("w", w_shape))
 
     def custom(delta, w):
-        return ops.conv2d_input_grad(delta, w, x_shape, **kw)
+        return getattr(ops, name)(delta, w, x_shape, **kw)
 
     def reference(delta, w):
-        return _ref.conv2d_input_grad(delta, w, x_shape, **kw)
+        return getattr(_ref, name)(delta, w, x_shape, **kw)
 
     return make_case(_with_lowering(custom, o), reference, args, dtype)
 
 
-def _build_weight_grad(ops: Any, o: Options, dtype: str) -> Case:
+def _build_weight_grad(name: str, ops: Any, o: Options, dtype: str) -> Case:
     kw = _conv_kw(o)
     x_shape, w_shape = tuple(o["x_shape"]), tuple(o["w_shape"])
-    out = out_shape(_ref.conv2d, [x_shape, w_shape], dtype, **kw)
+    out = out_shape(_ref.conv, [x_shape, w_shape], dtype, **kw)
     args = (Arg("x", x_shape), Arg("delta", out))
 
     def custom(x, delta):
-        return ops.conv2d_weight_grad(x, delta, w_shape, **kw)
+        return getattr(ops, name)(x, delta, w_shape, **kw)
 
     def reference(x, delta):
-        return _ref.conv2d_weight_grad(x, delta, w_shape, **kw)
+        return getattr(_ref, name)(x, delta, w_shape, **kw)
 
     return make_case(_with_lowering(custom, o), reference, args, dtype, batched=(True, True))
+
+
+def _build_transpose(ops: Any, o: Options, dtype: str) -> Case:
+    kw = {**_conv_kw(o, pad_value=False, flip=False), "output_padding": as_tuples(o["output_padding"])}
+    x_shape, w_shape = tuple(o["x_shape"]), tuple(o["w_shape"])
+    out = out_shape(_ref.conv_transpose, [x_shape, w_shape], dtype, **kw)
+    args = [Arg("x", x_shape), Arg("w", w_shape), *_bias_arg(o, out, w_shape[-2] * int(o["groups"]))]
+    custom = _with_lowering(partial(ops.conv_transpose, **kw), o)
+    return make_case(custom, partial(_ref.conv_transpose, **kw), tuple(args), dtype)
 
 
 def _build_plain_2d(name: str, ops: Any, o: Options, dtype: str) -> Case:
@@ -386,9 +448,21 @@ def _build_model(name: str, ops: Any, o: Options, dtype: str) -> Case:
 # (2, 1), right padding 1). jaxcnn's rule is consistent: first-order ties are checked by the
 # max_pool row, and its second order at ties equals the exact transpose (tests/test_gradcheck.py).
 ENTRIES: tuple[Entry, ...] = (
-    Entry("conv2d", _draw_conv, _build_conv2d, 240, 15, d2=(40, 8), vmap=(30, 8), fd=(4, 2)),
-    Entry("conv2d_input_grad", partial(_draw_conv, bias=False, pad_value=False), _build_input_grad, 60, 15),
-    Entry("conv2d_weight_grad", partial(_draw_conv, bias=False), _build_weight_grad, 60, 15),
+    Entry("conv2d", _draw_conv, partial(_build_conv, "conv2d"), 240, 15, d2=(40, 8), vmap=(30, 8),
+          fd=(4, 2)),
+    Entry("conv1d", partial(_draw_conv, nd=1), partial(_build_conv, "conv1d"), 60, 10, d2=(12, 6),
+          vmap=(9, 6),
+          fd=(3, 2)),
+    Entry("conv3d", partial(_draw_conv, nd=3), partial(_build_conv, "conv3d"), 40, 8, d2=(8, 4), fd=(2, 2)),
+    Entry("conv_transpose", _draw_transpose, _build_transpose, 90, 10, d2=(18, 6), vmap=(9, 6), fd=(3, 2)),
+    Entry("conv2d_input_grad", partial(_draw_conv, bias=False, pad_value=False),
+          partial(_build_input_grad, "conv2d_input_grad"), 60, 15),
+    Entry("conv2d_weight_grad", partial(_draw_conv, bias=False),
+          partial(_build_weight_grad, "conv2d_weight_grad"), 60, 15),
+    Entry("conv_input_grad", partial(_draw_conv_nd, bias=False, pad_value=False),
+          partial(_build_input_grad, "conv_input_grad"), 30, 10),
+    Entry("conv_weight_grad", partial(_draw_conv_nd, bias=False),
+          partial(_build_weight_grad, "conv_weight_grad"), 30, 10),
     Entry("correlate2d", _draw_plain_2d, partial(_build_plain_2d, "correlate2d"), 30, 10),
     Entry("convolve2d", _draw_plain_2d, partial(_build_plain_2d, "convolve2d"), 30, 10),
     *(Entry(name, partial(_draw_activation, name), partial(_build_activation, name), 24, 12, d2=(12, 6),
@@ -398,6 +472,11 @@ ENTRIES: tuple[Entry, ...] = (
             10, d2=(24, 6), vmap=(12, 6), fd=(4, 2) if name == "max_pool" else (3, 3),
             d2_options={"ties": False} if name == "max_pool" else None)
       for name in registry.POOLS),
+    # the same pools over 1 and 3 spatial dims (rows `max_pool_1d`, `max_pool_3d`, ...)
+    *(Entry(f"{name}_{nd}d", partial(_draw_pool, name, nd=nd), partial(_build_pool, name),
+            30 if nd == 1 else 20, 10, d2=(6, 3), fd=(2, 2),
+            d2_options={"ties": False} if name == "max_pool" else None)
+      for name in registry.POOLS for nd in (1, 3)),
     Entry("dense", _draw_dense, _build_dense, 40, 10, d2=(18, 6), vmap=(12, 6)),
     Entry("flatten", _draw_flatten, _build_flatten, 20, 10),
     Entry("squared_error", _draw_squared_error, _build_squared_error, 40, 10, d2=(18, 6), vmap=(12, 6)),
