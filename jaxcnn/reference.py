@@ -160,8 +160,8 @@ def conv2d_input_grad(delta: jax.Array, w: jax.Array, x_shape: tuple[int, int, i
 
 
 def conv2d_weight_grad(x: jax.Array, delta: jax.Array, w_shape: tuple[int, int, int, int], *,
-                       stride: Size = 1, padding: Padding = "VALID", dilation: Size = 1, groups: int = 1, flip: bool = False,
-                       pad_value: float = 0.0) -> jax.Array:
+                       stride: Size = 1, padding: Padding = "VALID", dilation: Size = 1, groups: int = 1,
+                       flip: bool = False, pad_value: float = 0.0) -> jax.Array:
     """Reference `jaxcnn.conv2d_weight_grad` (2-D `conv_weight_grad`)."""
     if len(_shape("conv2d_weight_grad", "w_shape", w_shape)) != 4:
         raise fail("conv2d_weight_grad", f"`w_shape` must be a tuple of 4 non-negative ints, got {w_shape!r}",
