@@ -8,7 +8,7 @@ custom rules: ``jax.grad`` of these functions is what the article's formulas are
   tie's delta to the first maximum in row-major window order, like `jaxcnn.max_pool` — a reshape +
   ``jnp.max`` would split a tie's delta evenly and is no oracle;
 * ``relu'(0) = 0`` and ``leaky_relu'(0) = negative_slope``, from the left branch of a ``jnp.where``;
-  ``relu(NaN) = NaN`` and passes its delta (PyTorch's threshold rule);
+  ``relu`` is ``jax.nn.relu`` itself (``relu(NaN) = NaN``, derivative 0 there);
 * ``l2_pool`` has gradient 0 where the window's norm is 0, and a NaN in a window makes it NaN;
 * `conv_transpose` inserts the stride's zeros (`jaxcnn._windows.dilate`) and correlates with the
   rotated kernel — the textbook definition, written without ``lhs_dilation`` or interior padding
@@ -210,9 +210,10 @@ def convolve2d(I: jax.Array, K: jax.Array) -> jax.Array:  # noqa: N803
 
 # -------------------------------------------------------------------------------- activations
 def relu(x: jax.Array) -> jax.Array:
-    """Reference `jaxcnn.relu`: ``max(0, x)``; ``relu'(0) = 0``; NaN propagates and passes its delta."""
+    """Reference `jaxcnn.relu`: JAX's own ``jax.nn.relu`` (``relu'(0) = 0``; NaN propagates forward,
+    the derivative at a NaN input is 0)."""
     check_float("relu", "x", x)
-    return jnp.where(x <= 0, jnp.zeros_like(x), x)
+    return jax.nn.relu(x)
 
 
 def leaky_relu(x: jax.Array, negative_slope: float = 0.01) -> jax.Array:
