@@ -86,7 +86,8 @@ def conv_general_dilated(
         nnx.Conv(1, 8, (3, 3), conv_general_dilated=jaxcnn.interop.conv_general_dilated, rngs=rngs)
     """
     if batch_group_count != 1:
-        raise fail(_FN, f"`batch_group_count` > 1 is not supported by jaxcnn's rules, got {batch_group_count!r}")
+        raise fail(_FN, f"`batch_group_count` > 1 is not supported by jaxcnn's rules, "
+                   f"got {batch_group_count!r}")
     _check_precision(precision)
     if out_sharding is not None:
         raise fail(_FN, f"`out_sharding` {out_sharding!r} cannot be honoured by jaxcnn's rules; pass None")
@@ -102,7 +103,8 @@ def conv_general_dilated(
         raise fail(_FN, f"`lhs` and `rhs` must have rank 3, 4 or 5 (1-3 spatial dims), got shapes "
                    f"{jnp.shape(lhs)} and {jnp.shape(rhs)}")
     if not is_int(feature_group_count) or feature_group_count < 1:
-        raise fail(_FN, f"`feature_group_count` must be a positive int, got {feature_group_count!r}", TypeError)
+        raise fail(_FN, f"`feature_group_count` must be a positive int, got {feature_group_count!r}",
+                   TypeError)
     dn = lax.conv_dimension_numbers(jnp.shape(lhs), jnp.shape(rhs), dimension_numbers)
     nd = jnp.ndim(lhs) - 2
     lhs_perm = (dn.lhs_spec[0], *dn.lhs_spec[2:], dn.lhs_spec[1])  # -> (N, *spatial, C)
@@ -134,7 +136,8 @@ def conv_general_dilated(
 
     if base == (1,) * nd:
         # negative padding crops: a slice (differentiated by JAX), then jaxcnn's non-negative padding
-        crop = tuple(slice(max(-lo, 0), n - max(-hi, 0)) for n, (lo, hi) in zip(x.shape[1:-1], pads, strict=True))
+        crop = tuple(slice(max(-lo, 0), n - max(-hi, 0))
+                     for n, (lo, hi) in zip(x.shape[1:-1], pads, strict=True))
         x = x[(slice(None), *crop, slice(None))]
         pads = tuple((max(lo, 0), max(hi, 0)) for lo, hi in pads)
         y = jaxcnn.conv(x, w, stride=strides, padding=pads, dilation=dilation, groups=feature_group_count)
@@ -158,7 +161,8 @@ def _transposed(x, w, base, strides, pads, dilation, extent, groups) -> jax.Arra
         if op >= max(s, d):
             raise fail(
                 _FN, f"`padding` {pads[axis]} along spatial dim {axis} exceeds what jaxcnn.conv_transpose "
-                f"can add at the high end ({e - 1} + output_padding < max(lhs_dilation, rhs_dilation) = {max(s, d)})",
+                f"can add at the high end ({e - 1} + output_padding, output_padding < "
+                f"max(lhs_dilation, rhs_dilation) = {max(s, d)})",
             )
         conv_pads.append((e - 1 - lo, e - 1 - hi + op))
         extra.append(op)

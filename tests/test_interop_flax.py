@@ -43,14 +43,11 @@ def _pair(dtype):
     return stock, ours
 
 
-@pytest.mark.parametrize("jit", [False, True])
-def test_small_cnn_losses_and_gradients_match(dtype, jit):
+def test_small_cnn_losses_and_gradients_match(dtype):
     stock, ours = _pair(dtype)
     x = normal(0, (3, 10, 10, 1), dtype)
     labels = jnp.asarray([1, 7, 3])
-    grad = nnx.value_and_grad(_loss)
-    if jit:
-        grad = nnx.jit(grad)
+    grad = nnx.jit(nnx.value_and_grad(_loss))  # (eager op-by-op runs too, only slower)
     loss_s, g_s = grad(stock, x, labels)
     loss_o, g_o = grad(ours, x, labels)
     assert_close(loss_o, loss_s)
@@ -85,7 +82,8 @@ CASES = [
     ((6, 7), (3, 2), dict(padding="VALID", kernel_dilation=(2, 1))),
     ((6, 7), (3, 3), dict(padding=1, strides=(1, 2), input_dilation=(2, 1))),
     ((5, 4, 6), (2, 3, 2), dict(padding="SAME", strides=2)),
-    ((5, 4, 6), (3, 1, 2), dict(padding=((1, 0), (0, 0), (2, 1)), feature_group_count=2, kernel_dilation=(1, 1, 2))),
+    ((5, 4, 6), (3, 1, 2), dict(padding=((1, 0), (0, 0), (2, 1)), feature_group_count=2,
+                                kernel_dilation=(1, 1, 2))),
 ]
 
 
@@ -99,8 +97,9 @@ def test_conv_layers_match(size, kernel, options, dtype):
         y = model(x)
         return jnp.sum(y * normal(3, y.shape, dtype)), y  # random cotangent, not a plain sum
 
-    (g_s, gx_s), y_s = nnx.grad(loss, argnums=(0, 1), has_aux=True)(stock, x)
-    (g_o, gx_o), y_o = nnx.grad(loss, argnums=(0, 1), has_aux=True)(ours, x)
+    grad = nnx.jit(nnx.grad(loss, argnums=(0, 1), has_aux=True))
+    (g_s, gx_s), y_s = grad(stock, x)
+    (g_o, gx_o), y_o = grad(ours, x)
     assert y_o.shape == y_s.shape
     assert_close(y_o, y_s)
     assert_close(gx_o, gx_s)
@@ -111,21 +110,20 @@ def test_any_dimension_numbers_match_lax(x64):
     # NCHW / OIHW (lax's default) and a scrambled layout, with kernel and input dilation
     x = normal(4, (2, 3, 7, 6), jnp.float64)
     w = normal(5, (4, 3, 2, 3), jnp.float64)
-    for dn in [None, ("NCHW", "OIHW", "NHWC"), ("NHCW", "HIOW", "CNHW")]:
-        if dn is not None and dn[0] == "NHCW":
-            xx, ww = jnp.transpose(x, (0, 2, 1, 3)), jnp.transpose(w, (2, 1, 0, 3))
-        else:
-            xx, ww = x, w
-        for kw in [dict(padding="SAME_LOWER"), dict(padding=((1, -1), (0, 2)), rhs_dilation=(1, 2)),
-                   dict(padding=((1, 2), (0, 3)), lhs_dilation=(2, 3), window_strides=(2, 1))]:
-            kw = {"window_strides": (1, 1), **kw, "dimension_numbers": dn}
-            f_lax = lambda a, b, kw=kw: lax.conv_general_dilated(a, b, **kw)  # noqa: E731
-            f_ours = lambda a, b, kw=kw: interop.conv_general_dilated(a, b, **kw)  # noqa: E731
-            y_l, vjp_l = jax.vjp(f_lax, xx, ww)
-            y_o, vjp_o = jax.vjp(f_ours, xx, ww)
-            assert_close(y_o, y_l)
-            ct = normal(6, y_l.shape, jnp.float64)
-            assert_close(vjp_o(ct), vjp_l(ct))
+    scrambled = (jnp.transpose(x, (0, 2, 1, 3)), jnp.transpose(w, (2, 1, 0, 3)))
+    cases = [
+        (None, (x, w), dict(padding="SAME_LOWER")),
+        (("NCHW", "OIHW", "NHWC"), (x, w), dict(padding=((1, -1), (0, 2)), rhs_dilation=(1, 2))),
+        (("NHCW", "HIOW", "CNHW"), scrambled, dict(padding=((1, 2), (0, 3)), lhs_dilation=(2, 3),
+                                                   window_strides=(2, 1))),
+    ]
+    for dn, (xx, ww), kw in cases:
+        kw = {"window_strides": (1, 1), **kw, "dimension_numbers": dn}
+        y_l, vjp_l = jax.vjp(lambda a, b, kw=kw: lax.conv_general_dilated(a, b, **kw), xx, ww)
+        y_o, vjp_o = jax.vjp(lambda a, b, kw=kw: interop.conv_general_dilated(a, b, **kw), xx, ww)
+        assert_close(y_o, y_l)
+        ct = normal(6, y_l.shape, jnp.float64)
+        assert_close(vjp_o(ct), vjp_l(ct))
 
 
 def test_unsupported_options_raise():
