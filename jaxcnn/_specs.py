@@ -177,6 +177,32 @@ def conv_spec(
     return ConvSpec(tuple(kernel), stride_, pads, dilation_, groups, flip, pad_value, size, out)
 
 
+PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+"""`padding_mode` values of the convolution (PyTorch's names; Equinox's upper-case ones are accepted)."""
+
+
+def padding_mode_check(fn: str, padding_mode: Any, spec: ConvSpec) -> str:
+    """Validate `padding_mode` against a conv's resolved padding: its name; ``pad_value`` 0 unless
+    "zeros"; "reflect" needs each pad smaller than the input, "circular" at most the input."""
+    if not isinstance(padding_mode, str) or padding_mode.lower() not in PADDING_MODES:
+        names = ", ".join(map(repr, PADDING_MODES))
+        raise fail(fn, f"`padding_mode` must be one of {names}, got {padding_mode!r}")
+    mode = padding_mode.lower()
+    if mode == "zeros":
+        return mode
+    if spec.pad_value != 0.0:
+        raise fail(fn, f"`pad_value` ({spec.pad_value}) applies to padding_mode='zeros' only; "
+                   f"padding_mode={mode!r} copies input units into the border")
+    for axis, n, pad in zip(AXES[spec.nd], spec.size, spec.pads, strict=True):
+        if mode == "reflect" and max(pad) >= n:
+            raise fail(fn, f"`padding` {pad} along {axis} must be smaller than the input ({n}) for "
+                       "padding_mode='reflect'")
+        if mode == "circular" and max(pad) > n:
+            raise fail(fn, f"`padding` {pad} along {axis} must be at most the input ({n}) for "
+                       "padding_mode='circular'")
+    return mode
+
+
 def transpose_spec(
     fn: str, x: Any, w: Any, b: Any, *, stride: Any, padding: Any, output_padding: Any, dilation: Any,
     groups: Any,

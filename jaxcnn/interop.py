@@ -181,3 +181,130 @@ def _swap_io(kernel: jax.Array, groups: int) -> jax.Array:
     nd = len(k)
     split = kernel.reshape(*k, c_g, groups, d // groups)
     return split.transpose(*range(nd), nd + 2, nd + 1, nd).reshape(*k, d // groups, groups * c_g)
+
+
+# ------------------------------------------------------------------------------------ Equinox
+def _equinox():
+    try:
+        import equinox
+    except ImportError as err:  # pragma: no cover - the optional extra
+        raise ImportError("jaxcnn.interop's Equinox adapters need equinox: "
+                          "pip install 'jaxcnn[equinox]'") from err
+    return equinox
+
+
+def _channels_last(x: jax.Array, nd: int, name: str, fn: str) -> jax.Array:
+    """Equinox's unbatched ``(C, *spatial)`` -> jaxcnn's ``(1, *spatial, C)``."""
+    if jnp.ndim(x) != nd + 1:
+        raise fail(fn, f"`{name}` must have rank {nd + 1} (C, *spatial) for {nd} spatial dims, got shape "
+                   f"{jnp.shape(x)}")
+    return jnp.moveaxis(x, 0, -1)[None]
+
+
+def _eqx_pads(padding: Any, size: tuple[int, ...], extent: tuple[int, ...], stride: tuple[int, ...]):
+    if isinstance(padding, str):
+        return tuple(lax.padtype_to_pads(size, extent, stride, padding))
+    return tuple((int(lo), int(hi)) for lo, hi in padding)
+
+
+def _conv_call(m, x: jax.Array) -> jax.Array:
+    """`equinox.nn.Conv.__call__` by `jaxcnn.conv`: weight ``(O, I/g, *k)`` -> ``(*k, I/g, O)``."""
+    nd = m.num_spatial_dims
+    xl = _channels_last(x, nd, "x", "Conv")
+    w = jnp.transpose(m.weight, (*range(2, nd + 2), 1, 0))
+    extent = tuple(d * (k - 1) + 1 for k, d in zip(m.kernel_size, m.dilation, strict=True))
+    pads = _eqx_pads(m.padding, xl.shape[1:-1], extent, m.stride)
+    b = None if m.bias is None else m.bias.reshape(m.out_channels)
+    y = jaxcnn.conv(xl, w, b, stride=m.stride, padding=pads, dilation=m.dilation, groups=m.groups,
+                    padding_mode=m.padding_mode.lower())
+    return jnp.moveaxis(y[0], -1, 0)
+
+
+def _conv_transpose_call(m, x: jax.Array) -> jax.Array:
+    """`equinox.nn.ConvTranspose.__call__` by `jaxcnn.conv_transpose`. Equinox correlates the
+    zero-inserted input with ``weight (O, I/g, *k)`` padded by ``d*(k-1) - p``; jaxcnn's kernel is that
+    of the convolution being transposed, ``(*k, O/g, I)``: the weight rotated, channels swapped per group."""
+    if m.padding_mode != "ZEROS":
+        raise fail("ConvTranspose", f"`padding_mode` {m.padding_mode!r} is not supported by jaxcnn's "
+                   "ConvTranspose; use 'ZEROS' (or equinox.nn.ConvTranspose)", NotImplementedError)
+    nd = m.num_spatial_dims
+    xl = _channels_last(x, nd, "x", "ConvTranspose")
+    pads_t = m._padding_transpose()  # Equinox's own (lo, hi) of the dilated-input correlation
+    extent = tuple(d * (k - 1) + 1 for k, d in zip(m.kernel_size, m.dilation, strict=True))
+    hwio = jnp.transpose(m.weight, (*range(2, nd + 2), 1, 0))  # (*k, I/g, O)
+    y = _transposed(xl, hwio, tuple(m.stride), (1,) * nd, pads_t, tuple(m.dilation), extent, m.groups)
+    if m.bias is not None:
+        y = y + jnp.broadcast_to(m.bias.reshape(m.out_channels), y.shape)
+    return jnp.moveaxis(y[0], -1, 0)
+
+
+def _equinox_classes() -> dict[type, type]:
+    """Equinox's conv classes -> jaxcnn's drop-ins (built once, on first use)."""
+    if _CLASSES:
+        return _CLASSES
+    eqx = _equinox()
+
+    def make(base, call, doc):
+        cls = type(base.__name__, (base,), {
+            "__call__": lambda self, x, *, key=None: call(self, x),
+            "__doc__": f"`equinox.nn.{base.__name__}` {doc}",
+            "__module__": __name__,
+        })
+        cls.__call__.__doc__ = base.__call__.__doc__
+        return cls
+
+    for base in (eqx.nn.Conv, eqx.nn.Conv1d, eqx.nn.Conv2d, eqx.nn.Conv3d):
+        _CLASSES[base] = make(base, _conv_call, "whose call runs `jaxcnn.conv` (Eq 7; Eq 14, Eq 22 back).")
+    nn = eqx.nn
+    for base in (nn.ConvTranspose, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d):
+        _CLASSES[base] = make(base, _conv_transpose_call,
+                              "whose call runs `jaxcnn.conv_transpose` (Eq 22; Eq 7, Eq 14 backward).")
+    return _CLASSES
+
+
+_CLASSES: dict[type, type] = {}
+
+
+def _converted(module):
+    """The same module (every field, the weights included) as an instance of the jaxcnn class."""
+    cls = _equinox_classes()[type(module)]
+    new = object.__new__(cls)
+    for name, value in vars(module).items():
+        object.__setattr__(new, name, value)
+    return new
+
+
+def swap_equinox_convs(model):
+    """`model` with every ``equinox.nn.Conv*`` and ``equinox.nn.ConvTranspose*`` replaced (``eqx.tree_at``)
+    by jaxcnn's drop-in of the same class name, weights and configuration kept: the forward values are
+    Equinox's, the backward the article's rules. Subclasses of Equinox's convs are left alone (their
+    ``__call__`` may differ)."""
+    eqx = _equinox()
+    classes = _equinox_classes()
+    swappable = tuple(classes)
+
+    def is_conv(node):
+        return type(node) in classes
+
+    found = [node for node in jax.tree_util.tree_leaves(model, is_leaf=lambda n: isinstance(n, swappable))
+             if is_conv(node)]
+    if not found:
+        return model
+    if is_conv(model):
+        return _converted(model)
+
+    def where(m):
+        return [node for node in jax.tree_util.tree_leaves(m, is_leaf=lambda n: isinstance(n, swappable))
+                if is_conv(node)]
+
+    return eqx.tree_at(where, model, [_converted(node) for node in found])
+
+
+def __getattr__(name: str):
+    """`Conv`, `Conv1d`, ..., `ConvTranspose3d`: jaxcnn's Equinox drop-ins (Equinox imported on use)."""
+    eqx_names = ("Conv", "Conv1d", "Conv2d", "Conv3d", "ConvTranspose", "ConvTranspose1d", "ConvTranspose2d",
+                 "ConvTranspose3d")
+    if name in eqx_names:
+        eqx = _equinox()
+        return _equinox_classes()[getattr(eqx.nn, name)]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

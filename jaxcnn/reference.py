@@ -32,6 +32,7 @@ from jaxcnn._specs import (
     dense_check,
     labels_check,
     negative_slope_check,
+    padding_mode_check,
     pool_spec,
     reduction_check,
     squared_error_check,
@@ -73,12 +74,21 @@ def _bias(y: jax.Array, b: jax.Array | None) -> jax.Array:
     return y if b is None else y + b.reshape((1,) * (y.ndim - b.ndim) + b.shape)
 
 
-def _conv(fn: str, nd: int | None, x, w, b, *, stride, padding, dilation, groups, flip, pad_value) -> jax.Array:
-    """Eq 1, 4-7: ``lax.pad`` with `pad_value`, then a VALID ``lax.conv_general_dilated``."""
+_JNP_MODES = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+
+
+def _conv(fn: str, nd: int | None, x, w, b, *, stride, padding, dilation, groups, flip, pad_value,
+          padding_mode="zeros") -> jax.Array:
+    """Eq 1, 4-7: ``lax.pad`` with `pad_value` (or ``jnp.pad``'s reflect/edge/wrap modes, differentiated
+    by autodiff), then a VALID ``lax.conv_general_dilated``."""
     spec = conv_spec(fn, x, w, b, stride=stride, padding=padding, dilation=dilation, groups=groups,
                      flip=flip, pad_value=pad_value, nd=nd)
-    x_pad = lax.pad(x, jnp.asarray(spec.pad_value, x.dtype), [(0, 0, 0), *((lo, hi, 0) for lo, hi in spec.pads),
-                                                                (0, 0, 0)])
+    mode = padding_mode_check(fn, padding_mode, spec)
+    if mode == "zeros":
+        x_pad = lax.pad(x, jnp.asarray(spec.pad_value, x.dtype),
+                        [(0, 0, 0), *((lo, hi, 0) for lo, hi in spec.pads), (0, 0, 0)])
+    else:
+        x_pad = jnp.pad(x, [(0, 0), *spec.pads, (0, 0)], mode=_JNP_MODES[mode])
     kernel = w[(slice(None, None, -1),) * spec.nd] if spec.flip else w
     lhs, rhs = LAYOUTS[spec.nd]
     y = lax.conv_general_dilated(x_pad, kernel, window_strides=spec.stride, padding="VALID",
@@ -88,32 +98,36 @@ def _conv(fn: str, nd: int | None, x, w, b, *, stride, padding, dilation, groups
 
 
 def conv(x: jax.Array, w: jax.Array, b: jax.Array | None = None, *, stride: Size = 1, padding: Padding = "VALID",
-         dilation: Size = 1, groups: int = 1, flip: bool = False, pad_value: float = 0.0) -> jax.Array:
+         dilation: Size = 1, groups: int = 1, flip: bool = False, pad_value: float = 0.0,
+         padding_mode: str = "zeros") -> jax.Array:
     """Reference `jaxcnn.conv` (Eq 1, 4-7), 1-3 spatial dims: x ``(N, *size, C)``, w ``(*k, C/groups, D)``,
     b None/``(D,)``/``(*out, D)`` -> ``(N, *out, D)``."""
     return _conv("conv", None, x, w, b, stride=stride, padding=padding, dilation=dilation, groups=groups,
-                 flip=flip, pad_value=pad_value)
+                 flip=flip, pad_value=pad_value, padding_mode=padding_mode)
 
 
 def conv1d(x: jax.Array, w: jax.Array, b: jax.Array | None = None, *, stride: Size = 1, padding: Padding = "VALID",
-           dilation: Size = 1, groups: int = 1, flip: bool = False, pad_value: float = 0.0) -> jax.Array:
+           dilation: Size = 1, groups: int = 1, flip: bool = False, pad_value: float = 0.0,
+           padding_mode: str = "zeros") -> jax.Array:
     """Reference `jaxcnn.conv1d`: x ``(N, W, C)``, w ``(k, C/groups, D)``."""
     return _conv("conv1d", 1, x, w, b, stride=stride, padding=padding, dilation=dilation, groups=groups,
-                 flip=flip, pad_value=pad_value)
+                 flip=flip, pad_value=pad_value, padding_mode=padding_mode)
 
 
 def conv2d(x: jax.Array, w: jax.Array, b: jax.Array | None = None, *, stride: Size = 1, padding: Padding = "VALID",
-           dilation: Size = 1, groups: int = 1, flip: bool = False, pad_value: float = 0.0) -> jax.Array:
+           dilation: Size = 1, groups: int = 1, flip: bool = False, pad_value: float = 0.0,
+           padding_mode: str = "zeros") -> jax.Array:
     """Reference `jaxcnn.conv2d`: x ``(N, H, W, C)``, w ``(k1, k2, C/groups, D)``."""
     return _conv("conv2d", 2, x, w, b, stride=stride, padding=padding, dilation=dilation, groups=groups,
-                 flip=flip, pad_value=pad_value)
+                 flip=flip, pad_value=pad_value, padding_mode=padding_mode)
 
 
 def conv3d(x: jax.Array, w: jax.Array, b: jax.Array | None = None, *, stride: Size = 1, padding: Padding = "VALID",
-           dilation: Size = 1, groups: int = 1, flip: bool = False, pad_value: float = 0.0) -> jax.Array:
+           dilation: Size = 1, groups: int = 1, flip: bool = False, pad_value: float = 0.0,
+           padding_mode: str = "zeros") -> jax.Array:
     """Reference `jaxcnn.conv3d`: x ``(N, D, H, W, C)``, w ``(k1, k2, k3, C/groups, D)``."""
     return _conv("conv3d", 3, x, w, b, stride=stride, padding=padding, dilation=dilation, groups=groups,
-                 flip=flip, pad_value=pad_value)
+                 flip=flip, pad_value=pad_value, padding_mode=padding_mode)
 
 
 def _shape(fn: str, name: str, shape) -> tuple[int, ...]:
