@@ -74,13 +74,23 @@ class PoolSpec(NamedTuple):
 
     window: Ints
     stride: Ints
-    pads: Pads
+    pads: Pads  # (lo, hi) per dim; hi includes the ceil_mode overhang
     size: Ints  # spatial extent of the input
     out: Ints
+    dilation: Ints = ()  # distance between a window's taps (max_pool); () reads as 1 per dim
+    overhang: Ints = ()  # units past the high padding that ceil_mode's last windows reach (padding too)
 
     @property
     def nd(self) -> int:
         return len(self.window)
+
+    @property
+    def spacing(self) -> Ints:
+        return self.dilation or (1,) * self.nd
+
+    @property
+    def extra(self) -> Ints:
+        return self.overhang or (0,) * self.nd
 
 
 def spatial_dims(fn: str, name: str, array: Any, offset: int, layouts: str) -> int:
@@ -255,15 +265,21 @@ def transpose_spec(
     return ConvSpec(tuple(kernel), stride_, pads, dilation_, groups, False, 0.0, size, n_in)
 
 
-def pool_spec(fn: str, x: Any, window: Any, stride: Any, padding: Any) -> PoolSpec:
+def pool_spec(fn: str, x: Any, window: Any, stride: Any, padding: Any, *, dilation: Any = 1,
+              ceil_mode: Any = False) -> PoolSpec:
     """Validate a pooling call on x ``(N, *spatial, C)`` with 1-3 spatial dims; stride defaults to
-    the window (non-overlapping)."""
+    the window (non-overlapping). `dilation` spaces a window's taps; `ceil_mode` rounds the output
+    size up (PyTorch's rule: ``ceil((n + lo + hi - e) / s) + 1``, less one where the last window would
+    start past the input and the low padding), the overhang padded like the padding."""
     check_float(fn, "x", x)
     nd = spatial_dims(fn, "x", x, 2, "NWC, NHWC or NDHWC")
     window_ = as_ints(fn, "window", window, nd)
     stride_ = window_ if stride is None else as_ints(fn, "stride", stride, nd)
+    dilation_ = as_ints(fn, "dilation", dilation, nd)
+    ceil_mode = check_bool(fn, "ceil_mode", ceil_mode)
+    extent = tuple(d * (k - 1) + 1 for k, d in zip(window_, dilation_, strict=True))
     size = tuple(int(s) for s in jnp.shape(x)[1:-1])
-    pads = resolve_padding(fn, padding, size, window_, stride_)
+    pads = resolve_padding(fn, padding, size, extent, stride_)
     for axis, win, pad in zip(AXES[nd], window_, pads, strict=True):
         if max(pad) >= win:
             raise fail(
@@ -273,9 +289,20 @@ def pool_spec(fn: str, x: Any, window: Any, stride: Any, padding: Any) -> PoolSp
             )
     n, c = jnp.shape(x)[0], jnp.shape(x)[-1]
     check_array_size(fn, "padding", "a padded input", (n, *(s + lo + hi for s, (lo, hi) in zip(size, pads, strict=True)), c))
-    out = output_size(fn, size, window_, stride_, pads, "window", "window")
+    out = output_size(fn, size, extent, stride_, pads, "window", "window")
+    overhang = (0,) * nd
+    if ceil_mode:
+        out_, overhang_ = [], []
+        for m, e, st, (lo, hi) in zip(size, extent, stride_, pads, strict=True):
+            o = -(-(m + lo + hi - e) // st) + 1
+            if (o - 1) * st >= m + lo:  # the last window must start inside the input or the low padding
+                o -= 1
+            out_.append(o)
+            overhang_.append(max((o - 1) * st + e - (m + lo + hi), 0))
+        out, overhang = tuple(out_), tuple(overhang_)
+        pads = tuple((lo, hi + v) for (lo, hi), v in zip(pads, overhang, strict=True))
     check_array_size(fn, "window", "a stack of window taps", (n, *out, c, math.prod(window_)))
-    return PoolSpec(window_, stride_, pads, size, out)
+    return PoolSpec(window_, stride_, pads, size, out, dilation_, overhang)
 
 
 def dense_check(fn: str, x: Any, w: Any, b: Any) -> None:

@@ -247,27 +247,53 @@ def _window(x: jax.Array, spec, init, op) -> jax.Array:
                              ((0, 0), *spec.pads, (0, 0)))
 
 
-def max_pool(x: jax.Array, window: Size, *, stride: Size | None = None, padding: Padding = "VALID") -> jax.Array:
-    """Reference `jaxcnn.max_pool`, 1-3 spatial dims: ``lax.reduce_window(lax.max)``, padded with -inf."""
-    spec = pool_spec("max_pool", x, window, stride, padding)
-    return _window(x, spec, -jnp.inf, lax.max)
+def max_pool(x: jax.Array, window: Size, *, stride: Size | None = None, padding: Padding = "VALID",
+             dilation: Size = 1, ceil_mode: bool = False) -> jax.Array:
+    """Reference `jaxcnn.max_pool`, 1-3 spatial dims: ``lax.reduce_window(lax.max)``, padded with -inf.
+
+    With `dilation` > 1 (jax 0.10's reduce_window max has no VJP for a window dilation): the window's
+    taps as strided slices of the padded input, stacked, and ``take_along_axis`` at ``jnp.argmax`` —
+    whose autodiff sends the delta to the first maximum (a tie's first unit; a NaN wins), like the rule.
+    """
+    spec = pool_spec("max_pool", x, window, stride, padding, dilation=dilation, ceil_mode=ceil_mode)
+    if spec.spacing == (1,) * spec.nd:
+        return _window(x, spec, -jnp.inf, lax.max)
+    config = [(0, 0, 0), *((lo, hi, 0) for lo, hi in spec.pads), (0, 0, 0)]
+    xp = lax.pad(x, jnp.asarray(-jnp.inf, x.dtype), config)
+    taps = []
+    for t in np.ndindex(*spec.window):  # row-major window order
+        index = tuple(slice(d * ti, d * ti + (o - 1) * s + 1, s)
+                      for ti, d, s, o in zip(t, spec.spacing, spec.stride, spec.out, strict=True))
+        taps.append(xp[(slice(None), *index, slice(None))])
+    stacked = jnp.stack(taps, axis=-1)
+    first = jnp.argmax(stacked, axis=-1)[..., None]
+    return jnp.take_along_axis(stacked, first, axis=-1)[..., 0]
 
 
 def avg_pool(x: jax.Array, window: Size, *, stride: Size | None = None, padding: Padding = "VALID",
-             count_include_pad: bool = True) -> jax.Array:
-    """Reference `jaxcnn.avg_pool`: window sum over ``prod(p)`` (or over the real units)."""
-    spec = pool_spec("avg_pool", x, window, stride, padding)
+             count_include_pad: bool = True, ceil_mode: bool = False) -> jax.Array:
+    """Reference `jaxcnn.avg_pool`: window sum over ``prod(p)`` (or over the real units; ceil_mode's
+    overhang never counts)."""
+    spec = pool_spec("avg_pool", x, window, stride, padding, ceil_mode=ceil_mode)
     count_include_pad = check_bool("avg_pool", "count_include_pad", count_include_pad)
     total = _window(x, spec, 0, lax.add)
-    if count_include_pad:
+    if count_include_pad and spec.extra == (0,) * spec.nd:
         return total / int(np.prod(spec.window))
+    if count_include_pad:  # ones over the input and its padding, zeros over the overhang
+        padded = tuple(n + lo + hi - v
+                       for n, (lo, hi), v in zip(x.shape[1:-1], spec.pads, spec.extra, strict=True))
+        ones = jnp.ones((1, *padded, 1), x.dtype)
+        overhang = ((0, 0), *((0, v) for v in spec.extra), (0, 0))
+        return total / lax.reduce_window(ones, np.asarray(0, x.dtype), lax.add, (1, *spec.window, 1),
+                                         (1, *spec.stride, 1), overhang)
     count = _window(jnp.ones((1, *x.shape[1:-1], 1), x.dtype), spec, 0, lax.add)
     return total / count
 
 
-def l2_pool(x: jax.Array, window: Size, *, stride: Size | None = None, padding: Padding = "VALID") -> jax.Array:
+def l2_pool(x: jax.Array, window: Size, *, stride: Size | None = None, padding: Padding = "VALID",
+            ceil_mode: bool = False) -> jax.Array:
     """Reference `jaxcnn.l2_pool`: ``sqrt(sum x^2)``, with gradient 0 where the norm is 0; NaN propagates."""
-    spec = pool_spec("l2_pool", x, window, stride, padding)
+    spec = pool_spec("l2_pool", x, window, stride, padding, ceil_mode=ceil_mode)
     sq = _window(x * x, spec, 0, lax.add)
     zero = sq == 0
     return jnp.where(zero, 0, jnp.sqrt(jnp.where(zero, 1, sq)))
