@@ -151,3 +151,29 @@ def test_unsupported_options_raise():
 def test_nnx_conv_with_preferred_element_type_of_its_dtype():
     layer = nnx.Conv(2, 3, (3,), preferred_element_type=jnp.float32, rngs=nnx.Rngs(0), **JAXCNN)
     assert layer(jnp.ones((1, 5, 2))).shape == (1, 5, 3)
+
+
+def test_conv_transpose_recipe(x64):
+    # nnx.ConvTranspose has no conv_general_dilated hook (it calls lax.conv_transpose). The same layer is
+    # nnx.Conv with input_dilation = the strides and the transposed convolution's explicit (lo, hi)
+    # padding, which jaxcnn runs as jaxcnn.conv_transpose (Eq 22).
+    pads = ((2, 2), (1, 2))
+    stock = nnx.ConvTranspose(4, 6, (3, 2), strides=(2, 3), padding=pads, param_dtype=jnp.float64,
+                              rngs=nnx.Rngs(0))
+    ours = nnx.Conv(4, 6, (3, 2), input_dilation=(2, 3), padding=pads, param_dtype=jnp.float64,
+                    rngs=nnx.Rngs(1), **JAXCNN)
+    ours.kernel[...] = stock.kernel[...]
+    ours.bias[...] = stock.bias[...]
+    x = normal(7, (2, 5, 4, 4), jnp.float64)
+
+    def loss(model, x):
+        y = model(x)
+        return jnp.sum(y * normal(8, y.shape, jnp.float64)), y
+
+    grad = nnx.jit(nnx.grad(loss, argnums=(0, 1), has_aux=True))
+    (g_s, gx_s), y_s = grad(stock, x)
+    (g_o, gx_o), y_o = grad(ours, x)
+    assert y_o.shape == y_s.shape
+    assert_close(y_o, y_s)
+    assert_close(gx_o, gx_s)
+    assert_close(nnx.to_pure_dict(g_o), nnx.to_pure_dict(g_s))
