@@ -413,9 +413,9 @@ def test_configs_count_the_selected_rows(tmp_path, capsys):
 
 # ------------------------------------------------------------------------------ the table
 def test_default_table_rows_and_counts():
-    """The default sweep: 94 rows, 1,889 configs; every function's derived rows follow from its entry."""
+    """The default sweep: 97 rows, 1,927 configs; every function's derived rows follow from its entry."""
     registry = gradcheck.default_registry()
-    assert len(registry) == 94 and sum(f.configs for f in registry.values()) == 1889
+    assert len(registry) == 97 and sum(f.configs for f in registry.values()) == 1927
     assert (registry["conv2d"].configs, registry["d2:conv2d"].configs, registry["vmap:conv2d"].configs,
             registry["fd:conv2d"].configs) == (240, 40, 30, 4)
     assert registry["fd:lenet5"].kind == "fd" and registry["fd:lenet5"].dtype == "float64"

@@ -122,6 +122,16 @@ def _draw_conv_nd(rng: np.random.Generator, i: int, **kw: Any) -> Options:
     return _draw_conv(rng, i, nd=(1, 2, 3)[i % 3], **kw)
 
 
+_PADDING_MODES = ("reflect", "replicate", "circular")
+
+
+def _draw_padding_mode(rng: np.random.Generator, i: int) -> Options:
+    """A `conv` configuration in 1-3 dims whose border copies input units (``padding_mode``)."""
+    options = _draw_conv_nd(rng, i)
+    options.update(pad_value=0.0, padding_mode=_PADDING_MODES[(i // 3) % 3])
+    return options
+
+
 def _draw_transpose(rng: np.random.Generator, i: int) -> Options:
     """A `conv_transpose` configuration in 1, 2 or 3 spatial dims: the padding of the convolution
     being transposed (at most its kernel's extent less one), an output_padding below the stride
@@ -220,8 +230,10 @@ def _draw_pool(name: str, rng: np.random.Generator, i: int, nd: int = 2) -> Opti
         "padding": _padding(rng, _PADDINGS[(i // 2) % 6], tuple(w - 1 for w in win)),
         quantised: i % 2 == 0,
     }
-    for key in _keywords(name, bool):
+    for key in _keywords(name, bool):  # count_include_pad, ceil_mode
         options[key] = (i // 2) % 4 < 2
+    for key in _keywords(name, int):  # the window's dilation (max_pool)
+        options[key] = int(rng.integers(1, 3))
     return options
 
 
@@ -256,6 +268,8 @@ def _bias_arg(o: Options, out: tuple[int, ...], channels: int) -> list[Arg]:
 
 def _build_conv(name: str, ops: Any, o: Options, dtype: str) -> Case:
     kw = _conv_kw(o)
+    if "padding_mode" in o:
+        kw["padding_mode"] = str(o["padding_mode"])
     x_shape, w_shape = tuple(o["x_shape"]), tuple(o["w_shape"])
     out = out_shape(getattr(_ref, name), [x_shape, w_shape], dtype, **kw)
     args = [Arg("x", x_shape), Arg("w", w_shape), *_bias_arg(o, out, w_shape[-1])]
@@ -317,6 +331,7 @@ def _build_pool(name: str, ops: Any, o: Options, dtype: str) -> Case:
     kw: dict[str, Any] = {"window": as_tuples(o["window"]), "stride": as_tuples(o["stride"]),
                           "padding": as_tuples(o["padding"])}
     kw.update({param: bool(o[key]) for key, (param, _) in _keywords(name, bool).items()})
+    kw.update({param: as_tuples(o[key]) for key, (param, _) in _keywords(name, int).items() if key in o})
     x_shape = tuple(o["x_shape"])
     out_shape(getattr(_ref, name), [x_shape], dtype, **kw)
     quantised = bool(o.get(_QUANTISED_OPTION.get(name, "ties"), False)) and not _smooth(o)
@@ -454,6 +469,7 @@ ENTRIES: tuple[Entry, ...] = (
           vmap=(9, 6),
           fd=(3, 2)),
     Entry("conv3d", partial(_draw_conv, nd=3), partial(_build_conv, "conv3d"), 40, 8, d2=(8, 4), fd=(2, 2)),
+    Entry("conv_padding_mode", _draw_padding_mode, partial(_build_conv, "conv"), 30, 8, d2=(6, 4), fd=(2, 2)),
     Entry("conv_transpose", _draw_transpose, _build_transpose, 90, 10, d2=(18, 6), vmap=(9, 6), fd=(3, 2)),
     Entry("conv2d_input_grad", partial(_draw_conv, bias=False, pad_value=False),
           partial(_build_input_grad, "conv2d_input_grad"), 60, 15),
