@@ -514,7 +514,7 @@ def bench_case(case: ConvCase, torch: Any, repeats: int) -> dict[str, Any]:
             "times": interleaved(thunks, repeats)}
 
 
-def wide_lenet(c1: int = 32, c2: int = 64) -> models.Model:
+def wide_lenet(c1: int = 32, c2: int = 64) -> tuple[Callable, Callable]:
     """LeNet-5 with `c1` and `c2` maps (5x5 convs, relu, 2x2 max pools, dense 120-84-10)."""
     shapes = [(5, 5, 1, c1), (c1,), (5, 5, c1, c2), (c2,), (25 * c2, 120), (120,), (120, 84), (84,),
               (84, 10), (10,)]
@@ -530,7 +530,7 @@ def wide_lenet(c1: int = 32, c2: int = 64) -> models.Model:
         h = ops.relu(ops.dense(ops.relu(ops.dense(h, p[4], p[5])), p[6], p[7]))
         return ops.dense(h, p[8], p[9])
 
-    return models.Model(init, apply) if hasattr(models, "Model") else (init, apply)
+    return init, apply
 
 
 def torch_wide_lenet(torch: Any, c1: int = 32, c2: int = 64) -> Any:
@@ -715,11 +715,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="fewer repeats and a 300-example epoch")
     p.add_argument("--repeats", type=int, default=None,
                    help="interleaved repeats (default: shapes 7; legacy 15, quick 5)")
+    p.add_argument("--no-torch", action="store_true",
+                   help="skip PyTorch (on a loaded machine its OpenMP threads make its times meaningless)")
     p.add_argument("--json", default=None, help=f"results file (default {DEFAULT_JSON}, or {SUITE_JSON})")
     args = p.parse_args(argv)
     if args.repeats is not None and args.repeats < 1:
         p.error("--repeats must be >= 1")
-    torch = load_torch()
+    torch = None if args.no_torch else load_torch()
     if args.suite == "shapes":
         result = run_suite(args, torch)
         text, path = suite_table(result), args.json or SUITE_JSON
