@@ -25,9 +25,21 @@ slow every column (PyTorch's OpenMP threads most of all), so re-run when it is h
 
 Ratios are custom / reference time (and custom / torch): below 1 the article's formulas win.
 
+The shapes suite (the default, issue 11): each row is one layer's forward + backward (the loss
+``sum(y * ct)`` and the gradient w.r.t. every input) — ResNet-18's convolutions at batch 8 (3x3 at
+56/28/14/7, the stride-2 3x3 downsampling convs and their 1x1 stride-2 projections), a 1-D audio
+front end, a 3-D conv, transposed convs in 1-3 dims, depthwise and grouped 3x3 — then the LeNet-5
+and a wider LeNet (32/64 maps) train step and one lecun1989 per-example epoch. Columns: medians
+of interleaved repeats (custom rules, ``jax.grad`` of `jaxcnn.reference`, PyTorch eager with as
+many threads as XLA's CPU pool, i.e. the core count), achieved GFLOP/s (three convolutions' worth)
+and its share of this machine's float32 matmul GFLOP/s (2048^3, timed before and after), and the
+compiled temporary memory (``jit(f).lower(...).compile().memory_analysis().temp_size_in_bytes``)
+of custom vs ``jax.grad``. ``--suite legacy`` gives the README's older rows (a)-(f) above.
+
 Usage::
 
-    python experiments/benchmark.py [--quick] [--repeats N] [--json PATH]
+    python experiments/benchmark.py [--suite shapes|legacy] [--only SUBSTR,...] [--repeats N]
+                                    [--quick] [--no-torch] [--json PATH]
 """
 
 from __future__ import annotations
@@ -632,9 +644,11 @@ def suite_summary(rows: list[dict[str, Any]], mm: float) -> dict[str, Any]:
 def suite_table(result: dict[str, Any]) -> str:
     m, torch_missing = result["machine"], result["torch"] is None
     load = result["load_average"]
+    absent = "not run (--no-torch)" if result.get("torch_skipped") else "not installed"
     lines = [
         f"machine: {m['cpu']}, {m['cores']} cores; jax {m['jax_version']} ({m['backend']}); "
-        f"torch {result['torch'] or 'not installed'} ({result['torch_threads']} threads)",
+        f"torch {result['torch'] or absent}"
+        + (f" ({result['torch_threads']} threads)" if result["torch"] else ""),
         f"medians of {result['repeats']} interleaved repeats after warm-up (lecun1989 epoch:"
         f" {result['epoch_repeats']} of {result['epoch_examples']} examples); float32 matmul"
         f" {result['matmul_gflops']:.1f} GFLOP/s (2048^3, median); 1-min load average"
@@ -696,7 +710,7 @@ def run_suite(args: argparse.Namespace, torch: Any) -> dict[str, Any]:
     mm_after = matmul_gflops(repeats)
     matmul = float(np.median(mm + mm_after))
     result = {
-        "suite": "shapes", "machine": machine_info(),
+        "suite": "shapes", "machine": machine_info(), "torch_skipped": bool(args.no_torch),
         "load_average": {"before": list(load_before), "after": list(os.getloadavg())},
         "torch": None if torch is None else torch.__version__,
         "torch_threads": None if torch is None else torch.get_num_threads(),

@@ -186,7 +186,7 @@ def test_vmap_over_chunked_batches():
 
 
 @pytest.mark.parametrize("low", [jnp.bfloat16, jnp.float16], ids=["bfloat16", "float16"])
-@pytest.mark.parametrize("name", ["taps", "patches-chunked"])
+@pytest.mark.parametrize("name", ["taps", "patches-chunked", "patches-rows", "phases"])
 def test_low_precision_every_lowering(low, name):
     """16-bit inputs keep their dtype on every path (products accumulated in float32)."""
     x, w, b, options, ct = make_args(CASES["s3-k4-pad1-minus1-untied"], low)
