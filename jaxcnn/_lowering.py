@@ -27,6 +27,16 @@ Lowerings (the names of the private switch, see `force`):
   (`jaxcnn._windows.scatter`: Eq 20's sum over the taps). When ``P`` would exceed twice a small
   budget (2 MiB, `Plan.chunk_bytes`) the batch goes through a `lax.scan` in chunks, so that the
   patches stay in cache and the compiled temporary memory stays small.
+  When one example's patches alone exceed twice the budget, the scan runs over blocks of output
+  rows of each example instead (Eq 7 and Eq 13; ``force(rows=False)`` keeps the batch chunks).
+* ``"phases"`` — Eq 20 only (Eq 7 and Eq 13 as ``"patches"``): the input gradient of a stride-``s``
+  conv as ``prod(s)`` stride-1 correlations of the deltas, one per phase ``r`` of the input units
+  ``s*q + r`` with the kernel taps ``t`` where ``d*t = r (mod s)`` (`phases`, `by_phases`; the
+  "sub-pixel" form): no zeros are inserted between the deltas and there is no col2im. The XLA form
+  of a strided Eq 22 (`jaxcnn.convolution`) is the same decomposition with XLA convolutions.
+* Groups: every form batches its products over the groups, with the group axis moved first
+  (one einsum, no loop); depthwise convs (one channel per group) are broadcast products that XLA
+  fuses with the sum over the taps.
 * ``"auto"`` (default) — on CPU the measured best per formula and shape (`choose`); on every other
   platform ``"xla"``, by ``lax.platform_dependent``, so GPUs keep cuDNN.
 
