@@ -25,9 +25,21 @@ slow every column (PyTorch's OpenMP threads most of all), so re-run when it is h
 
 Ratios are custom / reference time (and custom / torch): below 1 the article's formulas win.
 
+The shapes suite (the default, issue 11): each row is one layer's forward + backward (the loss
+``sum(y * ct)`` and the gradient w.r.t. every input) — ResNet-18's convolutions at batch 8 (3x3 at
+56/28/14/7, the stride-2 3x3 downsampling convs and their 1x1 stride-2 projections), a 1-D audio
+front end, a 3-D conv, transposed convs in 1-3 dims, depthwise and grouped 3x3 — then the LeNet-5
+and a wider LeNet (32/64 maps) train step and one lecun1989 per-example epoch. Columns: medians
+of interleaved repeats (custom rules, ``jax.grad`` of `jaxcnn.reference`, PyTorch eager with as
+many threads as XLA's CPU pool, i.e. the core count), achieved GFLOP/s (three convolutions' worth)
+and its share of this machine's float32 matmul GFLOP/s (2048^3, timed before and after), and the
+compiled temporary memory (``jit(f).lower(...).compile().memory_analysis().temp_size_in_bytes``)
+of custom vs ``jax.grad``. ``--suite legacy`` gives the README's older rows (a)-(f) above.
+
 Usage::
 
-    python experiments/benchmark.py [--quick] [--repeats N] [--json PATH]
+    python experiments/benchmark.py [--suite shapes|legacy] [--only SUBSTR,...] [--repeats N]
+                                    [--quick] [--no-torch] [--json PATH]
 """
 
 from __future__ import annotations
@@ -35,6 +47,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import math
 import os
 import sys
 import time
@@ -48,9 +61,10 @@ import numpy as np
 import optax
 
 import jaxcnn
-from jaxcnn import models, reference, train
+from jaxcnn import _io, models, reference, train
 
 DEFAULT_JSON = "runs/benchmark/benchmark.json"
+SUITE_JSON = "runs/benchmark/suite.json"
 CONV64 = "conv 64->64 3x3 fwd+bwd"
 CONV64_FLOPS = 3 * 2 * 128 * 32 * 32 * 3 * 3 * 64 * 64  # forward, input and weight gradients
 MATMUL_FLOPS = 2 * 2048**3
@@ -389,25 +403,349 @@ def table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="fewer repeats and a 300-example epoch")
-    p.add_argument("--repeats", type=int, default=None, help="interleaved repeats (default 15, quick 5)")
-    p.add_argument("--json", default=DEFAULT_JSON, help=f"results file (default {DEFAULT_JSON})")
-    args = p.parse_args(argv)
-    repeats = args.repeats or (5 if args.quick else 15)
-    if repeats < 1:
-        p.error("--repeats must be >= 1")
+# ------------------------------------------------------------------------ the shapes suite
+class ConvCase:
+    """One conv (or transposed conv) layer: forward + backward of ``sum(y * ct)``, every gradient.
+
+    Shapes channels last: `x_shape` ``(N, *spatial, C_in)``, `w_shape` ``(*k, C/groups, D)`` (for
+    `transpose`, x has D channels, as in `jaxcnn.conv_transpose`); `options` go to the call
+    unchanged (symmetric int padding only, so that PyTorch takes the same)."""
+
+    def __init__(self, name: str, x_shape: tuple[int, ...], w_shape: tuple[int, ...], *,
+                 transpose: bool = False, bias: bool = True, **options: Any):
+        self.name, self.x_shape, self.w_shape = name, x_shape, w_shape
+        self.transpose, self.bias, self.options = transpose, bias, options
+        self.nd = len(w_shape) - 2
+
+    def fn(self, ops: Any) -> Callable:
+        call = ops.conv_transpose if self.transpose else ops.conv
+        return lambda x, w, b=None: call(x, w, b, **self.options)
+
+    def arrays(self) -> list[np.ndarray]:
+        fan_in = math.prod(self.w_shape[:-1])
+        out = [rng_array(51, self.x_shape), rng_array(52, self.w_shape, 1 / math.sqrt(fan_in))]
+        if self.bias:
+            groups = self.options.get("groups", 1)
+            channels = self.w_shape[-2] * groups if self.transpose else self.w_shape[-1]
+            out.append(rng_array(53, (channels,), 0.1))
+        return out
+
+    def flops(self) -> int:
+        """Eq 7, Eq 14 and Eq 22 each ``2 * N * prod(conv out) * prod(k) * C/groups * D``."""
+        shapes = [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in self.arrays()]
+        y = jax.eval_shape(self.fn(reference), *shapes)
+        conv_out = self.x_shape[1:-1] if self.transpose else y.shape[1:-1]
+        return 3 * 2 * self.x_shape[0] * math.prod(conv_out) * math.prod(self.w_shape)
+
+    def torch_fn(self, torch: Any) -> Callable:
+        F = torch.nn.functional
+        name = f"conv_transpose{self.nd}d" if self.transpose else f"conv{self.nd}d"
+        return functools.partial(getattr(F, name), **self.options)
+
+
+def suite_cases() -> list[ConvCase]:
+    """The shapes people train (issue 11): ResNet-18's convs at batch 8, a 1-D audio front end, a
+    3-D conv, transposed convs, grouped and depthwise convs."""
+    rn = [ConvCase(f"resnet 3x3 {c}->{c} {n}x{n}", (8, n, n, c), (3, 3, c, c), bias=False, padding=1)
+          for c, n in ((64, 56), (128, 28), (256, 14), (512, 7))]
+    rn += [ConvCase(f"resnet 3x3/2 {c}->{2 * c} {n}x{n}", (8, n, n, c), (3, 3, c, 2 * c), bias=False,
+                    stride=2, padding=1) for c, n in ((64, 56), (128, 28), (256, 14))]
+    rn += [ConvCase(f"resnet 1x1/2 {c}->{2 * c} {n}x{n}", (8, n, n, c), (1, 1, c, 2 * c), bias=False,
+                    stride=2)
+           for c, n in ((64, 56), (128, 28), (256, 14))]
+    return rn + [
+        ConvCase("audio 1-D 1->32 k9/4 16000", (8, 16000, 1), (9, 1, 32), stride=4, padding=4),
+        ConvCase("audio 1-D 32->64 k9 4000", (8, 4000, 32), (9, 32, 64), padding=4),
+        ConvCase("3-D 16->32 3x3x3 8x32x32", (4, 8, 32, 32, 16), (3, 3, 3, 16, 32), padding=1),
+        ConvCase("transpose 2-D 64->32 4x4/2 16x16", (8, 16, 16, 64), (4, 4, 32, 64), transpose=True,
+                 stride=2, padding=1),
+        ConvCase("transpose 1-D 64->32 k4/2 1000", (8, 1000, 64), (4, 32, 64), transpose=True, stride=2,
+                 padding=1),
+        ConvCase("transpose 3-D 32->16 4^3/2 8x16x16", (4, 8, 16, 16, 32), (4, 4, 4, 16, 32), transpose=True,
+                 stride=2, padding=1),
+        ConvCase("depthwise 3x3 64 56x56", (8, 56, 56, 64), (3, 3, 1, 64), groups=64, padding=1),
+        ConvCase("grouped g4 3x3 128->128 28x28", (8, 28, 28, 128), (3, 3, 32, 128), groups=4, padding=1),
+    ]
+
+
+def loss_and_grads(fn: Callable) -> Callable:
+    """jit of ``sum(fn(*args) * ct)`` and its gradient w.r.t. every argument."""
+    def loss(args, ct):
+        return jnp.sum(fn(*args) * ct)
+
+    return jax.jit(jax.value_and_grad(loss))
+
+
+def temp_bytes(jitted: Callable, *args: Any) -> float:
+    return float(jitted.lower(*args).compile().memory_analysis().temp_size_in_bytes)
+
+
+def to_channels_first(a: np.ndarray, kernel: bool) -> np.ndarray:
+    """``(N, *s, C)`` -> ``(N, C, *s)``; a kernel ``(*k, C/g, D)`` -> ``(D, C/g, *k)`` (torch's)."""
+    nd = a.ndim - 2
+    order = (nd + 1, nd, *range(nd)) if kernel else (0, nd + 1, *range(1, nd + 1))
+    return np.ascontiguousarray(a.transpose(order))
+
+
+def bench_case(case: ConvCase, torch: Any, repeats: int) -> dict[str, Any]:
+    arrays = case.arrays()
+    args = tuple(jnp.asarray(a) for a in arrays)
+    y_shape = jax.eval_shape(case.fn(reference), *args).shape
+    ct = rng_array(54, y_shape)
+    thunks, memory = {}, {}
+    for name, ops in (("custom", jaxcnn), ("reference", reference)):
+        f = loss_and_grads(case.fn(ops))
+        memory[name] = temp_bytes(f, args, jnp.asarray(ct))
+        thunks[name] = jax_thunk(f, args, jnp.asarray(ct))
+    if torch is not None:
+        tensors = [torch.tensor(to_channels_first(a, kernel=(k == 1)) if a.ndim > 1 else a,
+                                requires_grad=True) for k, a in enumerate(arrays)]
+        ct_t, tf = torch.tensor(to_channels_first(ct, kernel=False)), case.torch_fn(torch)
+
+        def torch_run() -> None:
+            for t in tensors:
+                t.grad = None
+            (tf(*tensors) * ct_t).sum().backward()
+
+        thunks["torch"] = torch_run
+    return {"name": case.name, "kind": "conv", "flops": case.flops(), "memory": memory,
+            "times": interleaved(thunks, repeats)}
+
+
+def wide_lenet(c1: int = 32, c2: int = 64) -> tuple[Callable, Callable]:
+    """LeNet-5 with `c1` and `c2` maps (5x5 convs, relu, 2x2 max pools, dense 120-84-10)."""
+    shapes = [(5, 5, 1, c1), (c1,), (5, 5, c1, c2), (c2,), (25 * c2, 120), (120,), (120, 84), (84,),
+              (84, 10), (10,)]
+
+    def init(key: jax.Array) -> list[jax.Array]:
+        keys = jax.random.split(key, len(shapes))
+        return [jax.random.normal(k, s) * (1 / math.sqrt(math.prod(s[:-1])) if len(s) > 1 else 0.0)
+                for k, s in zip(keys, shapes, strict=True)]
+
+    def apply(p: list[jax.Array], x: jax.Array, *, ops: Any = jaxcnn) -> jax.Array:
+        h = ops.max_pool(ops.relu(ops.conv2d(x, p[0], p[1], padding=2)), 2)
+        h = ops.flatten(ops.max_pool(ops.relu(ops.conv2d(h, p[2], p[3])), 2))
+        h = ops.relu(ops.dense(ops.relu(ops.dense(h, p[4], p[5])), p[6], p[7]))
+        return ops.dense(h, p[8], p[9])
+
+    return init, apply
+
+
+def torch_wide_lenet(torch: Any, c1: int = 32, c2: int = 64) -> Any:
+    nn = torch.nn
+    return nn.Sequential(
+        nn.Conv2d(1, c1, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(c1, c2, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+        nn.Linear(25 * c2, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, 10),
+    )
+
+
+def bench_step(name: str, model: Any, torch_net: Any, torch: Any, repeats: int) -> dict[str, Any]:
+    init, apply = model
+    x = jnp.asarray(rng_array(21, (BATCH, 28, 28, 1)))
+    y = jnp.asarray(np.random.default_rng(22).integers(0, 10, BATCH))
+    thunks, memory = {}, {}
+    for key, ops in (("custom", jaxcnn), ("reference", reference)):
+        step = train.make_train_step(functools.partial(apply, ops=ops), ops.softmax_cross_entropy,
+                                     optax.adam(1e-3))
+        params = init(jax.random.key(0))
+        state = (params, optax.adam(1e-3).init(params))
+        memory[key] = temp_bytes(step, *state, x, y)
+        thunks[key] = Stateful(step, state, x, y)
+    if torch is not None:
+        opt = torch.optim.Adam(torch_net.parameters(), 1e-3)
+        xt = torch.tensor(np.asarray(x).transpose(0, 3, 1, 2).copy())
+        yt = torch.tensor(np.asarray(y).astype(np.int64))
+        loss_fn = torch.nn.CrossEntropyLoss()
+
+        def torch_step() -> None:
+            opt.zero_grad()
+            loss_fn(torch_net(xt), yt).backward()
+            opt.step()
+
+        thunks["torch"] = torch_step
+    return {"name": name, "kind": "step", "memory": memory, "times": interleaved(thunks, repeats)}
+
+
+def epoch_memory(examples: int) -> dict[str, float]:
+    model = models.lecun1989(activation="tanh")
+    x = jnp.zeros((examples, 16, 16, 1))
+    t, order = jnp.zeros((examples, 10)), jnp.arange(examples)
+    memory = {}
+    for name, ops in (("custom", jaxcnn), ("reference", reference)):
+        apply_fn = functools.partial(model.apply, ops=ops)
+        epoch = train.make_sgd_epoch(apply_fn, ops.squared_error, optax.sgd(LR))
+        params = model.init(jax.random.key(0))
+        memory[name] = temp_bytes(epoch, params, optax.sgd(LR).init(params), x, t, order)
+    return memory
+
+
+SUITE_TARGETS = {  # issue 11, ratios from one run
+    "geomean custom/torch": ("<=", 0.8), "max custom/torch": ("<=", 1.2),
+    "geomean custom/reference": ("<=", 0.5), "max custom/reference": ("<=", 1.0),
+    "min large-3x3 custom % of matmul": (">=", 0.7), "max temp memory custom/reference": ("<=", 1.0),
+    "lecun1989 epoch custom/reference": ("<=", 0.3),
+}
+
+
+def matmul_gflops(repeats: int) -> list[float]:
+    thunk = matmul_thunk()
+    return [MATMUL_FLOPS / t / 1e9 for t in interleaved({"matmul": thunk}, repeats)["matmul"]]
+
+
+def suite_summary(rows: list[dict[str, Any]], mm: float) -> dict[str, Any]:
+    for row in rows:
+        m = row["median"] = medians(row)
+        row["ratios"] = {"custom/reference": ratio(m, "custom", "reference"),
+                         "custom/torch": ratio(m, "custom", "torch")}
+        mem = row.get("memory", {})
+        row["ratios"]["memory custom/reference"] = (mem["custom"] / mem["reference"] if mem.get("reference")
+                                                    else (0.0 if mem else None))
+        if row.get("flops"):
+            row["gflops"] = {k: row["flops"] / v / 1e9 for k, v in m.items()}
+            row["ratios"]["custom/matmul GFLOP/s"] = row["gflops"]["custom"] / mm
+
+    def values(key: str, pick: Callable[[dict], bool] = lambda r: True) -> list[float]:
+        return [r["ratios"][key] for r in rows if pick(r) and r["ratios"].get(key) is not None]
+
+    def gmean(v: list[float]) -> float | None:
+        return float(np.exp(np.mean(np.log(v)))) if v else None
+
+    large = lambda r: r["name"].startswith("resnet 3x3 ")  # noqa: E731 (the stride-1 3x3 convs)
+    lecun = [r["ratios"]["custom/reference"] for r in rows if r["name"] == "lecun1989 epoch"]
+    got = {
+        "geomean custom/torch": gmean(values("custom/torch")),
+        "max custom/torch": max(values("custom/torch"), default=None),
+        "geomean custom/reference": gmean(values("custom/reference")),
+        "max custom/reference": max(values("custom/reference"), default=None),
+        "min large-3x3 custom % of matmul": min(values("custom/matmul GFLOP/s", large), default=None),
+        "max temp memory custom/reference": max(values("memory custom/reference"), default=None),
+        "lecun1989 epoch custom/reference": lecun[0] if lecun else None,
+    }
+    return {k: {"value": v, "target": f"{SUITE_TARGETS[k][0]} {SUITE_TARGETS[k][1]:g}",
+                "met": None if v is None else (v <= SUITE_TARGETS[k][1] if SUITE_TARGETS[k][0] == "<="
+                                               else v >= SUITE_TARGETS[k][1])} for k, v in got.items()}
+
+
+def suite_table(result: dict[str, Any]) -> str:
+    m, torch_missing = result["machine"], result["torch"] is None
+    load = result["load_average"]
+    absent = "not run (--no-torch)" if result.get("torch_skipped") else "not installed"
+    lines = [
+        f"machine: {m['cpu']}, {m['cores']} cores; jax {m['jax_version']} ({m['backend']}); "
+        f"torch {result['torch'] or absent}"
+        + (f" ({result['torch_threads']} threads)" if result["torch"] else ""),
+        f"medians of {result['repeats']} interleaved repeats after warm-up (lecun1989 epoch:"
+        f" {result['epoch_repeats']} of {result['epoch_examples']} examples); float32 matmul"
+        f" {result['matmul_gflops']:.1f} GFLOP/s (2048^3, median); 1-min load average"
+        f" {load['before'][0]:.2f} before, {load['after'][0]:.2f} after",
+        "",
+    ]
+    head = ("forward+backward", "custom", "jax.grad", "torch", "c/grad", "c/torch", "GFLOP/s", "%mm",
+            "temp c", "temp grad")
+
+    def mib(v: float | None) -> str:
+        return "-" if v is None else f"{v / 2**20:.1f}M"
+
+    body = []
+    for r in result["rows"]:
+        mem = r.get("memory", {})
+        body.append((
+            r["name"], fmt_time(r, "custom", torch_missing), fmt_time(r, "reference", torch_missing),
+            fmt_time(r, "torch", torch_missing) if not torch_missing else "n/a",
+            fmt_ratio(r["ratios"]["custom/reference"]), fmt_ratio(r["ratios"]["custom/torch"]),
+            f"{r['gflops']['custom']:.1f}" if "gflops" in r else "-",
+            f"{r['ratios']['custom/matmul GFLOP/s']:.0%}" if "gflops" in r else "-",
+            mib(mem.get("custom")), mib(mem.get("reference")),
+        ))
+    widths = [max(len(str(c[i])) for c in [head, *body]) for i in range(len(head))]
+    for line in [head, *body]:
+        lines.append("  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)
+                               for i, (c, w) in enumerate(zip(line, widths, strict=True))))
+    lines += ["", "targets (issue 11):"]
+    for k, t in result["targets"].items():
+        state = "n/a" if t["met"] is None else ("met" if t["met"] else "NOT met")
+        value = "-" if t["value"] is None else f"{t['value']:.2f}"
+        lines.append(f"  {k} = {value} (target {t['target']}) {state}")
+    return "\n".join(lines)
+
+
+def run_suite(args: argparse.Namespace, torch: Any) -> dict[str, Any]:
+    repeats = args.repeats or 7
     examples = 300 if args.quick else EPOCH_EXAMPLES
     epoch_repeats = max(3, repeats // 3)
-    torch = load_torch()
+    only = [w.strip().lower() for w in args.only.split(",")] if args.only else None
 
+    def wanted(name: str) -> bool:
+        return only is None or any(w in name.lower() for w in only)
+
+    load_before = os.getloadavg()
+    mm = matmul_gflops(repeats)
+    rows = [bench_case(c, torch, repeats) for c in suite_cases() if wanted(c.name)]
+    if wanted("LeNet-5 train step"):
+        model = models.lenet5()
+        rows.append(bench_step("LeNet-5 train step", (model.init, model.apply),
+                               None if torch is None else torch_lenet5(torch), torch, repeats))
+    if wanted("wide LeNet 32/64 train step"):
+        rows.append(bench_step("wide LeNet 32/64 train step", wide_lenet(),
+                               None if torch is None else torch_wide_lenet(torch), torch, repeats))
+    if wanted("lecun1989 epoch"):
+        row = bench_lecun1989(torch, epoch_repeats, examples)
+        row["memory"] = epoch_memory(examples)
+        rows.append(row)
+    mm_after = matmul_gflops(repeats)
+    matmul = float(np.median(mm + mm_after))
+    result = {
+        "suite": "shapes", "machine": _report.machine_info(), "torch_skipped": bool(args.no_torch),
+        "load_average": {"before": list(load_before), "after": list(os.getloadavg())},
+        "torch": None if torch is None else torch.__version__,
+        "torch_threads": None if torch is None else torch.get_num_threads(),
+        "repeats": repeats, "epoch_repeats": epoch_repeats, "epoch_examples": examples,
+        "matmul_gflops": matmul, "matmul_gflops_samples": mm + mm_after, "rows": rows,
+    }
+    result["targets"] = suite_summary(rows, matmul)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--suite", choices=("shapes", "legacy"), default="shapes",
+                   help="shapes: issue 11's layers (default); legacy: the README's LeNet-era rows")
+    p.add_argument("--only", default=None, help="comma-separated substrings of row names (shapes suite)")
+    p.add_argument("--quick", action="store_true", help="fewer repeats and a 300-example epoch")
+    p.add_argument("--repeats", type=int, default=None,
+                   help="interleaved repeats (default: shapes 7; legacy 15, quick 5)")
+    p.add_argument("--no-torch", action="store_true",
+                   help="skip PyTorch (on a loaded machine its OpenMP threads make its times meaningless)")
+    p.add_argument("--json", default=None, help=f"results file (default {DEFAULT_JSON}, or {SUITE_JSON})")
+    args = p.parse_args(argv)
+    if args.repeats is not None and args.repeats < 1:
+        p.error("--repeats must be >= 1")
+    torch = None if args.no_torch else load_torch()
+    if args.suite == "shapes":
+        result = run_suite(args, torch)
+        text, path = suite_table(result), args.json or SUITE_JSON
+    else:
+        result = run_legacy(args, torch)
+        text, path = table(result), args.json or DEFAULT_JSON
+    print(text)
+    result["table"] = text
+    _io.atomic_write(path, json.dumps(result, indent=1).encode())
+    print(f"\nwrote {path}")
+    return 0
+
+
+def run_legacy(args: argparse.Namespace, torch: Any) -> dict[str, Any]:
+    repeats = args.repeats or (5 if args.quick else 15)
+    examples = 300 if args.quick else EPOCH_EXAMPLES
+    epoch_repeats = max(3, repeats // 3)
     load_before = os.getloadavg()
     rows = bench_ops(torch, repeats)
     rows.extend(bench_lenet5(torch, repeats))
     rows.append(bench_lecun1989(torch, epoch_repeats, examples))
     matmul_gflops = summarize(rows)
     result = {
+        "suite": "legacy",
         "machine": _report.machine_info(),
         "load_average": {"before": list(load_before), "after": list(os.getloadavg())},
         "torch": None if torch is None else torch.__version__,
@@ -418,12 +756,7 @@ def main(argv: list[str] | None = None) -> int:
         "rows": rows,
     }
     result["targets"] = check_targets(rows)
-    text = table(result)
-    print(text)
-    result["table"] = text
-    train.atomic_write(args.json, json.dumps(result, indent=1).encode())
-    print(f"\nwrote {args.json}")
-    return 0
+    return result
 
 
 if __name__ == "__main__":

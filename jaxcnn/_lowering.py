@@ -27,6 +27,16 @@ Lowerings (the names of the private switch, see `force`):
   (`jaxcnn._windows.scatter`: Eq 20's sum over the taps). When ``P`` would exceed twice a small
   budget (2 MiB, `Plan.chunk_bytes`) the batch goes through a `lax.scan` in chunks, so that the
   patches stay in cache and the compiled temporary memory stays small.
+  When one example's patches alone exceed twice the budget, the scan runs over blocks of output
+  rows of each example instead (Eq 7 and Eq 13; ``force(rows=False)`` keeps the batch chunks).
+* ``"phases"`` — Eq 20 only (Eq 7 and Eq 13 as ``"patches"``): the input gradient of a stride-``s``
+  conv as ``prod(s)`` stride-1 correlations of the deltas, one per phase ``r`` of the input units
+  ``s*q + r`` with the kernel taps ``t`` where ``d*t = r (mod s)`` (`phases`, `by_phases`; the
+  "sub-pixel" form): no zeros are inserted between the deltas and there is no col2im. The XLA form
+  of a strided Eq 22 (`jaxcnn.convolution`) is the same decomposition with XLA convolutions.
+* Groups: every form batches its products over the groups, with the group axis moved first
+  (one einsum, no loop); depthwise convs (one channel per group) are broadcast products that XLA
+  fuses with the sum over the taps.
 * ``"auto"`` (default) — on CPU the measured best per formula and shape (`choose`); on every other
   platform ``"xla"``, by ``lax.platform_dependent``, so GPUs keep cuDNN.
 
@@ -50,7 +60,7 @@ from jax import lax
 from jaxcnn import _windows
 from jaxcnn._specs import ConvSpec
 
-LOWERINGS = ("auto", "xla", "taps", "patches")
+LOWERINGS = ("auto", "xla", "taps", "patches", "phases")
 POOL_LOWERINGS = ("auto", "general")
 _CHUNK_BYTES = 1 << 21  # patches per scan step: 2 MiB stays in cache (measured: 1-3 MiB best)
 
@@ -61,13 +71,15 @@ class Plan(NamedTuple):
     name: str = "auto"  # one of LOWERINGS
     chunk_bytes: int = _CHUNK_BYTES  # bytes of patches per batch chunk (one `lax.scan` step)
     pool: str = "auto"  # one of POOL_LOWERINGS: "general" forces pooling's strided-slice path
+    rows: bool = True  # one example's patches over budget: scan over blocks of output rows too
 
 
 _forced = Plan()  # the private switch
 
 
 @contextlib.contextmanager
-def force(name: str = "auto", *, pool: str = "auto", chunk_bytes: int | None = None) -> Iterator[None]:
+def force(name: str = "auto", *, pool: str = "auto", chunk_bytes: int | None = None,
+          rows: bool = True) -> Iterator[None]:
     """Trace convs and pools with a forced lowering: the private switch for tests and gradcheck.
 
     Args:
@@ -76,6 +88,9 @@ def force(name: str = "auto", *, pool: str = "auto", chunk_bytes: int | None = N
       pool: "auto" (the reshape path when stride == window) or "general" (strided slices always).
       chunk_bytes: batch-chunk budget of "taps"/"patches" (default 2 MiB); a tiny value (1) makes
         every batch of more than two examples run through the chunked `lax.scan`.
+      rows: when one example's patches exceed twice the budget, scan over blocks of output rows
+        (of every example) instead of batch chunks (Eq 7 and Eq 13; default True). With a tiny
+        `chunk_bytes` and ``rows=True`` every conv runs row by row; ``rows=False`` keeps the batch chunks.
 
     The choice is read when a conv or pool is *traced* and baked into its static configuration
     (a `custom_vjp` nondiff argument), so its backward uses the same lowering even when traced
@@ -89,7 +104,7 @@ def force(name: str = "auto", *, pool: str = "auto", chunk_bytes: int | None = N
     if chunk_bytes is not None and (not isinstance(chunk_bytes, int) or chunk_bytes < 1):
         raise ValueError(f"`force`: `chunk_bytes` must be a positive int, got {chunk_bytes!r}")
     previous = _forced
-    _forced = Plan(name, _CHUNK_BYTES if chunk_bytes is None else chunk_bytes, pool)
+    _forced = Plan(name, _CHUNK_BYTES if chunk_bytes is None else chunk_bytes, pool, bool(rows))
     try:
         yield
     finally:
@@ -119,10 +134,35 @@ def requested() -> Plan:
 # A one-channel forward pass over many positions is fastest as broadcast taps that XLA fuses
 # into one loop (no patch buffer); over a few positions (one example) the patches' single small
 # matmul is. In the LeNet-5 step the small-channel forward pass of C3 is a little faster as XLA's.
+#
+# The shapes people train (issue 11; experiments/benchmark.py's suite, batch 8 unless noted; ms,
+# medians of 3-5 interleaved repeats on the same 2-core CPU under a load average of ~9, so only
+# the ratios within a line mean anything; "phases" is Eq 22 as stride-1 correlations, `by_phases`;
+# "xla" of a strided Eq 22 is also by phases):
+#
+#                                  forward              input grad                  weight grad
+#                               xla  taps  patches   xla  taps  patches phases   xla  taps  patches
+#   3x3 64->64 56x56            42   68    84        35   -     86      85       134  88    64
+#   3x3 128->128 28x28          42   -     32        40   -     46      -        -    -     -
+#   3x3 256->256 14x14          44   49    42        51   -     48      47       67   55    47
+#   3x3/2 64->128 from 56x56    22   34    34        21   -     18      21       54   33    31
+#   1-D 32->64 k9 4000          31   53    52        33   -     37      97       50   55    52
+#    (again, load 6)            25   58    47        28   42    38      -        39   47    41
+#   3-D 16->32 3^3 8x32x32 N=4  135  110   100       216  76    129     233      144  67    84
+#   3-D 4^3/2 (transposed) N=4  -    -     -         147  -     144     39       -    -     -
+#   2-D 4x4/2 (transposed)      -    -     -         2.6  -     4.0     3.1      -    -     -
+#   depthwise 3x3 64 56x56      225  7.6   52        521  36    39      -        308  98*   155
+#   groups 4 3x3 128 28x28      37   32    30        27   26    54      -        976  36    20
+#   C3 14x14x6->16 (N=128)      2.0  7.1   2.5       6.5  4.4   2.9     -        -    -     -
+#   (* the depthwise weight taps: per tap a product reduced over the channel-major data)
+#
+# XLA's convolution is fast for 1-D/2-D layers with many channels (it is at matmul speed there,
+# beating patches whose per-example buffer no longer fits the cache), and slow in 3-D, for
+# groups and for small channel counts; its weight gradient is slow everywhere.
 _TINY = 2  # input channels per group up to which the forward pass may be broadcast taps
 _MANY = 4096  # output positions (N * prod(out)) from which those taps pay
 _WIDE = 16  # input channels per group from which the forward pass is patches rather than XLA's
-_GROUPS = 4  # more groups than this stay with XLA's convolution (the matmul forms loop over them)
+_BIG = 4 << 20  # bytes of one example's patches from which a wide 1-D/2-D forward pass is XLA's
 # Above this many taps (prod(k)) the per-tap and patches forms unroll into too many slices: a 28x28
 # kernel compiled for ~15 s and ran 30x slower than XLA's convolution. Such kernels stay on "xla".
 _MAX_TAPS = 64
@@ -130,14 +170,32 @@ _MAX_TAPS = 64
 
 def choose(formula: str, spec: ConvSpec, n: int, c: int, d: int) -> str:
     """The CPU lowering of `formula` ("forward", "input", "weight") for a batch of `n`, C -> D."""
-    del d
-    c_g = c // spec.groups
-    if spec.groups > _GROUPS or math.prod(spec.kernel) > _MAX_TAPS:
+    g = spec.groups
+    c_g, d_g = c // g, d // g
+    strided = any(s > 1 for s in spec.stride)
+    if math.prod(spec.kernel) > _MAX_TAPS:
         return "xla"
+    if g > 1:  # grouped: batched over the groups; depthwise: broadcast products
+        if formula == "forward":
+            return "taps" if _tiny(c_g) else "patches"
+        if formula == "input":
+            return "phases" if _tiny(d_g) else "taps"
+        return "taps" if _tiny(c_g, d_g) else "patches"
     if formula == "forward" and c_g <= _TINY:
         return "taps" if n * math.prod(spec.out) >= _MANY else "patches"
+    if spec.nd == 3:  # XLA's 3-D convolution is slow: taps / patches / phases
+        if formula == "input":
+            return "phases" if strided else "taps"
+        return "taps" if formula == "weight" else "patches"
     if formula == "forward" and c_g < _WIDE:
         return "xla"
+    if formula == "forward":
+        return "xla" if strided or _patch_bytes(spec, c, jnp.float32) > _BIG else "patches"
+    if formula == "input" and min(c, d) >= _WIDE and (strided or _patch_bytes(spec, c, jnp.float32) > _BIG):
+        return "xla"  # strided: by phases (no inserted zeros); stride 1: a plain convolution
+    big = _patch_bytes(spec, c, jnp.float32) > _BIG
+    if formula == "weight" and spec.nd == 1 and min(c, d) >= _WIDE and big:
+        return "xla"  # the wide 1-D weight gradient: XLA's 38.5 ms vs patches' 41 (1-D 32->64 k9 4000)
     return "patches"
 
 
@@ -163,22 +221,6 @@ def _tap_indices(spec: ConvSpec) -> list[tuple[int, ...]]:
 
 def _spatial(spec: ConvSpec, first: int = 1) -> tuple[int, ...]:
     return tuple(range(first, first + spec.nd))
-
-
-def _by_group(fn: Callable[..., jax.Array], spec: ConvSpec, args: tuple[jax.Array, ...]) -> jax.Array:
-    """A grouped conv as `groups` ungrouped ones: ``fn(spec1, *slices)`` on each group's channels
-    (every arg split along its last axis), the results concatenated along the last axis. Each
-    group is then computed exactly as an ungrouped conv of its channels would be."""
-    g = spec.groups
-    one = spec._replace(groups=1)
-    if g == 1:
-        return fn(one, *args)
-    parts = []
-    for k in range(g):
-        sliced = [lax.slice_in_dim(a, k * (a.shape[-1] // g), (k + 1) * (a.shape[-1] // g), axis=a.ndim - 1)
-                  for a in args]
-        parts.append(fn(one, *sliced))
-    return jnp.concatenate(parts, axis=-1)
 
 
 # ------------------------------------------------------------------------------- batch chunks
@@ -217,10 +259,77 @@ def _sum_chunks(fn: Callable[..., jax.Array], size: int, *arrays: jax.Array) -> 
     return total
 
 
+def _rows(spec: ConvSpec, n: int, per_example_bytes: int, plan: Plan) -> int | None:
+    """Output rows (first spatial dim) per scan step when one example's patches exceed twice the
+    budget (a batch chunk of one or two examples would not stay in cache, and its buffer would
+    outgrow XLA's convolution's temporary memory): the largest divisor of the rows whose patches
+    fit the budget. None: batch chunks (`_chunk`) do."""
+    if not plan.rows or n == 0 or per_example_bytes <= 2 * plan.chunk_bytes or spec.out[0] < 2:
+        return None
+    per_row = per_example_bytes // spec.out[0]
+    limit = max(1, plan.chunk_bytes // max(per_row, 1))
+    return max(r for r in range(1, min(spec.out[0], limit) + 1) if spec.out[0] % r == 0)
+
+
+def _row_blocks(spec: ConvSpec, xp: jax.Array, rows: int) -> tuple[ConvSpec, Callable, int]:
+    """The conv of one block of `rows` output rows of one example: its spec (no padding: `xp` is
+    padded), a function of the step index returning the block's padded-input slice, and the step
+    count."""
+    s0, span, blocks = spec.stride[0], (rows - 1) * spec.stride[0] + spec.extent[0], spec.out[0] // rows
+    sub = spec._replace(pads=((0, 0),) * spec.nd, size=(span, *xp.shape[2:-1]), out=(rows, *spec.out[1:]))
+
+    def block(i: jax.Array) -> jax.Array:
+        one = lax.dynamic_slice_in_dim(xp, i // blocks, 1, 0)
+        return lax.dynamic_slice_in_dim(one, (i % blocks) * rows * s0, span, 1)
+
+    return sub, block, xp.shape[0] * blocks
+
+
+# ------------------------------------------------------------------------------- groups
+# A grouped conv is G ungrouped ones side by side. The matmul forms batch the products over the
+# groups (one einsum, no Python loop): channels ``C = (G, C/G)`` and ``D = (G, D/G)`` are split
+# and the group axis is moved *first* (`_lead`: a copy of the input or the deltas, not of the
+# k-times larger patches), so that XLA's batched dot needs no transposes. When a group's
+# contraction is tiny (depthwise: one input channel per group; or one output channel per group
+# for Eq 20; or a one-by-one weight block per group for Eq 13) the products are broadcast
+# multiplies that XLA fuses with the sum over the taps into one loop over the channels-last data.
+def _split(a: jax.Array, groups: int) -> jax.Array:
+    """``(..., C)`` -> ``(..., G, C/G)``."""
+    return a.reshape(*a.shape[:-1], groups, a.shape[-1] // groups)
+
+
+def _merge(a: jax.Array) -> jax.Array:
+    """``(..., G, C/G)`` -> ``(..., C)``."""
+    return a.reshape(*a.shape[:-2], a.shape[-2] * a.shape[-1])
+
+
+def _lead(a: jax.Array, groups: int) -> jax.Array:
+    """``(N, ..., C)`` -> ``(G, N, ..., C/G)``."""
+    return jnp.moveaxis(_split(a, groups), -2, 0)
+
+
+def _unlead(a: jax.Array) -> jax.Array:
+    """``(G, N, ..., C/G)`` -> ``(N, ..., C)``."""
+    return _merge(jnp.moveaxis(a, 0, -2))
+
+
+def _group_kernel(kernel: jax.Array, groups: int) -> jax.Array:
+    """``(*k, C/G, D)`` -> ``(G, *k, C/G, D/G)``."""
+    return jnp.moveaxis(_split(kernel, groups), -2, 0)
+
+
+def _lift(a: jax.Array, lead: int) -> jax.Array:
+    """`a` with `lead` unit axes in front (explicit broadcasting: no implicit rank promotion)."""
+    return a.reshape((1,) * lead + a.shape)
+
+
+def _tiny(*sizes: int) -> bool:
+    return math.prod(sizes) <= _TINY
+
+
 # -------------------------------------------------------------------------------- Eq 7: y
 # Each lowering is one `jax.jit` (static configuration): called eagerly it compiles once as a
-# whole rather than op by op; inside an outer jit it is inlined. Groups: one ungrouped conv per
-# group (`_by_group`); `choose` sends many groups to XLA's convolution instead.
+# whole rather than op by op; inside an outer jit it is inlined.
 @functools.partial(jax.jit, static_argnums=(2, 3))
 def forward(x: jax.Array, kernel: jax.Array, spec: ConvSpec, plan: Plan) -> jax.Array:
     """Eq 7, ``y = sum_t X_t @ kernel[t]``, by ``"taps"`` or ``"patches"``.
@@ -228,22 +337,46 @@ def forward(x: jax.Array, kernel: jax.Array, spec: ConvSpec, plan: Plan) -> jax.
     `kernel` ``(*k, C/G, D)`` is the one correlated (rotated for flip=True); x ``(N, *size, C)``
     unpadded. Returns ``(N, *out, D)``.
     """
-    g, axes = geometry(spec), _spatial(spec)
+    g, groups, nd = geometry(spec), spec.groups, spec.nd
+    k, c_g, d = math.prod(spec.kernel), kernel.shape[-2], kernel.shape[-1]
+    acc = _acc_dtype(x.dtype)
 
-    def taps(spec, x, kernel):  # one matmul per tap, accumulated
-        xp = _windows.pad(x, spec.pads, spec.pad_value)
-        return _windows.total(_einsum("...c,cd->...d", _windows.tap(xp, g, t, axes), kernel[t])
-                              for t in _tap_indices(spec))
+    def taps(x):  # one matmul per tap, accumulated
+        if groups == 1:
+            xp = _windows.pad(x, spec.pads, spec.pad_value)
+            return _windows.total(_einsum("...c,cd->...d", _windows.tap(xp, g, t, _spatial(spec)), kernel[t])
+                                  for t in _tap_indices(spec))
+        if _tiny(c_g):  # depthwise: broadcast products, channels last, fused with the sum
+            xp = _split(_windows.pad(x, spec.pads, spec.pad_value), groups).astype(acc)  # (N, *s, G, C/G)
+            kg = _split(kernel, groups).astype(acc)  # (*k, C/G, G, D/G)
+            return _merge(_windows.total(
+                jnp.sum(_windows.tap(xp, g, t, _spatial(spec))[..., None]
+                        * _lift(jnp.swapaxes(kg[t], 0, 1), nd + 1), axis=-2)
+                for t in _tap_indices(spec)))
+        xp, kl = _windows.pad(_lead(x, groups), spec.pads, spec.pad_value, 2), _group_kernel(kernel, groups)
+        return _unlead(_windows.total(_einsum("g...c,gcd->g...d", _windows.tap(xp, g, t, _spatial(spec, 2)),
+                                              kl[(slice(None), *t)]) for t in _tap_indices(spec)))
 
-    def patches(spec, x, kernel):  # im2col: P (N, *out, K*C) @ W (K*C, D)
-        p = _windows.gather(_windows.pad(x, spec.pads, spec.pad_value), g, axes, spec.nd + 1)
-        kc, d = math.prod(kernel.shape[:-1]), kernel.shape[-1]
-        return _einsum("...k,kd->...d", p.reshape(*p.shape[: spec.nd + 1], kc), kernel.reshape(kc, d))
+    def patches(x):  # im2col: P (N, *out, K*C) @ W (K*C, D), batched over the groups
+        if groups == 1:
+            p = _windows.gather(_windows.pad(x, spec.pads, spec.pad_value), g, _spatial(spec), nd + 1)
+            p = p.reshape(*p.shape[: nd + 1], k * c_g)
+            return _einsum("...k,kd->...d", p, kernel.reshape(k * c_g, d))
+        xp = _windows.pad(_lead(x, groups), spec.pads, spec.pad_value, 2)
+        p = _windows.gather(xp, g, _spatial(spec, 2), nd + 2)  # (G, N, *out, *k, C/G)
+        kl = _group_kernel(kernel, groups).reshape(groups, k * c_g, d // groups)
+        return _unlead(_einsum("g...k,gkd->g...d", p.reshape(*p.shape[: nd + 2], k * c_g), kl))
 
-    fn = taps if plan.name == "taps" else patches
-    size = _chunk(x.shape[0], _patch_bytes(spec, x.shape[-1], x.dtype), plan.chunk_bytes)
-    y = _map_chunks(lambda x: _by_group(fn, spec, (x, kernel)), size, x)
-    return y.astype(x.dtype)
+    per_example = _patch_bytes(spec, x.shape[-1], x.dtype)
+    rows = _rows(spec, x.shape[0], per_example, plan)
+    if rows is not None:  # a scan over (example, block of output rows)
+        sub, block, steps = _row_blocks(spec, _windows.pad(x, spec.pads, spec.pad_value), rows)
+        _, y = lax.scan(lambda carry, i: (carry, forward(block(i), kernel, sub, plan)[0]), None,
+                        jnp.arange(steps))
+        return y.reshape(x.shape[0], spec.out[0], *y.shape[2:])
+    fn = taps if plan.name == "taps" else patches  # "phases" changes Eq 20 only
+    size = _chunk(x.shape[0], per_example, plan.chunk_bytes)
+    return _map_chunks(fn, size, x).astype(x.dtype)
 
 
 # ------------------------------------------------------------------------------ Eq 13: dE/dw
@@ -253,28 +386,74 @@ def weight_grad(x: jax.Array, delta: jax.Array, spec: ConvSpec, plan: Plan) -> j
 
     Returns the gradient w.r.t. the kernel that was correlated, ``(*k, C/G, D)``.
     """
-    g = geometry(spec)
+    g, groups, nd = geometry(spec), spec.groups, spec.nd
+    c_g, d = x.shape[-1] // groups, delta.shape[-1]
+    k, d_g = math.prod(spec.kernel), d // groups
+    acc = _acc_dtype(x.dtype)
 
-    def taps(spec, x, delta):  # one matmul per tap, contracting batch and positions
-        xp, axes = _windows.pad(x, spec.pads, spec.pad_value), _spatial(spec)
-        dk = jnp.stack([_einsum("...c,...d->cd", _windows.tap(xp, g, t, axes), delta)
-                        for t in _tap_indices(spec)])
+    def stacked(dk):  # per-tap (C/G, D) blocks -> (*k, C/G, D)
+        dk = jnp.stack(dk)
         return dk.reshape(*spec.kernel, *dk.shape[1:])
 
-    def patches(spec, x, delta):  # im2col: dE/dW = P^T @ delta, (K*C, D)
-        # P^T is built directly as (*k, C, N, *out) from the channel-major input (C, N, *size), so
-        # that the matmul contracts the long axis without a transpose.
-        xp = jnp.moveaxis(_windows.pad(x, spec.pads, spec.pad_value), -1, 0)
-        pt = _windows.gather(xp, g, _spatial(spec, 2), 0)
-        kc, d = math.prod(spec.kernel) * x.shape[-1], delta.shape[-1]
-        rows = delta.shape[0] * math.prod(spec.out)
-        dk = _einsum("km,md->kd", pt.reshape(kc, rows), delta.reshape(rows, d))
-        return dk.reshape(*spec.kernel, x.shape[-1], d)
+    def from_groups(dk):  # (G, *k, C/G, D/G) -> (*k, C/G, D)
+        return _merge(jnp.moveaxis(dk, 0, -2))
 
+    def tiny(x, delta):  # depthwise: per tap, products summed over the batch and positions
+        # channel-major ((G, C/G, N, *size), (G, D/G, N, *out)): each tap's sum is a reduction
+        # over the trailing axes, which XLA vectorises (a reduction over the leading ones it does not)
+        xg = _windows.pad(jnp.moveaxis(_split(x, groups), (-2, -1), (0, 1)), spec.pads, spec.pad_value, 3)
+        dg = jnp.moveaxis(_split(delta, groups), (-2, -1), (0, 1)).astype(acc)[:, None]
+        trailing = tuple(range(3, nd + 4))
+        dk = jnp.stack([jnp.sum(_windows.tap(xg, g, t, _spatial(spec, 3)).astype(acc)[:, :, None] * dg,
+                                axis=trailing) for t in _tap_indices(spec)])  # (K, G, C/G, D/G)
+        return _merge(jnp.moveaxis(dk, 1, 2)).reshape(*spec.kernel, c_g, d)
+
+    def taps(x, delta):  # one matmul per tap, contracting batch and positions
+        if groups == 1:
+            xp = _windows.pad(x, spec.pads, spec.pad_value)
+            return stacked([_einsum("...c,...d->cd", _windows.tap(xp, g, t, _spatial(spec)), delta)
+                            for t in _tap_indices(spec)])
+        if _tiny(c_g, d_g):
+            return tiny(x, delta)
+        xp, dl = _windows.pad(_lead(x, groups), spec.pads, spec.pad_value, 2), _lead(delta, groups)
+        dk = jnp.stack([_einsum("g...c,g...d->gcd", _windows.tap(xp, g, t, _spatial(spec, 2)), dl)
+                        for t in _tap_indices(spec)], axis=1)  # (G, K, C/G, D/G)
+        return from_groups(dk.reshape(groups, *spec.kernel, c_g, d_g))
+
+    def patches(x, delta):  # im2col: dE/dW = P^T @ delta, (K*C, D)
+        rows = delta.shape[0] * math.prod(spec.out)
+        if groups > 1 and _tiny(c_g, d_g):  # no patches: a broadcast product per tap
+            return tiny(x, delta)
+        # P^T is built directly as ([G,] *k, C/G, N, *out) from the channel-major input
+        # ([G,] C/G, N, *size), so that the matmul contracts the long axis without a transpose.
+        if groups == 1:
+            xp = jnp.moveaxis(_windows.pad(x, spec.pads, spec.pad_value), -1, 0)
+            pt = _windows.gather(xp, g, _spatial(spec, 2), 0)
+            dk = _einsum("km,md->kd", pt.reshape(k * c_g, rows), delta.reshape(rows, d))
+            return dk.reshape(*spec.kernel, c_g, d)
+        xg = jnp.moveaxis(_split(x, groups), (-2, -1), (0, 1))  # (G, C/G, N, *size)
+        pt = _windows.gather(_windows.pad(xg, spec.pads, spec.pad_value, 3), g, _spatial(spec, 3), 1)
+        dl = _lead(delta, groups).reshape(groups, rows, d_g)
+        dk = _einsum("gkm,gmd->gkd", pt.reshape(groups, k * c_g, rows), dl)
+        return from_groups(dk.reshape(groups, *spec.kernel, c_g, d_g))
+
+    per_example = _patch_bytes(spec, x.shape[-1], x.dtype)
+    rows = _rows(spec, x.shape[0], per_example, plan)
+    if rows is not None:  # a scan over (example, block of output rows), summing
+        sub, block, steps = _row_blocks(spec, _windows.pad(x, spec.pads, spec.pad_value), rows)
+        blocks = spec.out[0] // rows
+
+        def step(total, i):
+            one = lax.dynamic_slice_in_dim(delta, i // blocks, 1, 0)
+            rows_delta = lax.dynamic_slice_in_dim(one, (i % blocks) * rows, rows, 1)
+            # 16-bit inputs: each block's sum in float32 too (the blocks are summed in float32)
+            return total + weight_grad(block(i).astype(acc), rows_delta.astype(acc), sub, plan), None
+
+        total, _ = lax.scan(step, jnp.zeros((*spec.kernel, c_g, d), acc), jnp.arange(steps))
+        return total.astype(x.dtype)
     fn = taps if plan.name == "taps" else patches
-    size = _chunk(x.shape[0], _patch_bytes(spec, x.shape[-1], x.dtype), plan.chunk_bytes)
-    dk = _sum_chunks(lambda x, delta: _by_group(fn, spec, (x, delta)), size, x, delta)
-    return dk.astype(x.dtype)
+    size = _chunk(x.shape[0], per_example, plan.chunk_bytes)
+    return _sum_chunks(fn, size, x, delta).astype(x.dtype)
 
 
 # ------------------------------------------------------------------------------ Eq 20: dE/dx
@@ -284,19 +463,124 @@ def input_grad(delta: jax.Array, kernel: jax.Array, spec: ConvSpec, plan: Plan) 
 
     `kernel` is the one the forward pass correlated with; returns ``(N, *size, C)``.
     """
-    g, axes = geometry(spec), _spatial(spec)
+    g, groups, nd = geometry(spec), spec.groups, spec.nd
+    k, c_g, d = math.prod(spec.kernel), kernel.shape[-2], kernel.shape[-1]
+    d_g = d // groups
+    acc = _acc_dtype(delta.dtype)
 
-    def taps(spec, delta, kernel):  # per tap: delta @ kernel[t]^T, placed and accumulated
-        return _windows.total(_windows.place(_einsum("...d,cd->...c", delta, kernel[t]), g, t, axes)
-                              for t in _tap_indices(spec))
+    def taps(delta):  # per tap: delta @ kernel[t]^T, placed and accumulated
+        axes = _spatial(spec)
+        if groups == 1:
+            return _windows.total(_windows.place(_einsum("...d,cd->...c", delta, kernel[t]), g, t, axes)
+                                  for t in _tap_indices(spec))
+        if _tiny(d_g):  # broadcast products (..., G, 1, D/G) * (G, C/G, D/G), summed over D/G
+            dg = _split(delta, groups).astype(acc)[..., None, :]
+            kg = jnp.moveaxis(_split(kernel, groups), -2, -3).astype(acc)  # (*k, G, C/G, D/G)
+            return _windows.total(_windows.place(_merge(jnp.sum(dg * _lift(kg[t], nd + 1), axis=-1)), g, t,
+                                                 axes)
+                                  for t in _tap_indices(spec))
+        dl, kl = _lead(delta, groups), _group_kernel(kernel, groups)
+        return _unlead(_windows.total(
+            _windows.place(_einsum("g...d,gcd->g...c", dl, kl[(slice(None), *t)]), g, t, _spatial(spec, 2))
+            for t in _tap_indices(spec)))
 
-    def patches(spec, delta, kernel):  # col2im: Z = delta @ W^T (N, *out, *k, C), placed and summed
-        kc = math.prod(kernel.shape[:-1])
-        z = _einsum("...d,kd->...k", delta, kernel.reshape(kc, kernel.shape[-1]))
-        return _windows.scatter(z.reshape(*z.shape[:-1], *kernel.shape[:-1]), g, axes, spec.nd + 1)
+    def patches(delta):  # col2im: Z = delta @ W^T (N, *out, *k, C), placed and summed
+        if groups == 1:
+            z = _einsum("...d,kd->...k", delta, kernel.reshape(k * c_g, d))
+            return _windows.scatter(z.reshape(*z.shape[:-1], *spec.kernel, c_g), g, _spatial(spec), nd + 1)
+        kl = _group_kernel(kernel, groups).reshape(groups, k * c_g, d_g)
+        z = _einsum("g...d,gkd->g...k", _lead(delta, groups), kl)  # (G, N, *out, K*C/G)
+        z = z.reshape(*z.shape[:-1], *spec.kernel, c_g)
+        return _unlead(_windows.scatter(z, g, _spatial(spec, 2), nd + 2))
 
+    if plan.name == "phases":  # Eq 22 as stride-1 correlations of the deltas (`by_phases`), no col2im
+        sub_plan = plan._replace(name="taps" if groups > 1 and _tiny(d_g) else "patches")
+        return by_phases(delta, kernel, spec, lambda dl, sub_k, sub: forward(dl, sub_k, sub, sub_plan))
     fn = taps if plan.name == "taps" else patches
-    c = kernel.shape[-2] * spec.groups
-    size = _chunk(delta.shape[0], _patch_bytes(spec, c, delta.dtype), plan.chunk_bytes)
-    dx = _map_chunks(lambda delta: _by_group(fn, spec, (delta, kernel)), size, delta)
-    return dx.astype(delta.dtype)
+    size = _chunk(delta.shape[0], _patch_bytes(spec, c_g * groups, delta.dtype), plan.chunk_bytes)
+    return _map_chunks(fn, size, delta).astype(delta.dtype)
+
+
+# -------------------------------------------------------------- Eq 22 by phases (sub-pixel)
+class Phase(NamedTuple):
+    """One phase of the strided Eq 22: the padded-input units ``s*q + r`` (``r`` per dim) get a
+    stride-1 correlation of the deltas with the kernel taps ``t`` where ``d*t = r (mod s)``."""
+
+    offset: tuple[int, ...]  # r
+    taps: tuple[tuple[int, ...], ...]  # per dim, the taps t in that phase, reversed (the sub-kernel)
+    spec: ConvSpec  # the stride-1 correlation: deltas (N, *out, D) -> (N, *q, C)
+
+
+def phases(spec: ConvSpec) -> tuple[tuple[int, ...], list[Phase]]:
+    """Eq 22 without inserted zeros: ``dx_pad[s*q + r] = sum_{t: d t = r mod s} delta[q - (d t - r)/s] w[t]``.
+
+    Per dim, the taps of phase ``r`` are ``t_0 + j*s/gcd(s, d)``, their deltas are spaced by
+    ``d/gcd(s, d)``: a stride-1 correlation of the deltas with the reversed sub-kernel, dilated by
+    that spacing, padded so that it yields ``Q = ceil((n + lo + hi) / s)`` units. Returns ``Q`` per
+    dim and the phases (those with no taps, possible when ``gcd(s, d) > 1``, are left out: zeros).
+    """
+    q_all = tuple(-(-(n + lo + hi) // s)
+                  for n, (lo, hi), s in zip(spec.size, spec.pads, spec.stride, strict=True))
+    per_dim = []
+    for k, s, d, o, q in zip(spec.kernel, spec.stride, spec.dilation, spec.out, q_all, strict=True):
+        options = []
+        for r in range(s):
+            taps = [t for t in range(k) if (d * t - r) % s == 0]
+            if not taps:
+                options.append(None)
+                continue
+            step = d // math.gcd(s, d)  # spacing of their deltas
+            m0 = (d * taps[0] - r) // s
+            lo = m0 + (len(taps) - 1) * step  # = -c0: the deltas' offset of the first reversed tap
+            hi = q + (len(taps) - 1) * step - lo - o
+            options.append((r, tuple(reversed(taps)), step, (lo, hi)))
+        per_dim.append(options)
+    out = []
+    for combo in itertools.product(*per_dim):
+        if any(c is None for c in combo):
+            continue
+        sub = ConvSpec(kernel=tuple(len(c[1]) for c in combo), stride=(1,) * spec.nd,
+                       pads=tuple(c[3] for c in combo),
+                       dilation=tuple(c[2] for c in combo), groups=spec.groups, flip=False, pad_value=0.0,
+                       size=spec.out, out=q_all)
+        out.append(Phase(tuple(c[0] for c in combo), tuple(c[1] for c in combo), sub))
+    return q_all, out
+
+
+def swap_io(kernel: jax.Array, groups: int) -> jax.Array:
+    """``(*k, C/G, D)`` -> ``(*k, D/G, C)``: the kernel read from outputs to inputs, group by group."""
+    *k, c_g, d = kernel.shape
+    nd = len(k)
+    split = kernel.reshape(*k, c_g, groups, d // groups)
+    return split.transpose(*range(nd), nd + 2, nd + 1, nd).reshape(*k, d // groups, groups * c_g)
+
+
+def by_phases(delta: jax.Array, kernel: jax.Array, spec: ConvSpec,
+              correlate: Callable[[jax.Array, jax.Array, ConvSpec], jax.Array]) -> jax.Array:
+    """Eq 22 (``dE/dx``, `kernel` the one the forward pass correlated with) as ``prod(s)`` stride-1
+    correlations of the undilated deltas (`phases`), ``correlate(delta, sub_kernel, sub_spec)`` each
+    (an XLA convolution, or `forward`), interleaved and cropped to the input. No zeros are
+    inserted between the deltas, so nothing multiplies them."""
+    q_all, parts = phases(spec)
+    nd, n, c = spec.nd, delta.shape[0], kernel.shape[-2] * spec.groups
+    stride, found = spec.stride, {ph.offset: ph for ph in parts}
+    outputs = []
+    for offset in itertools.product(*(range(s) for s in stride)):
+        ph = found.get(offset)
+        if ph is None:  # no tap lands on these units: their gradient is zero
+            outputs.append(jnp.zeros((n, *q_all, c), delta.dtype))
+            continue
+        sub = kernel[tuple(_reversed_taps(t) for t in ph.taps)]
+        outputs.append(correlate(delta, swap_io(sub, spec.groups), ph.spec).astype(delta.dtype))
+    grid = jnp.stack(outputs).reshape(*stride, n, *q_all, c)
+    # (*s, N, *Q, C) -> (N, Q_1, s_1, ..., Q_nd, s_nd, C) -> (N, *(Q*s), C), cropped to the input
+    order = [nd, *(a for i in range(nd) for a in (nd + 1 + i, i)), 2 * nd + 1]
+    dx = grid.transpose(order).reshape(n, *(q * s for q, s in zip(q_all, stride, strict=True)), c)
+    return dx[(slice(None), *(slice(lo, lo + m) for m, (lo, _) in zip(spec.size, spec.pads, strict=True)))]
+
+
+def _reversed_taps(taps: tuple[int, ...]) -> slice:
+    """The static slice picking `taps` (an arithmetic progression, listed descending)."""
+    step = taps[0] - taps[1] if len(taps) > 1 else 1
+    stop = taps[-1] - step
+    return slice(taps[0], None if stop < 0 else stop, -step)

@@ -140,7 +140,19 @@ def _input_grad(delta: jax.Array, w: jax.Array, spec: ConvSpec, plan: _lowering.
     kernel = _rotate(w, spec.nd) if spec.flip else w  # the kernel the forward pass correlated with
     lhs, rhs = LAYOUTS[spec.nd]
 
+    def eq22_phases(delta, kernel):
+        # Eq 22 for a strided conv without the inserted zeros (sub-pixel form, `_lowering.phases`):
+        # the input units s*q + r of each phase r are a stride-1 correlation of the deltas with
+        # the kernel taps t where d*t = r (mod s); zero insertion (lhs dilation) is slow on CPU and GPU.
+        def correlate(dl, sub_kernel, sub):
+            return _correlate(_windows.pad(dl, sub.pads, 0.0), sub_kernel, dims=(lhs, rhs, lhs),
+                              strides=(1,) * spec.nd, rhs_dilation=sub.dilation, feature_groups=spec.groups)
+
+        return _lowering.by_phases(delta, kernel, spec, correlate)
+
     def eq22(delta, kernel):
+        if any(s > 1 for s in spec.stride):
+            return eq22_phases(delta, kernel)
         # Eq 22: the deltas, dilated by the stride (s - 1 zeros between them) and zero-padded by
         # extent - 1 on every side ("full"), cross-correlated with rot180(kernel) — i.e. a full
         # convolution with the kernel, in/out channels swapped group by group. Units the forward

@@ -11,6 +11,7 @@ through the chunked ``lax.scan``; "auto" is the per-platform choice. No timings 
 from __future__ import annotations
 
 import functools
+import re
 
 import jax
 import jax.numpy as jnp
@@ -27,9 +28,11 @@ LOWERINGS = [
     ("xla", {"name": "xla"}),
     ("taps", {"name": "taps"}),
     ("patches", {"name": "patches"}),
-    ("patches-chunked", {"name": "patches", "chunk_bytes": 1}),
+    ("patches-chunked", {"name": "patches", "chunk_bytes": 1, "rows": False}),
     ("auto", {"name": "auto"}),
-    ("taps-chunked", {"name": "taps", "chunk_bytes": 1}),  # the same scans as patches-chunked
+    ("taps-chunked", {"name": "taps", "chunk_bytes": 1, "rows": False}),  # the same scans as patches-chunked
+    ("patches-rows", {"name": "patches", "chunk_bytes": 1}),  # a scan over blocks of output rows
+    ("phases", {"name": "phases"}),
 ]
 GRID_LOWERINGS = LOWERINGS[:4]  # "auto" and the chunked taps: test_public_grads_every_lowering
 
@@ -132,7 +135,7 @@ def test_public_grads_every_lowering(case, dtype):
         assert_dtype(grads, dtype)
 
 
-@pytest.mark.parametrize("name", ["taps", "patches", "patches-chunked"])
+@pytest.mark.parametrize("name", ["taps", "patches", "patches-chunked", "patches-rows", "phases"])
 def test_second_order_every_lowering(name, x64):
     """grad of a function of the VJP (w.r.t. x, w, b and the cotangent): the backward rules are
     differentiable code on every path."""
@@ -183,7 +186,7 @@ def test_vmap_over_chunked_batches():
 
 
 @pytest.mark.parametrize("low", [jnp.bfloat16, jnp.float16], ids=["bfloat16", "float16"])
-@pytest.mark.parametrize("name", ["taps", "patches-chunked"])
+@pytest.mark.parametrize("name", ["taps", "patches-chunked", "patches-rows", "phases"])
 def test_low_precision_every_lowering(low, name):
     """16-bit inputs keep their dtype on every path (products accumulated in float32)."""
     x, w, b, options, ct = make_args(CASES["s3-k4-pad1-minus1-untied"], low)
@@ -231,11 +234,14 @@ def test_auto_on_cpu_uses_the_matmul_forms_and_elsewhere_xla():
         ("forward", 1, 12, 12, 1, "xla"),  # LeCun H2, one example
         ("forward", 128, 64, 64, 1, "patches"),
         ("input", 128, 6, 16, 1, "patches"),
-        ("input", 128, 64, 64, 2, "patches"),
+        ("input", 128, 64, 64, 1, "patches"),  # stride 1, small patches per example
+        ("input", 128, 64, 64, 2, "taps"),  # grouped: batched over the groups
         ("weight", 128, 1, 6, 1, "patches"),
         ("weight", 128, 64, 64, 1, "patches"),
-        ("forward", 128, 64, 64, 64, "xla"),  # depthwise: no loop over 64 groups
-        ("weight", 128, 64, 64, 8, "xla"),
+        ("forward", 128, 64, 64, 64, "taps"),  # depthwise: broadcast products
+        ("input", 128, 64, 64, 64, "phases"),
+        ("weight", 128, 64, 64, 64, "taps"),
+        ("weight", 128, 64, 64, 8, "patches"),
     ],
 )
 def test_cpu_choice(formula, n, c, d, groups, expected):
@@ -317,3 +323,110 @@ def test_large_kernels_stay_on_xla(kernel, expected):
     spec = conv_spec("conv2d", jnp.zeros((1, 32, 32, 1)), jnp.zeros((*kernel, 1, 1)), None,
                      stride=1, padding="VALID", dilation=1, groups=1, flip=False, pad_value=0.0)
     assert _lowering.choose("weight", spec, 1, 1, 1) == expected
+
+
+@pytest.mark.parametrize(
+    ("x_shape", "w_shape", "options", "expected"),
+    [
+        ((8, 56, 56, 64), (3, 3, 64, 64), {"padding": 1}, ("xla", "xla", "patches")),  # 7 MiB patches each
+        ((8, 14, 14, 256), (3, 3, 256, 256), {"padding": 1}, ("patches", "patches", "patches")),
+        ((8, 56, 56, 64), (3, 3, 64, 128), {"padding": 1, "stride": 2}, ("xla", "xla", "patches")),
+        ((4, 8, 32, 32, 16), (3, 3, 3, 16, 32), {"padding": 1}, ("patches", "taps", "taps")),  # 3-D
+        ((4, 8, 16, 16, 16), (4, 4, 4, 16, 32), {"padding": 1, "stride": 2}, ("patches", "phases", "taps")),
+    ],
+)
+def test_cpu_choice_measured_shapes(x_shape, w_shape, options, expected):
+    """The per-shape choices of the measured table in `_lowering` (issue 11's suite)."""
+    x, w = jnp.zeros(x_shape), jnp.zeros(w_shape)
+    spec = conv_spec("conv", x, w, None, stride=options.get("stride", 1), padding=options["padding"],
+                     dilation=1, groups=1, flip=False, pad_value=0.0, nd=None)
+    got = tuple(_lowering.choose(f, spec, x_shape[0], x_shape[-1], w_shape[-1])
+                for f in ("forward", "input", "weight"))
+    assert got == expected
+
+
+# ------------------------------------------------------- 1-3 spatial dims, groups, transposed
+# Every path forced, in 1-D, 2-D and 3-D: the grouped matmul forms (batched over the groups, and the
+# depthwise broadcast products), Eq 22 by phases (`_lowering.by_phases`: the "phases" lowering on
+# CPU, and the XLA form of a strided Eq 22), for conv and conv_transpose.
+ND_LOWERINGS = [
+    ("xla", {"name": "xla"}),
+    ("taps", {"name": "taps"}),
+    ("patches", {"name": "patches"}),
+    ("phases", {"name": "phases"}),
+    ("phases-rows", {"name": "phases", "chunk_bytes": 1}),
+    ("taps-rows", {"name": "taps", "chunk_bytes": 1}),
+    ("patches-chunked", {"name": "patches", "chunk_bytes": 1, "rows": False}),
+]
+# (id, transposed, x shape, w shape, options)
+ND_GRID = [
+    ("1d-s3-d2-pad", False, (4, 17, 3), (3, 3, 4), {"stride": 3, "dilation": 2, "padding": 2}),
+    ("1d-depthwise-s2", False, (4, 12, 4), (3, 1, 4), {"stride": 2, "groups": 4, "padding": 1}),
+    ("t1d-s4-out-pad", True, (4, 7, 2), (5, 3, 2), {"stride": 4, "padding": 1, "output_padding": 2}),
+    ("2d-depthwise-mult2-s2", False, (4, 9, 8, 3), (3, 3, 1, 6), {"stride": 2, "groups": 3, "padding": 1}),
+    ("2d-groups3-s2x1-d1x2", False, (6, 9, 8, 6), (3, 2, 2, 9),
+     {"stride": (2, 1), "dilation": (1, 2), "groups": 3, "padding": "SAME"}),
+    ("2d-groups2-c3-d1-flip", False, (4, 7, 7, 6), (2, 3, 3, 2), {"groups": 2, "flip": True, "padding": 1}),
+    ("2d-s2-d2-gcd", False, (4, 11, 10, 2), (3, 3, 2, 3), {"stride": 2, "dilation": 2}),
+    ("3d-s2-g2", False, (4, 6, 7, 5, 4), (3, 2, 3, 2, 4), {"stride": 2, "groups": 2, "padding": 1}),
+    ("3d-depthwise", False, (2, 5, 6, 4, 3), (3, 3, 3, 1, 3), {"groups": 3, "padding": 1}),
+    ("t1d-s2-k4", True, (4, 9, 6), (4, 3, 6), {"stride": 2, "padding": 1}),
+    ("t2d-s2-k4-g2", True, (4, 5, 6, 4), (4, 4, 3, 4), {"stride": 2, "padding": 1, "groups": 2}),
+    ("t2d-s3-d2-outpad", True, (4, 4, 5, 3), (3, 2, 2, 3), {"stride": 3, "dilation": 2, "output_padding": 1}),
+    ("t3d-s2-k4", True, (2, 3, 4, 3, 4), (4, 4, 4, 2, 4), {"stride": 2, "padding": 1}),
+    ("t2d-depthwise-s2", True, (4, 5, 5, 4), (3, 3, 1, 4), {"stride": 2, "groups": 4, "padding": 1}),
+]
+
+
+@pytest.mark.parametrize("case", ND_GRID, ids=[c[0] for c in ND_GRID])
+def test_nd_every_lowering_matches_xla_and_reference(case, dtype):
+    _, transposed, x_shape, w_shape, options = case
+    x, w = normal(0, x_shape, dtype), normal(1, w_shape, dtype)
+
+    def vjp(module, x, w, ct=None):
+        f = module.conv_transpose if transposed else module.conv
+        y, pull = jax.vjp(lambda x, w: f(x, w, **options), x, w)
+        return y, pull(normal(2, y.shape, dtype) if ct is None else ct)
+
+    y_ref, grads_ref = vjp(reference, x, w)
+
+    @jit
+    def run(x, w):
+        out = {}
+        for name, kw in ND_LOWERINGS:
+            with _lowering.force(**kw):
+                out[name] = vjp(conv, x, w)
+        return out
+
+    out = run(x, w)
+    for name, _ in ND_LOWERINGS:
+        assert_close(out[name], out["xla"])
+        assert_close(out[name], (y_ref, grads_ref))
+        assert_dtype(out[name], dtype)
+
+
+@pytest.mark.parametrize("stride, dilation, kernel", [(2, 1, 3), (3, 2, 4), (4, 2, 3), (2, 3, 5), (4, 1, 2)])
+def test_phases_cover_every_tap_once(stride, dilation, kernel):
+    """Eq 22 by phases: each kernel tap belongs to exactly one phase, and a phase without taps
+    (possible when gcd(stride, dilation) > 1) is left out (its units get zeros)."""
+    spec = conv_spec("conv", jnp.zeros((1, 20, 1)), jnp.zeros((kernel, 1, 1)), None, stride=stride, padding=1,
+                     dilation=dilation, groups=1, flip=False, pad_value=0.0, nd=None)
+    _, parts = _lowering.phases(spec)
+    taps = sorted(t for p in parts for t in p.taps[0])
+    assert taps == list(range(kernel))
+    for p in parts:
+        assert all((dilation * t - p.offset[0]) % stride == 0 for t in p.taps[0])
+
+
+def test_strided_xla_input_grad_inserts_no_zeros():
+    """The XLA form of a strided Eq 22 is by phases: no convolution with inserted zeros (lhs
+    dilation) and no interior padding of the deltas."""
+    spec_args = {"stride": 2, "padding": 1}
+    x, w = jnp.zeros((2, 8, 8, 4)), jnp.zeros((3, 3, 4, 4))
+    with _lowering.force("xla"):
+        _, pull = jax.vjp(lambda x, w: conv.conv2d(x, w, **spec_args), x, w)
+        hlo = jax.jit(pull).lower(jnp.zeros((2, 4, 4, 4))).as_text()
+    dilations = re.findall(r"lhs_dilate = \[([0-9, ]*)\]", hlo)
+    assert dilations and all(set(d.replace(" ", "").split(",")) == {"1"} for d in dilations)
+    interiors = re.findall(r"interior = \[([0-9, ]*)\]", hlo)
+    assert all(set(i.replace(" ", "").split(",")) == {"0"} for i in interiors)
