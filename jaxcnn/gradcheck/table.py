@@ -114,6 +114,8 @@ def _draw_conv(rng: np.random.Generator, i: int, *, bias: bool = True, pad_value
     lowerings = _lowerings()
     if len(lowerings) > 1:  # every lowering of the custom conv (the reference has one)
         options["lowering"] = lowerings[i % len(lowerings)]
+        # a third of the matmul lowerings scan in tiny pieces: batch chunks, or blocks of rows
+        options["chunks"] = ("whole", "batch", "rows")[(i // len(lowerings)) % 3]
     return options
 
 
@@ -172,11 +174,13 @@ def _lowerings() -> tuple[str, ...]:
 def _with_lowering(fn: Callable[..., Any], o: Options) -> Callable[..., Any]:
     """`fn` traced under ``jaxcnn._lowering.force(o["lowering"])`` (the choice is baked into the
     conv's static configuration at trace time, so its backward uses the same lowering)."""
-    name = o.get("lowering", "auto")
-    if name == "auto":
+    name, chunks = o.get("lowering", "auto"), o.get("chunks", "whole")
+    if name == "auto" and chunks == "whole":
         return fn
+    options: dict[str, Any] = {} if chunks == "whole" else {"chunk_bytes": 1, "rows": chunks == "rows"}
+
     def lowered(*args: Any) -> Any:
-        with _lowering.force(name):
+        with _lowering.force(name, **options):
             return fn(*args)
 
     return lowered
