@@ -12,6 +12,7 @@ import math
 import numbers
 from typing import Any, NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -212,6 +213,50 @@ def padding_mode_check(fn: str, padding_mode: Any, spec: ConvSpec) -> str:
             raise fail(fn, f"`padding` {pad} along {axis} must be at most the input ({n}) for "
                        "padding_mode='circular'")
     return mode
+
+
+def _shape_arg(fn: str, name: str, shape: Any, nd: int | None, what: str) -> tuple[int, ...]:
+    """A static array shape of rank ``nd + 2`` (3-5 when `nd` is None), checked to be able to exist."""
+    rank = None if nd is None else nd + 2
+    ok = isinstance(shape, (tuple, list)) and all(is_int(s) and s >= 0 for s in shape)
+    if not ok or (rank is not None and len(shape) != rank) or len(shape) not in (3, 4, 5):
+        want = f"{rank}" if rank is not None else "3, 4 or 5"
+        raise fail(fn, f"`{name}` must be a tuple of {want} non-negative ints, got {shape!r}", TypeError)
+    check_array_size(fn, name, what, shape)
+    return tuple(int(s) for s in shape)
+
+
+def _check_delta(fn: str, delta: Any, spec: ConvSpec, n: int, d: int) -> None:
+    check_rank(fn, "delta", delta, spec.nd + 2, LAYOUTS[spec.nd][0])
+    expected = (n, *spec.out, d)
+    if jnp.shape(delta) != expected:
+        raise fail(fn, f"`delta` has shape {jnp.shape(delta)}; expected the output shape {expected}")
+
+
+def input_grad_spec(fn: str, delta: Any, w: Any, x_shape: Any, *, nd: int | None = None,
+                    **options: Any) -> tuple[ConvSpec, tuple[int, ...]]:
+    """Validate a `conv_input_grad` call (delta ``(N, *out, D)``, w, the forward input's shape);
+    returns the convolution's spec and `x_shape` as a tuple."""
+    x_shape = _shape_arg(fn, "x_shape", x_shape, nd, "an input gradient")
+    check_float(fn, "delta", delta)
+    check_same_dtype(fn, ["delta", "w"], [delta, w])
+    x_like = jax.ShapeDtypeStruct(x_shape, jnp.result_type(delta))
+    spec = conv_spec(fn, x_like, w, None, pad_value=0.0, nd=nd, **options)
+    _check_delta(fn, delta, spec, x_shape[0], jnp.shape(w)[-1])
+    return spec, x_shape
+
+
+def weight_grad_spec(fn: str, x: Any, delta: Any, w_shape: Any, *, nd: int | None = None,
+                     **options: Any) -> tuple[ConvSpec, tuple[int, ...]]:
+    """Validate a `conv_weight_grad` call (x, delta ``(N, *out, D)``, the kernel's shape); returns
+    the convolution's spec and `w_shape` as a tuple."""
+    w_shape = _shape_arg(fn, "w_shape", w_shape, nd, "a kernel gradient")
+    check_float(fn, "delta", delta)
+    check_same_dtype(fn, ["x", "delta"], [x, delta])
+    w_like = jax.ShapeDtypeStruct(w_shape, jnp.result_type(x))
+    spec = conv_spec(fn, x, w_like, None, nd=nd, **options)
+    _check_delta(fn, delta, spec, jnp.shape(x)[0], w_shape[-1])
+    return spec, w_shape
 
 
 def transpose_spec(

@@ -42,8 +42,16 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxcnn import _lowering, _windows
-from jaxcnn._checks import check_plain_2d, check_rank, check_same_dtype, fail, is_int
-from jaxcnn._specs import LAYOUTS, ConvSpec, conv_spec, padding_mode_check, transpose_spec
+from jaxcnn._checks import check_plain_2d, fail
+from jaxcnn._specs import (
+    LAYOUTS,
+    ConvSpec,
+    conv_spec,
+    input_grad_spec,
+    padding_mode_check,
+    transpose_spec,
+    weight_grad_spec,
+)
 
 __all__ = [
     "conv",
@@ -208,28 +216,8 @@ def _bias_grad(delta: jax.Array, tied: bool) -> jax.Array:
 
 
 # ------------------------------------------------------------------------------ public grads
-def _shape_arg(fn: str, name: str, shape: Any, rank: int | None) -> tuple[int, ...]:
-    ok = isinstance(shape, (tuple, list)) and all(is_int(s) and s >= 0 for s in shape)
-    if not ok or (rank is not None and len(shape) != rank) or len(shape) not in (3, 4, 5):
-        want = f"{rank}" if rank is not None else "3, 4 or 5"
-        raise fail(fn, f"`{name}` must be a tuple of {want} non-negative ints, got {shape!r}", TypeError)
-    return tuple(int(s) for s in shape)
-
-
-def _check_delta(fn: str, delta: Any, spec: ConvSpec, n: int, d: int) -> None:
-    expected = (n, *spec.out, d)
-    if jnp.shape(delta) != expected:
-        raise fail(fn, f"`delta` has shape {jnp.shape(delta)}; expected the output shape {expected}")
-
-
-def _input_grad_call(fn: str, nd: int | None, delta, w, x_shape, *, stride, padding, dilation, groups, flip):
-    x_shape = _shape_arg(fn, "x_shape", x_shape, None if nd is None else nd + 2)
-    check_same_dtype(fn, ["delta", "w"], [delta, w])
-    x_like = jax.ShapeDtypeStruct(x_shape, jnp.result_type(delta))
-    spec = conv_spec(fn, x_like, w, None, stride=stride, padding=padding, dilation=dilation, groups=groups,
-                     flip=flip, pad_value=0.0, nd=nd)
-    check_rank(fn, "delta", delta, spec.nd + 2, LAYOUTS[spec.nd][0])
-    _check_delta(fn, delta, spec, x_shape[0], jnp.shape(w)[-1])
+def _input_grad_call(fn: str, nd: int | None, delta, w, x_shape, **options):
+    spec, _ = input_grad_spec(fn, delta, w, x_shape, nd=nd, **options)
     return _input_grad(delta, w, spec, _lowering.requested())
 
 
@@ -263,15 +251,8 @@ def conv_input_grad(
                             dilation=dilation, groups=groups, flip=flip)
 
 
-def _weight_grad_call(fn: str, nd: int | None, x, delta, w_shape, *, stride, padding, dilation, groups, flip,
-                      pad_value):
-    w_shape = _shape_arg(fn, "w_shape", w_shape, None if nd is None else nd + 2)
-    check_same_dtype(fn, ["x", "delta"], [x, delta])
-    w_like = jax.ShapeDtypeStruct(w_shape, jnp.result_type(x))
-    spec = conv_spec(fn, x, w_like, None, stride=stride, padding=padding, dilation=dilation, groups=groups,
-                     flip=flip, pad_value=pad_value, nd=nd)
-    check_rank(fn, "delta", delta, spec.nd + 2, LAYOUTS[spec.nd][0])
-    _check_delta(fn, delta, spec, jnp.shape(x)[0], w_shape[-1])
+def _weight_grad_call(fn: str, nd: int | None, x, delta, w_shape, **options):
+    spec, _ = weight_grad_spec(fn, x, delta, w_shape, nd=nd, **options)
     return _weight_grad(x, delta, spec, _lowering.requested())
 
 

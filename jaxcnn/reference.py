@@ -30,6 +30,7 @@ from jaxcnn._specs import (
     LAYOUTS,
     conv_spec,
     dense_check,
+    input_grad_spec,
     labels_check,
     negative_slope_check,
     padding_mode_check,
@@ -37,6 +38,7 @@ from jaxcnn._specs import (
     reduction_check,
     squared_error_check,
     transpose_spec,
+    weight_grad_spec,
 )
 
 __all__ = [
@@ -130,52 +132,51 @@ def conv3d(x: jax.Array, w: jax.Array, b: jax.Array | None = None, *, stride: Si
                  flip=flip, pad_value=pad_value, padding_mode=padding_mode)
 
 
-def _shape(fn: str, name: str, shape) -> tuple[int, ...]:
-    if not (isinstance(shape, (tuple, list)) and all(isinstance(s, (int, np.integer)) for s in shape)):
-        raise fail(fn, f"`{name}` must be a tuple of non-negative ints, got {shape!r}", TypeError)
-    return tuple(int(s) for s in shape)
+def _input_grad(fn: str, nd: int | None, delta, w, x_shape, **options) -> jax.Array:
+    """``jax.vjp`` of the reference conv w.r.t. x, after the rules' own validation under `fn`'s name."""
+    _, x_shape = input_grad_spec(fn, delta, w, x_shape, nd=nd, **options)
+    _, vjp = jax.vjp(lambda x_: _conv(fn, nd, x_, w, None, pad_value=0.0, **options),
+                     jnp.zeros(x_shape, jnp.result_type(delta)))
+    return vjp(delta)[0]
+
+
+def _weight_grad(fn: str, nd: int | None, x, delta, w_shape, **options) -> jax.Array:
+    """``jax.vjp`` of the reference conv w.r.t. w, after the rules' own validation under `fn`'s name."""
+    _, w_shape = weight_grad_spec(fn, x, delta, w_shape, nd=nd, **options)
+    _, vjp = jax.vjp(lambda w_: _conv(fn, nd, x, w_, None, **options), jnp.zeros(w_shape, jnp.result_type(x)))
+    return vjp(delta)[0]
 
 
 def conv_input_grad(delta: jax.Array, w: jax.Array, x_shape: tuple[int, ...], *, stride: Size = 1,
                     padding: Padding = "VALID", dilation: Size = 1, groups: int = 1,
                     flip: bool = False) -> jax.Array:
     """Reference `jaxcnn.conv_input_grad`: ``jax.vjp`` of the reference conv w.r.t. x."""
-    x = jnp.zeros(_shape("conv_input_grad", "x_shape", x_shape), jnp.result_type(delta))
-    _, vjp = jax.vjp(lambda x_: conv(x_, w, stride=stride, padding=padding, dilation=dilation, groups=groups,
-                                     flip=flip), x)
-    return vjp(delta)[0]
+    return _input_grad("conv_input_grad", None, delta, w, x_shape, stride=stride, padding=padding,
+                       dilation=dilation, groups=groups, flip=flip)
 
 
 def conv_weight_grad(x: jax.Array, delta: jax.Array, w_shape: tuple[int, ...], *, stride: Size = 1,
                      padding: Padding = "VALID", dilation: Size = 1, groups: int = 1, flip: bool = False,
                      pad_value: float = 0.0) -> jax.Array:
     """Reference `jaxcnn.conv_weight_grad`: ``jax.vjp`` of the reference conv w.r.t. w."""
-    w = jnp.zeros(_shape("conv_weight_grad", "w_shape", w_shape), jnp.result_type(x))
-    _, vjp = jax.vjp(lambda w_: conv(x, w_, stride=stride, padding=padding, dilation=dilation, groups=groups,
-                                     flip=flip, pad_value=pad_value), w)
-    return vjp(delta)[0]
+    return _weight_grad("conv_weight_grad", None, x, delta, w_shape, stride=stride, padding=padding,
+                        dilation=dilation, groups=groups, flip=flip, pad_value=pad_value)
 
 
 def conv2d_input_grad(delta: jax.Array, w: jax.Array, x_shape: tuple[int, int, int, int], *,
                       stride: Size = 1, padding: Padding = "VALID", dilation: Size = 1, groups: int = 1,
                       flip: bool = False) -> jax.Array:
     """Reference `jaxcnn.conv2d_input_grad` (2-D `conv_input_grad`)."""
-    if len(_shape("conv2d_input_grad", "x_shape", x_shape)) != 4:
-        raise fail("conv2d_input_grad", f"`x_shape` must be a tuple of 4 non-negative ints, got {x_shape!r}",
-                   TypeError)
-    return conv_input_grad(delta, w, x_shape, stride=stride, padding=padding, dilation=dilation,
-                           groups=groups, flip=flip)
+    return _input_grad("conv2d_input_grad", 2, delta, w, x_shape, stride=stride, padding=padding,
+                       dilation=dilation, groups=groups, flip=flip)
 
 
 def conv2d_weight_grad(x: jax.Array, delta: jax.Array, w_shape: tuple[int, int, int, int], *,
                        stride: Size = 1, padding: Padding = "VALID", dilation: Size = 1, groups: int = 1,
                        flip: bool = False, pad_value: float = 0.0) -> jax.Array:
     """Reference `jaxcnn.conv2d_weight_grad` (2-D `conv_weight_grad`)."""
-    if len(_shape("conv2d_weight_grad", "w_shape", w_shape)) != 4:
-        raise fail("conv2d_weight_grad", f"`w_shape` must be a tuple of 4 non-negative ints, got {w_shape!r}",
-                   TypeError)
-    return conv_weight_grad(x, delta, w_shape, stride=stride, padding=padding, dilation=dilation,
-                            groups=groups, flip=flip, pad_value=pad_value)
+    return _weight_grad("conv2d_weight_grad", 2, x, delta, w_shape, stride=stride, padding=padding,
+                        dilation=dilation, groups=groups, flip=flip, pad_value=pad_value)
 
 
 def conv_transpose(x: jax.Array, w: jax.Array, b: jax.Array | None = None, *, stride: Size = 1,
