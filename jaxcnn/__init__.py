@@ -10,7 +10,7 @@ Core modules (convolution, activations, pooling, dense, losses, reference) are i
 `train`, `datasets` and `gradcheck` are imported on use (``import jaxcnn.train``).
 """
 
-from jaxcnn import reference
+from jaxcnn import curvature, reference
 from jaxcnn.activations import leaky_relu, relu, scaled_tanh, sigmoid, tanh
 from jaxcnn.convolution import (
     conv,
@@ -44,6 +44,7 @@ __all__ = [
     "conv_transpose",
     "conv_weight_grad",
     "convolve2d",
+    "curvature",
     "correlate2d",
     "dense",
     "flatten",
