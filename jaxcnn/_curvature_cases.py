@@ -75,12 +75,13 @@ def _cases() -> list[Case]:
     transpose_case("conv_transpose2d stride=2 padding=1 output_padding=1 tied bias",
                    ((2, 3, 3, 3), (3, 3, 2, 3), (2,)), stride=2, padding=1, output_padding=1)
     transpose_case("conv_transpose1d dilation=2 groups=2", ((2, 4, 4), (3, 1, 4)), dilation=2, groups=2)
-    transpose_case("conv_transpose3d stride=(2,1,1) untied bias", ((1, 2, 3, 2, 2), (2, 2, 2, 1, 2), (4, 4, 3, 1)),
-                   stride=(2, 1, 1))
+    transpose_case("conv_transpose3d stride=(2,1,1) untied bias",
+                   ((1, 2, 3, 2, 2), (2, 2, 2, 1, 2), (4, 4, 3, 1)), stride=(2, 1, 1))
 
     for name in ("relu", "tanh", "scaled_tanh", "sigmoid"):
         cases.append(Case(name, getattr(jaxcnn, name), getattr(ref, name), ((2, 3, 4),)))
-    cases.append(Case("leaky_relu negative_slope=0.2", functools.partial(jaxcnn.leaky_relu, negative_slope=0.2),
+    cases.append(Case("leaky_relu negative_slope=0.2",
+                      functools.partial(jaxcnn.leaky_relu, negative_slope=0.2),
                       functools.partial(ref.leaky_relu, negative_slope=0.2), ((2, 3, 4),)))
 
     def pool_case(name, pool, shape, window, **kw):
@@ -88,7 +89,8 @@ def _cases() -> list[Case]:
         cases.append(Case(name, c, r, (shape,), positive=(0,) if pool == "l2_pool" else ()))
 
     pool_case("max_pool2d 2x2", "max_pool", (2, 4, 6, 2), 2)
-    pool_case("max_pool2d 3x3 stride=2 padding=1 (overlapping)", "max_pool", (2, 7, 6, 2), 3, stride=2, padding=1)
+    pool_case("max_pool2d 3x3 stride=2 padding=1 (overlapping)", "max_pool", (2, 7, 6, 2), 3,
+              stride=2, padding=1)
     pool_case("max_pool1d 3 stride=1", "max_pool", (2, 7, 2), 3, stride=1)
     pool_case("max_pool3d 2 stride=(1,2,2)", "max_pool", (1, 3, 4, 4, 2), 2, stride=(1, 2, 2))
     pool_case("avg_pool2d 2x2", "avg_pool", (2, 4, 6, 2), 2)
@@ -99,7 +101,8 @@ def _cases() -> list[Case]:
     pool_case("avg_pool1d 3 stride=2 SAME", "avg_pool", (2, 7, 3), 3, stride=2, padding="SAME")
     pool_case("avg_pool3d 2", "avg_pool", (1, 4, 4, 2, 2), 2)
     pool_case("l2_pool2d 2x2", "l2_pool", (2, 4, 4, 2), 2)
-    pool_case("l2_pool2d 3x3 stride=1 padding=1 (overlapping)", "l2_pool", (2, 5, 4, 2), 3, stride=1, padding=1)
+    pool_case("l2_pool2d 3x3 stride=1 padding=1 (overlapping)", "l2_pool", (2, 5, 4, 2), 3,
+              stride=1, padding=1)
     pool_case("l2_pool1d 2 stride=1", "l2_pool", (2, 6, 3), 2, stride=1)
 
     cases.append(Case("dense with bias", jaxcnn.dense, ref.dense, ((3, 5), (5, 4), (4,))))
