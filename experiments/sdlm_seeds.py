@@ -51,6 +51,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--schedule", choices=("constant", "lecun"), default=SDLM_SCHEDULE,
                    help="SDLM rate: constant, or LeCun et al. 1998's steps (eps x 1, .4, .2, .1, .02)")
     p.add_argument("--samples", type=int, default=sdlm.DEFAULT_SAMPLES, help="curvature examples per pass")
+    p.add_argument("--activation", choices=("tanh", "scaled_tanh"), default="tanh",
+                   help="lecun1989's activation")
     p.add_argument("--target", type=float, default=0.055, help="test error whose first pass is reported")
     p.add_argument("--train-per-class", type=int, default=300)
     p.add_argument("--test-per-class", type=int, default=200)
@@ -66,7 +68,7 @@ def passes_to(history: list[dict[str, Any]], target: float) -> int | None:
 
 def run(optimizer: str, seed: int, args: argparse.Namespace, data: tuple) -> dict[str, Any]:
     x_tr, t_tr, x_te, t_te = data
-    model = models.lecun1989()
+    model = models.lecun1989(activation=args.activation)
     params = model.init(jax.random.key(seed))
     common = dict(epochs=args.epochs, seed=seed, eval_sets={"train": (x_tr, t_tr), "test": (x_te, t_te)},
                   progress=False)
