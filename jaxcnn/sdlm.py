@@ -54,6 +54,7 @@ __all__ = [
     "DEFAULT_MU",
     "DEFAULT_SAMPLES",
     "SDLMState",
+    "curvature_sample",
     "estimate_curvature",
     "fit",
     "lecun_schedule",
