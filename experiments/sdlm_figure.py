@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import _report  # experiments/_report.py: this script's folder is on sys.path
 import jax
 import jax.numpy as jnp
 import matplotlib
@@ -139,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
                          f"{lr_['step_over_sgd_min']:.2f}-{lr_['step_over_sgd_max']:.2f}",
                          f"{c['correlation']:.3f}", f"{c['log_correlation']:.3f}",
                          f"{c['relative_error']:.3f}", f"{c['median_ratio']:.3f}"))
-        print(train.format_table(rows), "\n")
+        print(_report.format_table(rows), "\n")
 
     ticks = [3 * i + 0.6 for i in range(len(GROUPS))]
     for ax, title, ylabel in ((axes[0], f"curvature h (GN diagonal, mean of {args.samples} examples)", "h"),

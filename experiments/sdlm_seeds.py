@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import _report  # experiments/_report.py: this script's folder is on sys.path
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -172,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append((s["optimizer"], str(s["seeds"]), f"{s['test_mean']:.2%}", f"{s['test_min']:.2%}",
                      f"{s['test_max']:.2%}", f"{s['train_mean']:.2%}", to, f"{s['train_seconds_mean']:.1f}"))
     print()
-    print(train.format_table(rows))
+    print(_report.format_table(rows))
     cost = None if args.no_cost else curvature_cost(data, args)
     if cost is not None:
         print(f"\ncurvature pass / gradient pass: {cost['ratio_1']:.2f}x on one example, "
@@ -182,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{cost['sgd_pass']:.3f} s = {cost['ratio_pass']:.2f}x")
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     result = {"settings": settings, "summaries": summaries, "curvature_cost_seconds": cost, "runs": runs,
-              "machine": train.machine_info(),
+              "machine": _report.machine_info(),
               "command": " ".join(["python", "experiments/sdlm_seeds.py",
                                    *(sys.argv[1:] if argv is None else argv)])}
     args.out.parent.mkdir(parents=True, exist_ok=True)

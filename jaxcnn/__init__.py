@@ -10,8 +10,11 @@ Core modules (convolution, activations, pooling, dense, losses, reference) are i
 `train`, `datasets` and `gradcheck` are imported on use (``import jaxcnn.train``).
 """
 
+from jaxcnn import activations as _activations
 from jaxcnn import curvature, reference
-from jaxcnn.activations import leaky_relu, relu, scaled_tanh, sigmoid, tanh
+from jaxcnn import losses as _losses
+from jaxcnn import pooling as _pooling
+from jaxcnn.activations import *  # noqa: F403
 from jaxcnn.convolution import (
     conv,
     conv1d,
@@ -27,13 +30,14 @@ from jaxcnn.convolution import (
     rot180,
 )
 from jaxcnn.dense import dense, flatten
-from jaxcnn.losses import softmax_cross_entropy, squared_error
-from jaxcnn.pooling import avg_pool, l2_pool, max_pool
+from jaxcnn.losses import *  # noqa: F403
+from jaxcnn.pooling import *  # noqa: F403
 
 __version__ = "0.1.0"
 
+# Activations, pools and losses come from their modules' __all__ (the op table, `jaxcnn.registry`):
+# a new one is added in its module, its twin in `jaxcnn.reference` and its tests, nowhere else.
 __all__ = [
-    "avg_pool",
     "conv",
     "conv1d",
     "conv2d",
@@ -48,15 +52,9 @@ __all__ = [
     "correlate2d",
     "dense",
     "flatten",
-    "l2_pool",
-    "leaky_relu",
-    "max_pool",
     "reference",
-    "relu",
     "rot180",
-    "scaled_tanh",
-    "sigmoid",
-    "softmax_cross_entropy",
-    "squared_error",
-    "tanh",
+    *_activations.__all__,
+    *_pooling.__all__,
+    *_losses.__all__,
 ]

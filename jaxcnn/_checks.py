@@ -54,7 +54,8 @@ def check_float(fn: str, name: str, x: Any) -> None:
     try:
         dtype = jnp.result_type(x)
     except TypeError:
-        raise fail(fn, f"`{name}` must be a floating-point array, got {type(x).__name__}", TypeError) from None
+        raise fail(fn, f"`{name}` must be a floating-point array, got {type(x).__name__}",
+                   TypeError) from None
     if not jnp.issubdtype(dtype, jnp.floating):
         raise fail(fn, f"`{name}` must be a floating-point array, got dtype {dtype}", TypeError)
 
@@ -89,9 +90,9 @@ def check_bool(fn: str, name: str, value: Any) -> bool:
     return bool(value)
 
 
-def as_ints(fn: str, name: str, value: Any, nd: int, *, minimum: int = 1) -> Ints:
+def as_ints(fn: str, name: str, value: Any, nd: int, *, minimum: int = 1, what: str | None = None) -> Ints:
     """An int or a sequence of `nd` ints (one per spatial dim), each >= `minimum`, as a tuple."""
-    what = "an int" if nd == 1 else f"an int or {nd} ints (one per spatial dim)"
+    what = what or ("an int" if nd == 1 else f"an int or {nd} ints (one per spatial dim)")
     if is_int(value):
         result = (int(value),) * nd
     elif isinstance(value, (tuple, list)) and all(is_int(v) for v in value):
@@ -109,7 +110,7 @@ def as_ints(fn: str, name: str, value: Any, nd: int, *, minimum: int = 1) -> Int
 
 def as_pair(fn: str, name: str, value: Any, *, minimum: int = 1) -> Pair:
     """An int or a pair of ints, each >= `minimum`, as a tuple of two Python ints."""
-    return as_ints(fn, name, value, 2, minimum=minimum)  # type: ignore[return-value]
+    return as_ints(fn, name, value, 2, minimum=minimum, what="an int or a pair of ints")  # type: ignore[return-value]
 
 
 def explicit_pads(fn: str, name: str, padding: Any, nd: int) -> Pads | None:
@@ -119,7 +120,7 @@ def explicit_pads(fn: str, name: str, padding: Any, nd: int) -> Pads | None:
     result: Any = None
     if is_int(padding):
         result = ((int(padding),) * 2,) * nd
-    elif nd == 1 and isinstance(padding, (tuple, list)) and len(padding) == 2 and all(is_int(p) for p in padding):
+    elif nd == 1 and isinstance(padding, (tuple, list)) and len(padding) == 2 and all(map(is_int, padding)):
         result = ((int(padding[0]), int(padding[1])),)  # 1-D: the (lo, hi) pair itself
     elif isinstance(padding, (tuple, list)) and len(padding) == nd:
         if all(is_int(p) for p in padding):

@@ -36,6 +36,9 @@ class Case(NamedTuple):
     shapes: tuple[tuple[int, ...], ...]  # of the arguments
     loss: bool = False  # a scalar loss: the oracle is the Hessian's diagonal
     positive: tuple[int, ...] = ()  # arguments drawn away from 0 (l2 pool: y > 0)
+    # padding_mode reflect/replicate/circular: the conv is a copy-pad followed by a VALID conv, and
+    # its rule is LeCun's through those two steps: (jnp.pad mode, pads, the VALID conv's options)
+    chain: tuple[str, tuple[tuple[int, int], ...], dict[str, Any]] | None = None
 
 
 def _conv(fn_custom, fn_ref, **kw):
@@ -50,9 +53,9 @@ def _pool(name: str, window, **kw):
 def _cases() -> list[Case]:
     cases = []
 
-    def conv_case(name, shapes, **kw):
+    def conv_case(name, shapes, chain=None, **kw):
         c, r = _conv(jaxcnn.conv, ref.conv, **kw)
-        cases.append(Case(name, c, r, shapes))
+        cases.append(Case(name, c, r, shapes, chain=chain))
 
     # conv, 1-3 spatial dims: x (N, *size, C), w (*k, C/g, D), b (D,) tied or (*out, D) untied
     conv_case("conv2d VALID tied bias", ((2, 5, 5, 2), (3, 3, 2, 3), (3,)))
@@ -65,6 +68,12 @@ def _cases() -> list[Case]:
     conv_case("conv1d stride=3 FULL tied bias", ((2, 9, 2), (3, 2, 3), (3,)), stride=3, padding="FULL")
     conv_case("conv1d dilation=2 groups=3 pad_value=-1", ((1, 10, 3), (2, 1, 6)),
               dilation=2, groups=3, padding=1, pad_value=-1.0)
+    conv_case("conv2d padding=2 padding_mode=reflect stride=2", ((1, 6, 5, 2), (3, 3, 2, 2), (2,)),
+              padding=2, padding_mode="reflect", stride=2, chain=("reflect", ((2, 2), (2, 2)), {"stride": 2}))
+    conv_case("conv1d padding=(2,3) padding_mode=circular", ((2, 5, 1), (3, 1, 2)), padding=((2, 3),),
+              padding_mode="circular", chain=("wrap", ((2, 3),), {}))
+    conv_case("conv2d padding=1 padding_mode=replicate groups=2", ((1, 4, 4, 2), (2, 2, 1, 2)), padding=1,
+              padding_mode="replicate", groups=2, chain=("edge", ((1, 1), (1, 1)), {"groups": 2}))
     conv_case("conv3d stride=(1,2,1) padding=1 pad_value=-0.5 untied bias",
               ((1, 4, 5, 3, 2), (2, 3, 2, 2, 2), (5, 3, 4, 2)), stride=(1, 2, 1), padding=1, pad_value=-0.5)
 
@@ -93,6 +102,8 @@ def _cases() -> list[Case]:
               stride=2, padding=1)
     pool_case("max_pool1d 3 stride=1", "max_pool", (2, 7, 2), 3, stride=1)
     pool_case("max_pool3d 2 stride=(1,2,2)", "max_pool", (1, 3, 4, 4, 2), 2, stride=(1, 2, 2))
+    pool_case("max_pool2d 2x2 dilation=2 stride=1", "max_pool", (2, 5, 5, 2), 2, stride=1, dilation=2)
+    pool_case("max_pool2d 3x3 stride=2 ceil_mode", "max_pool", (1, 6, 6, 2), 3, stride=2, ceil_mode=True)
     pool_case("avg_pool2d 2x2", "avg_pool", (2, 4, 6, 2), 2)
     pool_case("avg_pool2d 3x2 stride=1 padding=1 count_include_pad", "avg_pool", (2, 5, 4, 2), (3, 2),
               stride=1, padding=1)
@@ -100,10 +111,14 @@ def _cases() -> list[Case]:
               stride=2, padding=1, count_include_pad=False)
     pool_case("avg_pool1d 3 stride=2 SAME", "avg_pool", (2, 7, 3), 3, stride=2, padding="SAME")
     pool_case("avg_pool3d 2", "avg_pool", (1, 4, 4, 2, 2), 2)
+    pool_case("avg_pool2d 3x3 stride=2 padding=1 ceil_mode count_include_pad=False", "avg_pool",
+              (1, 6, 6, 2), 3, stride=2, padding=1, ceil_mode=True, count_include_pad=False)
+    pool_case("avg_pool1d 2 ceil_mode", "avg_pool", (2, 7, 2), 2, ceil_mode=True)
     pool_case("l2_pool2d 2x2", "l2_pool", (2, 4, 4, 2), 2)
     pool_case("l2_pool2d 3x3 stride=1 padding=1 (overlapping)", "l2_pool", (2, 5, 4, 2), 3,
               stride=1, padding=1)
     pool_case("l2_pool1d 2 stride=1", "l2_pool", (2, 6, 3), 2, stride=1)
+    pool_case("l2_pool2d 2x2 ceil_mode", "l2_pool", (1, 5, 5, 2), 2, ceil_mode=True)
 
     cases.append(Case("dense with bias", jaxcnn.dense, ref.dense, ((3, 5), (5, 4), (4,))))
     cases.append(Case("dense without bias", jaxcnn.dense, ref.dense, ((3, 5), (5, 4))))
@@ -156,6 +171,18 @@ def oracle(case: Case, args: tuple[jax.Array, ...], h: jax.Array) -> tuple[jax.A
     return tuple(jnp.tensordot(h, j * j, axes=h.ndim) for j in jac)
 
 
+def chained_oracle(case: Case, args: tuple[jax.Array, ...], h: jax.Array) -> tuple[jax.Array, ...]:
+    """LeCun's rule through a copy-pad and a VALID conv (`Case.chain`): the squared Jacobian of the
+    conv on the padded input, its ``h_x`` folded back by the pad's 0/1 map (the copies' ``h``
+    summed: the cross terms between a unit and its copies in one window are dropped)."""
+    mode, pads, options = case.chain
+    x, w, *b = args
+    xp, fold = jax.vjp(lambda x: jnp.pad(x, ((0, 0), *pads, (0, 0)), mode=mode), x)
+    jac = jax.jacrev(lambda *a: ref.conv(*a, **options), tuple(range(len(args))))(xp, w, *b)
+    hx, *rest = (jnp.tensordot(h, j * j, axes=h.ndim) for j in jac)
+    return (fold(hx)[0], *rest)
+
+
 def seed_h(case: Case, args: tuple[jax.Array, ...], seed: int = 1) -> jax.Array:
     """A positive ``h`` of the op's output shape (a scalar ``g`` for the losses)."""
     shape = jax.eval_shape(case.reference, *args).shape
@@ -164,12 +191,12 @@ def seed_h(case: Case, args: tuple[jax.Array, ...], seed: int = 1) -> jax.Array:
 
 
 def errors(case: Case, seed: int = 0) -> list[tuple[float, float]]:
-    """Per argument: the max absolute error of the rule against the oracle and the max error
-    relative to the oracle's largest entry (float64)."""
+    """Per argument: the max absolute error of the rule against the oracle (`chained_oracle` for
+    a copy-padded conv) and the max error relative to the oracle's largest entry (float64)."""
     args = arguments(case, seed)
     h = seed_h(case, args, seed + 1)
     got = jax.jit(functools.partial(second_order, case))(args, h)
-    want = jax.jit(functools.partial(oracle, case))(args, h)
+    want = jax.jit(functools.partial(oracle if case.chain is None else chained_oracle, case))(args, h)
     out = []
     for g, w in zip(got, want, strict=True):
         err = float(jnp.max(jnp.abs(g - w)))

@@ -2,13 +2,17 @@
 
 Checkpoints, results, caches and gradcheck reports all go through `atomic_write`: the bytes land in
 a temporary file in the target's directory, are flushed to disk, and replace the target in one
-``os.replace`` — a crash leaves the old file or the new one, never a partial file.
+``os.replace`` (then the directory entry is flushed too) — a crash leaves the old file or the new
+one, never a partial file. The file gets the permissions a plain ``open(path, "w")`` would give:
+an existing file keeps its mode, a new one gets ``0o666 & ~umask`` (``mkstemp`` alone would make it
+``0o600`` whatever the umask).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -22,13 +26,34 @@ def _fsync_dir(directory: Path) -> None:
             os.close(fd)
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where the OS allows (Linux), else set back at once."""
+    with contextlib.suppress(OSError, ValueError), open("/proc/self/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _mode_for(path: Path) -> int:
+    """The permission bits ``open(path, "w")`` would leave: the existing file's, else 0o666 & ~umask."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return 0o666 & ~_umask()
+
+
 def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
     """Write `data` to `path` through a temporary file in the same directory and ``os.replace``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    mode = _mode_for(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), mode)
             f.write(data)
             f.flush()
             os.fsync(f.fileno())

@@ -74,13 +74,23 @@ class PoolSpec(NamedTuple):
 
     window: Ints
     stride: Ints
-    pads: Pads
+    pads: Pads  # (lo, hi) per dim; hi includes the ceil_mode overhang
     size: Ints  # spatial extent of the input
     out: Ints
+    dilation: Ints = ()  # distance between a window's taps (max_pool); () reads as 1 per dim
+    overhang: Ints = ()  # units past the high padding that ceil_mode's last windows reach (padding too)
 
     @property
     def nd(self) -> int:
         return len(self.window)
+
+    @property
+    def spacing(self) -> Ints:
+        return self.dilation or (1,) * self.nd
+
+    @property
+    def extra(self) -> Ints:
+        return self.overhang or (0,) * self.nd
 
 
 def spatial_dims(fn: str, name: str, array: Any, offset: int, layouts: str) -> int:
@@ -170,11 +180,38 @@ def conv_spec(
         raise fail(fn, f"`dilation` {dilation!r} makes the kernel span {extent} units, larger than any input")
     pads = resolve_padding(fn, padding, size, extent, stride_)
     n = jnp.shape(x)[0]
-    check_array_size(fn, "padding", "a padded input", (n, *(s + lo + hi for s, (lo, hi) in zip(size, pads, strict=True)), c))
+    padded = (s + lo + hi for s, (lo, hi) in zip(size, pads, strict=True))
+    check_array_size(fn, "padding", "a padded input", (n, *padded, c))
     out = output_size(fn, size, extent, stride_, pads, "dilated kernel", "dilation")
     check_array_size(fn, "padding", "an output", (n, *out, d))
     _check_bias(fn, b, out, d)
     return ConvSpec(tuple(kernel), stride_, pads, dilation_, groups, flip, pad_value, size, out)
+
+
+PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+"""`padding_mode` values of the convolution (PyTorch's names; Equinox's upper-case ones are accepted)."""
+
+
+def padding_mode_check(fn: str, padding_mode: Any, spec: ConvSpec) -> str:
+    """Validate `padding_mode` against a conv's resolved padding: its name; ``pad_value`` 0 unless
+    "zeros"; "reflect" needs each pad smaller than the input, "circular" at most the input."""
+    if not isinstance(padding_mode, str) or padding_mode.lower() not in PADDING_MODES:
+        names = ", ".join(map(repr, PADDING_MODES))
+        raise fail(fn, f"`padding_mode` must be one of {names}, got {padding_mode!r}")
+    mode = padding_mode.lower()
+    if mode == "zeros":
+        return mode
+    if spec.pad_value != 0.0:
+        raise fail(fn, f"`pad_value` ({spec.pad_value}) applies to padding_mode='zeros' only; "
+                   f"padding_mode={mode!r} copies input units into the border")
+    for axis, n, pad in zip(AXES[spec.nd], spec.size, spec.pads, strict=True):
+        if mode == "reflect" and max(pad) >= n:
+            raise fail(fn, f"`padding` {pad} along {axis} must be smaller than the input ({n}) for "
+                       "padding_mode='reflect'")
+        if mode == "circular" and max(pad) > n:
+            raise fail(fn, f"`padding` {pad} along {axis} must be at most the input ({n}) for "
+                       "padding_mode='circular'")
+    return mode
 
 
 def transpose_spec(
@@ -201,7 +238,8 @@ def transpose_spec(
     dilation_ = as_ints(fn, "dilation", dilation, nd)
     pads = explicit_pads(fn, "padding", padding, nd)
     if pads is None:
-        raise fail(fn, f"`padding` must be {padding_forms(nd)} (the transposed convolution's), got {padding!r}",
+        raise fail(fn, f"`padding` must be {padding_forms(nd)} (the transposed convolution's), "
+                   f"got {padding!r}",
                    TypeError if not isinstance(padding, (tuple, list)) else ValueError)
     extra = as_ints(fn, "output_padding", output_padding, nd, minimum=0)
     for axis, (e, s, dl) in enumerate(zip(extra, stride_, dilation_, strict=True)):
@@ -229,15 +267,21 @@ def transpose_spec(
     return ConvSpec(tuple(kernel), stride_, pads, dilation_, groups, False, 0.0, size, n_in)
 
 
-def pool_spec(fn: str, x: Any, window: Any, stride: Any, padding: Any) -> PoolSpec:
+def pool_spec(fn: str, x: Any, window: Any, stride: Any, padding: Any, *, dilation: Any = 1,
+              ceil_mode: Any = False) -> PoolSpec:
     """Validate a pooling call on x ``(N, *spatial, C)`` with 1-3 spatial dims; stride defaults to
-    the window (non-overlapping)."""
+    the window (non-overlapping). `dilation` spaces a window's taps; `ceil_mode` rounds the output
+    size up (PyTorch's rule: ``ceil((n + lo + hi - e) / s) + 1``, less one where the last window would
+    start past the input and the low padding), the overhang padded like the padding."""
     check_float(fn, "x", x)
     nd = spatial_dims(fn, "x", x, 2, "NWC, NHWC or NDHWC")
     window_ = as_ints(fn, "window", window, nd)
     stride_ = window_ if stride is None else as_ints(fn, "stride", stride, nd)
+    dilation_ = as_ints(fn, "dilation", dilation, nd)
+    ceil_mode = check_bool(fn, "ceil_mode", ceil_mode)
+    extent = tuple(d * (k - 1) + 1 for k, d in zip(window_, dilation_, strict=True))
     size = tuple(int(s) for s in jnp.shape(x)[1:-1])
-    pads = resolve_padding(fn, padding, size, window_, stride_)
+    pads = resolve_padding(fn, padding, size, extent, stride_)
     for axis, win, pad in zip(AXES[nd], window_, pads, strict=True):
         if max(pad) >= win:
             raise fail(
@@ -246,10 +290,22 @@ def pool_spec(fn: str, x: Any, window: Any, stride: Any, padding: Any) -> PoolSp
                 "so that no window covers padding only",
             )
     n, c = jnp.shape(x)[0], jnp.shape(x)[-1]
-    check_array_size(fn, "padding", "a padded input", (n, *(s + lo + hi for s, (lo, hi) in zip(size, pads, strict=True)), c))
-    out = output_size(fn, size, window_, stride_, pads, "window", "window")
+    padded = (s + lo + hi for s, (lo, hi) in zip(size, pads, strict=True))
+    check_array_size(fn, "padding", "a padded input", (n, *padded, c))
+    out = output_size(fn, size, extent, stride_, pads, "window", "window")
+    overhang = (0,) * nd
+    if ceil_mode:
+        out_, overhang_ = [], []
+        for m, e, st, (lo, hi) in zip(size, extent, stride_, pads, strict=True):
+            o = -(-(m + lo + hi - e) // st) + 1
+            if (o - 1) * st >= m + lo:  # the last window must start inside the input or the low padding
+                o -= 1
+            out_.append(o)
+            overhang_.append(max((o - 1) * st + e - (m + lo + hi), 0))
+        out, overhang = tuple(out_), tuple(overhang_)
+        pads = tuple((lo, hi + v) for (lo, hi), v in zip(pads, overhang, strict=True))
     check_array_size(fn, "window", "a stack of window taps", (n, *out, c, math.prod(window_)))
-    return PoolSpec(window_, stride_, pads, size, out)
+    return PoolSpec(window_, stride_, pads, size, out, dilation_, overhang)
 
 
 def dense_check(fn: str, x: Any, w: Any, b: Any) -> None:

@@ -80,7 +80,8 @@ def place(z: jax.Array, g: Geometry, t: Sequence[int], axes: Sequence[int]) -> j
     """Tap `t`'s values put back at their units of the *unpadded* input (the transpose of
     ``tap(pad(x))``): ``z[b, i]`` -> ``x[b, s i + d t - lo]``, zeros elsewhere."""
     config = [(0, 0, 0)] * z.ndim
-    for axis, ti, n, (lo, _), d, s, o in zip(axes, t, g.size, g.pads, g.spacing, g.stride, g.out, strict=True):
+    dims = zip(axes, t, g.size, g.pads, g.spacing, g.stride, g.out, strict=True)
+    for axis, ti, n, (lo, _), d, s, o in dims:
         first = d * ti - lo
         config[axis] = (first, n - first - (o - 1) * s - 1, s - 1)
     return lax.pad(z, jnp.zeros((), z.dtype), config)
@@ -94,8 +95,8 @@ def gather(xp: jax.Array, g: Geometry, axes: Sequence[int], at: int) -> jax.Arra
     out = xp
     for i in reversed(range(nd)):
         axis = axes[i] + (nd - 1 - i if at <= axes[i] else 0)  # stacks already inserted before it
-        out = jnp.stack([_shift(out, axis, g.spacing[i] * m, g.stride[i], g.out[i]) for m in range(g.taps[i])],
-                        axis=at)
+        taps = [_shift(out, axis, g.spacing[i] * m, g.stride[i], g.out[i]) for m in range(g.taps[i])]
+        out = jnp.stack(taps, axis=at)
     return out
 
 
@@ -133,8 +134,8 @@ def untile(v: jax.Array, g: Geometry) -> jax.Array:
     # (N, o1, ..., C, k1, ...) -> (N, o1, k1, o2, k2, ..., C)
     order = [0, *(a for i in range(nd) for a in (1 + i, nd + 2 + i)), nd + 1]
     blocks = v.transpose(order).reshape(n, *(o * k for o, k in zip(g.out, g.taps, strict=True)), c)
-    config = [(0, 0, 0)] + [(-lo, size + lo - o * k, 0)
-                            for size, (lo, _), o, k in zip(g.size, g.pads, g.out, g.taps, strict=True)] + [(0, 0, 0)]
+    dims = zip(g.size, g.pads, g.out, g.taps, strict=True)
+    config = [(0, 0, 0), *((-lo, size + lo - o * k, 0) for size, (lo, _), o, k in dims), (0, 0, 0)]
     return lax.pad(blocks, jnp.zeros((), v.dtype), config)
 
 

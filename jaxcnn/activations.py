@@ -64,8 +64,9 @@ def relu(x: jax.Array) -> jax.Array:
     Backward (the :math:`f'(x)` factor of Eq 20): ``dx = delta * relu'(x)``. At ``x = 0`` the
     derivative is taken from the left branch, 0, as in ``jax.nn.relu`` and PyTorch (see
     `Numerical influence of ReLU'(0) on backpropagation
-    <https://dl.acm.org/doi/10.5555/3540261.3540297>`_). NaN propagates: ``relu(NaN) = NaN``, and
-    the unit passes its delta on (the mask is ``not x <= 0``, PyTorch's threshold rule).
+    <https://dl.acm.org/doi/10.5555/3540261.3540297>`_). NaN propagates forward, ``relu(NaN) = NaN``
+    (a NaN is no number ``<= 0``), and a NaN delta propagates backward; the derivative at a NaN
+    input is taken as 0, as ``jax.nn.relu`` does (the mask ``x > 0`` is False there).
 
     Args:
       x: floating-point array of any shape.
@@ -86,8 +87,7 @@ def _relu(x: jax.Array) -> jax.Array:
 
 
 def _relu_fwd(x: jax.Array) -> tuple[jax.Array, _MaskResiduals]:
-    positive = jnp.logical_not(x <= 0)  # x > 0, or NaN: the unit is on and passes its delta
-    return jnp.where(positive, x, jnp.zeros_like(x)), _MaskResiduals(positive)
+    return _relu(x), _MaskResiduals(x > 0)
 
 
 def _relu_bwd(res: _MaskResiduals, delta: jax.Array) -> tuple[jax.Array]:

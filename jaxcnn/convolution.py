@@ -43,7 +43,7 @@ from jax import lax
 
 from jaxcnn import _lowering, _windows
 from jaxcnn._checks import check_plain_2d, check_rank, check_same_dtype, fail, is_int
-from jaxcnn._specs import LAYOUTS, ConvSpec, conv_spec, transpose_spec
+from jaxcnn._specs import LAYOUTS, ConvSpec, conv_spec, padding_mode_check, transpose_spec
 
 __all__ = [
     "conv",
@@ -151,7 +151,8 @@ def _input_grad(delta: jax.Array, w: jax.Array, spec: ConvSpec, plan: _lowering.
         dilated = lax.pad(_windows.dilate(delta, spec.stride), jnp.zeros((), delta.dtype), full)
         dx_pad = _correlate(dilated, _swap_io(_rotate(kernel, spec.nd), spec.groups), dims=(lhs, rhs, lhs),
                             strides=(1,) * spec.nd, rhs_dilation=spec.dilation, feature_groups=spec.groups)
-        return dx_pad[(slice(None), *(slice(lo, lo + n) for n, (lo, _) in zip(spec.size, spec.pads, strict=True)))]
+        inputs = (slice(lo, lo + n) for n, (lo, _) in zip(spec.size, spec.pads, strict=True))
+        return dx_pad[(slice(None), *inputs)]
 
     ncd = (delta.shape[0], kernel.shape[-2] * spec.groups, kernel.shape[-1])
     return _lowered("input", plan, spec, ncd, eq22, _lowering.input_grad, delta, kernel)
@@ -179,7 +180,8 @@ def _weight_grad(x: jax.Array, delta: jax.Array, spec: ConvSpec, plan: _lowering
         # stride; the batch is the contracted dimension, channels c play the role of the batch).
         # Groups: input channel c of group g only meets deltas of group g (batch_group_count).
         x_pad = _windows.pad(x, spec.pads, spec.pad_value)[(slice(None), *(slice(0, u) for u in spec.used))]
-        return _correlate(x_pad, delta, dims=("C" + sp + "N", "I" + sp + "O", sp + "NC"), strides=spec.dilation,
+        return _correlate(x_pad, delta, dims=("C" + sp + "N", "I" + sp + "O", sp + "NC"),
+                          strides=spec.dilation,
                           rhs_dilation=spec.stride, batch_groups=spec.groups)
 
     ncd = (x.shape[0], x.shape[-1], delta.shape[-1])
@@ -301,11 +303,72 @@ def conv2d_input_grad(
 
 def conv2d_weight_grad(
     x: jax.Array, delta: jax.Array, w_shape: tuple[int, int, int, int], *, stride: Size = 1,
-    padding: Padding = "VALID", dilation: Size = 1, groups: int = 1, flip: bool = False, pad_value: float = 0.0,
+    padding: Padding = "VALID", dilation: Size = 1, groups: int = 1, flip: bool = False,
+    pad_value: float = 0.0,
 ) -> jax.Array:
-    """`conv_weight_grad` (Eq 10-14) for 2-D convolutions: x NHWC, delta NHWC, w_shape ``(k1, k2, C/g, D)``."""
+    """`conv_weight_grad` (Eq 10-14) for 2-D convolutions: x NHWC, delta NHWC, w_shape
+    ``(k1, k2, C/g, D)``."""
     return _weight_grad_call("conv2d_weight_grad", 2, x, delta, w_shape, stride=stride, padding=padding,
                              dilation=dilation, groups=groups, flip=flip, pad_value=pad_value)
+
+
+# --------------------------------------------------------------------- padding modes (border copies)
+_JNP_MODES = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4))
+def _copy_pad(x: jax.Array, axis: int, lo: int, hi: int, mode: str) -> jax.Array:
+    """`x` padded along `axis` with copies of its own units (``jnp.pad``'s reflect / edge / wrap)."""
+    config = [(0, 0)] * x.ndim
+    config[axis] = (lo, hi)
+    return jnp.pad(x, config, mode=_JNP_MODES[mode])
+
+
+def _copy_pad_fwd(x, axis, lo, hi, mode):
+    return _copy_pad(x, axis, lo, hi, mode), None
+
+
+def _copy_pad_bwd(axis, lo, hi, mode, res, delta):
+    """The deltas of the padded units fold back onto the units they copied (and add to theirs):
+
+    * reflect: left unit ``j < lo`` copied ``x[lo - j]``, right unit ``j`` copied ``x[n - 2 - j]``;
+    * replicate: every left unit copied ``x[0]``, every right unit ``x[n - 1]``;
+    * circular: the left units copied ``x[n - lo:]``, the right ones ``x[:hi]``.
+    """
+    del res
+    n = delta.shape[axis] - lo - hi
+    take = partial(lax.slice_in_dim, delta, axis=axis)
+    grad = take(lo, lo + n)
+    left, right = take(0, lo), take(lo + n, lo + n + hi)
+
+    def add(g, start, part):
+        index = [slice(None)] * g.ndim
+        index[axis] = slice(start, start + part.shape[axis])
+        return g.at[tuple(index)].add(part)
+
+    if mode == "reflect":
+        grad = add(grad, 1, lax.rev(left, (axis,)))
+        grad = add(grad, n - 1 - hi, lax.rev(right, (axis,)))
+    elif mode == "replicate":
+        grad = add(grad, 0, jnp.sum(left, axis=axis, keepdims=True))
+        grad = add(grad, n - 1, jnp.sum(right, axis=axis, keepdims=True))
+    else:  # circular
+        grad = add(grad, n - lo, left)
+        grad = add(grad, 0, right)
+    return (grad,)
+
+
+_copy_pad.defvjp(_copy_pad_fwd, _copy_pad_bwd)
+
+
+def _mode_pad(x: jax.Array, spec: ConvSpec, mode: str) -> tuple[jax.Array, ConvSpec]:
+    """For padding_mode other than "zeros": the border filled with copies of input units (one
+    differentiable pad step per spatial axis, whose rule folds the border's deltas back), and the
+    spec of the VALID convolution that follows."""
+    for axis, (lo, hi) in enumerate(spec.pads, start=1):
+        if lo or hi:
+            x = _copy_pad(x, axis, lo, hi, mode)
+    return x, spec._replace(pads=((0, 0),) * spec.nd, size=tuple(x.shape[1:-1]))
 
 
 # ------------------------------------------------------------------------------------ conv
@@ -359,15 +422,20 @@ def _conv_curvature_bwd(spec, tied, plan, res, h):
 _conv.defvjp(_conv_fwd, _conv_bwd)
 
 
-def _conv_call(fn: str, nd: int | None, x, w, b, **options) -> jax.Array:
+def _conv_call(fn: str, nd: int | None, x, w, b, *, padding_mode, **options) -> jax.Array:
     spec = conv_spec(fn, x, w, b, nd=nd, **options)
+    mode = padding_mode_check(fn, padding_mode, spec)
     tied = None if b is None else jnp.ndim(b) == 1
-    return _conv(spec, tied, _lowering.requested(), jnp.asarray(x), jnp.asarray(w), b)
+    x = jnp.asarray(x)
+    if mode != "zeros":
+        x, spec = _mode_pad(x, spec, mode)
+    return _conv(spec, tied, _lowering.requested(), x, jnp.asarray(w), b)
 
 
 def conv(
     x: jax.Array, w: jax.Array, b: jax.Array | None = None, *, stride: Size = 1, padding: Padding = "VALID",
     dilation: Size = 1, groups: int = 1, flip: bool = False, pad_value: float = 0.0,
+    padding_mode: str = "zeros",
 ) -> jax.Array:
     r"""Convolution layer in 1, 2 or 3 spatial dims (Eq 4-7); its backward pass is Eq 14 and Eq 22.
 
@@ -394,6 +462,11 @@ def conv(
       groups: channel groups; ``C`` and ``D`` divisible by it.
       flip: rotate the kernel 180 degrees first (true convolution).
       pad_value: value of the padded border (LeCun 1989 pads with -1); padded units get no gradient.
+      padding_mode: ``"zeros"`` (default: the border is `pad_value`), ``"reflect"`` (mirrored without
+        the edge unit; each pad smaller than the input), ``"replicate"`` (the edge unit repeated) or
+        ``"circular"`` (wrapped; each pad at most the input) — PyTorch's ``padding_mode``. The border
+        then holds copies of input units, and their deltas fold back onto the units they copied
+        (`pad_value` must stay 0).
 
     Returns:
       ``(N, *out, D)`` with ``out = (n + lo + hi - d*(k-1) - 1) // s + 1`` per dim, dtype of `x`.
@@ -406,21 +479,23 @@ def conv(
     (1, 3, 2)
     """
     return _conv_call("conv", None, x, w, b, stride=stride, padding=padding, dilation=dilation, groups=groups,
-                      flip=flip, pad_value=pad_value)
+                      flip=flip, pad_value=pad_value, padding_mode=padding_mode)
 
 
 def conv1d(
     x: jax.Array, w: jax.Array, b: jax.Array | None = None, *, stride: Size = 1, padding: Padding = "VALID",
     dilation: Size = 1, groups: int = 1, flip: bool = False, pad_value: float = 0.0,
+    padding_mode: str = "zeros",
 ) -> jax.Array:
     """`conv` (Eq 7; backward Eq 14, Eq 22) on sequences: x ``(N, W, C)``, w ``(k, C/groups, D)``."""
     return _conv_call("conv1d", 1, x, w, b, stride=stride, padding=padding, dilation=dilation, groups=groups,
-                      flip=flip, pad_value=pad_value)
+                      flip=flip, pad_value=pad_value, padding_mode=padding_mode)
 
 
 def conv2d(
     x: jax.Array, w: jax.Array, b: jax.Array | None = None, *, stride: Size = 1, padding: Padding = "VALID",
     dilation: Size = 1, groups: int = 1, flip: bool = False, pad_value: float = 0.0,
+    padding_mode: str = "zeros",
 ) -> jax.Array:
     """`conv` (Eq 7; backward Eq 14, Eq 22) on images, the article's case: x ``(N, H, W, C)``,
     w ``(k1, k2, C/groups, D)``.
@@ -430,17 +505,18 @@ def conv2d(
     (1, 3, 3, 1)
     """
     return _conv_call("conv2d", 2, x, w, b, stride=stride, padding=padding, dilation=dilation, groups=groups,
-                      flip=flip, pad_value=pad_value)
+                      flip=flip, pad_value=pad_value, padding_mode=padding_mode)
 
 
 def conv3d(
     x: jax.Array, w: jax.Array, b: jax.Array | None = None, *, stride: Size = 1, padding: Padding = "VALID",
     dilation: Size = 1, groups: int = 1, flip: bool = False, pad_value: float = 0.0,
+    padding_mode: str = "zeros",
 ) -> jax.Array:
     """`conv` (Eq 7; backward Eq 14, Eq 22) on volumes and videos: x ``(N, D, H, W, C)``,
     w ``(k1, k2, k3, C/groups, D)``."""
     return _conv_call("conv3d", 3, x, w, b, stride=stride, padding=padding, dilation=dilation, groups=groups,
-                      flip=flip, pad_value=pad_value)
+                      flip=flip, pad_value=pad_value, padding_mode=padding_mode)
 
 
 # ------------------------------------------------------------------- the transposed convolution
@@ -518,7 +594,8 @@ def conv_transpose(
     >>> jaxcnn.conv_transpose(jnp.ones((1, 2, 1)), jnp.ones((3, 1, 1)), stride=2)[0, :, 0]
     Array([1., 1., 2., 1., 1.], dtype=float32)
     """
-    spec = transpose_spec("conv_transpose", x, w, b, stride=stride, padding=padding, output_padding=output_padding,
+    spec = transpose_spec("conv_transpose", x, w, b, stride=stride, padding=padding,
+                          output_padding=output_padding,
                           dilation=dilation, groups=groups)
     tied = None if b is None else jnp.ndim(b) == 1
     return _conv_transpose(spec, tied, _lowering.requested(), jnp.asarray(x), jnp.asarray(w), b)

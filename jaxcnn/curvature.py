@@ -50,6 +50,9 @@ Limits:
   ``J**2``: right only where its Jacobian entries are 0, 1 or -1 (reshapes, slices, transposes,
   concatenation, a 0/1 mask such as `jaxcnn.models.lecun1989`'s H2 connection table), wrong
   otherwise. Nothing detects this; keep such ops off the path (or wrap them in a jaxcnn op).
+* `jaxcnn.conv` with ``padding_mode`` "reflect", "replicate" or "circular" is a copy-pad followed
+  by the convolution; its rule is exact for the kernel and bias, and LeCun's through those two steps
+  for the input: where one window holds a unit and its copy, their cross term is dropped.
 * A function already traced outside the mode (a ``jax.jit`` cache hit) keeps its first-order
   rules: trace under the mode, e.g. jit a function that calls `diag_gauss_newton`.
 * ``jax.grad`` of a loss in this mode returns curvatures for every differentiable input (inputs

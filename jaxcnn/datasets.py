@@ -26,7 +26,6 @@ import importlib.util
 import io
 import math
 import os
-import struct
 import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, overload
@@ -38,6 +37,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from jaxcnn._checks import as_pair, fail
 from jaxcnn._io import atomic_write
+from jaxcnn.idx import read_idx
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
@@ -330,122 +330,7 @@ def load_sklearn_digits(
 
 
 # --------------------------------------------------------------------------------------------
-# IDX files (full MNIST / Fashion-MNIST)
-
-# IDX type code -> big-endian dtype as stored in the file.
-_IDX_DTYPES: dict[int, np.dtype] = {
-    0x08: np.dtype(">u1"),
-    0x09: np.dtype(">i1"),
-    0x0B: np.dtype(">i2"),
-    0x0C: np.dtype(">i4"),
-    0x0D: np.dtype(">f4"),
-    0x0E: np.dtype(">f8"),
-}
-# Deflate cannot expand data by more than ~1032:1; a header claiming more than this many times the
-# compressed size cannot be honest, whatever the stream holds.
-_GZIP_MAX_RATIO = 1100
-_CHUNK = 1 << 20
-
-
-def _read_upto(stream: Any, n: int) -> bytearray:
-    """Up to `n` bytes from `stream` (fewer only at end of file), read in chunks, so that memory
-    grows with what the stream really holds, not with what a header claims."""
-    buf = bytearray()
-    while len(buf) < n:
-        part = stream.read(min(n - len(buf), _CHUNK))
-        if not part:
-            break
-        buf += part
-    return buf
-
-
-def _read_idx_stream(path: str, stream: Any, size: int, *, gzipped: bool) -> np.ndarray:
-    """Parse an IDX stream; `size` is the file's size on disk (compressed if `gzipped`)."""
-    fn = "read_idx"
-    magic = _read_upto(stream, 4)
-    if len(magic) < 4:
-        raise fail(fn, f"'{path}' is truncated: {len(magic)} bytes, shorter than the IDX magic")
-    if magic[:2] != b"\x00\x00":
-        raise fail(
-            fn, f"'{path}' is not an IDX file: bad magic {magic.hex()} (must start with 0000)"
-        )
-    code, ndim = magic[2], magic[3]
-    if code not in _IDX_DTYPES:
-        raise fail(
-            fn,
-            f"'{path}' has bad IDX dtype code 0x{code:02x}; expected one of "
-            + ", ".join(f"0x{c:02x}" for c in _IDX_DTYPES),
-        )
-    if ndim == 0:
-        raise fail(fn, f"'{path}' has an IDX header with 0 dimensions")
-    raw_dims = _read_upto(stream, 4 * ndim)
-    if len(raw_dims) < 4 * ndim:
-        raise fail(fn, f"'{path}' is truncated inside its header ({ndim} dimensions expected)")
-    dims = struct.unpack(f">{ndim}I", raw_dims)
-    dtype = _IDX_DTYPES[code]
-    header = 4 + 4 * ndim
-    nbytes = math.prod(dims) * dtype.itemsize  # Python int: no overflow
-    what = f"header dims {dims} of {dtype.newbyteorder('=').name} need {nbytes} data bytes"
-
-    if not gzipped:
-        if size < header + nbytes:
-            raise fail(fn, f"'{path}' is truncated: {what}, but only {size - header} follow")
-        if size > header + nbytes:
-            raise fail(
-                fn,
-                f"'{path}' has {size - header - nbytes} trailing bytes: {what}, "
-                f"but {size - header} follow",
-            )
-    elif nbytes > _GZIP_MAX_RATIO * size + _CHUNK:
-        raise fail(
-            fn,
-            f"'{path}' has absurd dimensions: {what}, more than a {size}-byte gzip file can hold",
-        )
-    payload = _read_upto(stream, nbytes)
-    if len(payload) < nbytes:  # a gzip stream, or a raw file that shrank while being read
-        raise fail(fn, f"'{path}' is truncated: {what}, but only {len(payload)} follow")
-    if stream.read(1):
-        raise fail(fn, f"'{path}' has trailing bytes: {what}, but more follow")
-    data = np.frombuffer(payload, dtype=dtype)  # writable: backed by a bytearray
-    return data.astype(dtype.newbyteorder("="), copy=False).reshape(dims)
-
-
-def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read one IDX file (the format of MNIST and Fashion-MNIST), raw or gzip-compressed.
-
-    Layout: two zero bytes, a dtype code (0x08 ubyte, 0x09 byte, 0x0B short, 0x0C int, 0x0D float,
-    0x0E double), the number of dimensions, each dimension as a big-endian uint32, then the
-    big-endian data in row-major order. Everything is checked before the data is allocated: the
-    magic, the dtype code, the header, and that the data size is exactly ``prod(dims) * itemsize``
-    (for a raw file from its size on disk; for gzip, by reading at most that many bytes and then
-    checking for end of file, after rejecting sizes no gzip file of its size could hold).
-    Compression is detected from the content (gzip magic ``1f 8b``), not from the name.
-
-    Args:
-      path: the file.
-
-    Returns:
-      An array shaped ``dims`` in native byte order: uint8, int8, int16, int32, float32 or float64.
-      MNIST's image files give ``(N, 28, 28)`` uint8, its label files ``(N,)`` uint8.
-
-    Raises:
-      FileNotFoundError: `path` does not exist.
-      ValueError: bad magic or dtype code, truncated data, trailing bytes, absurd dimensions, or a
-        corrupt gzip stream; the message names the file.
-    """
-    path = os.fspath(path)
-    with open(path, "rb") as raw:
-        is_gzip = raw.read(2) == b"\x1f\x8b"
-        raw.seek(0)
-        size = os.fstat(raw.fileno()).st_size
-        if not is_gzip:
-            return _read_idx_stream(path, raw, size, gzipped=False)
-        try:
-            with gzip.GzipFile(fileobj=raw, mode="rb") as stream:
-                return _read_idx_stream(path, stream, size, gzipped=True)
-        except (OSError, EOFError, zlib.error) as err:  # gzip.BadGzipFile is an OSError
-            raise fail("read_idx", f"'{path}' is not a valid gzip file: {err}") from err
-
+# full MNIST / Fashion-MNIST from IDX files (`jaxcnn.idx`)
 
 _MNIST_KINDS = ("train", "t10k")
 
@@ -484,6 +369,13 @@ def _load_mnist_kind(directory: Path, kind: str) -> tuple[NDArray[np.uint8], NDA
             f"'{images_path}' has {images.shape[0]} images but '{labels_path}' has "
             f"{labels.shape[0]} labels",
         )
+    if labels.size and labels.max() >= _NUM_CLASSES:
+        bad = np.flatnonzero(labels >= _NUM_CLASSES)
+        raise fail(
+            fn,
+            f"'{labels_path}' holds labels outside 0-{_NUM_CLASSES - 1}: {labels[bad[0]]} at index "
+            f"{bad[0]} ({bad.size} such labels)",
+        )
     return images, labels.astype(np.int32)
 
 
@@ -512,7 +404,7 @@ def load_mnist(
     Raises:
       FileNotFoundError: `directory` or a file is missing (the message lists the names tried).
       ValueError: a malformed file (see `read_idx`), images that are not uint8 ``(N, H, W)``,
-        labels that are not uint8 ``(N,)``, or image and label counts that differ.
+        labels that are not uint8 ``(N,)`` in 0-9, or image and label counts that differ.
     """
     fn = "load_mnist"
     if kind is not None and kind not in _MNIST_KINDS:
@@ -603,9 +495,17 @@ def scale(
     fn = "scale"
     x = np.asarray(images)
     _check_real(fn, "images", x)
+    for name, value in (("low", low), ("high", high)):
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
+            raise fail(fn, f"`{name}` must be a number, got {value!r}", TypeError)
     if not (math.isfinite(low) and math.isfinite(high) and low < high):
         raise fail(fn, f"need finite `low` < `high`, got low={low!r}, high={high!r}")
-    a, b = in_range
+    try:
+        a, b = (float(v) for v in in_range)
+    except TypeError as err:
+        raise fail(fn, f"`in_range` must be a pair (a, b) of numbers, got {in_range!r}", TypeError) from err
+    except ValueError as err:
+        raise fail(fn, f"`in_range` must be a pair (a, b) of numbers, got {in_range!r}") from err
     if not (math.isfinite(a) and math.isfinite(b) and a < b):
         raise fail(fn, f"`in_range` must be finite (a, b) with a < b, got {in_range!r}")
     y = low + (x.astype(np.float64) - a) * ((high - low) / (b - a))

@@ -36,9 +36,18 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxcnn
+from jaxcnn import registry
 from jaxcnn._checks import fail
 
-__all__ = ["Model", "h2_connection_mask", "lecun1989", "lenet5"]
+__all__ = [
+    "LECUN1989_ACTIVATIONS",
+    "LENET5_ACTIVATIONS",
+    "LENET5_POOLINGS",
+    "Model",
+    "h2_connection_mask",
+    "lecun1989",
+    "lenet5",
+]
 
 Params = dict[str, dict[str, jax.Array]]
 
@@ -89,6 +98,17 @@ def _check_dtype(fn: str, dtype: Any) -> jnp.dtype:
     return d
 
 
+def _check_key(fn: str, key: Any) -> None:
+    """`key` is one PRNG key: ``jax.random.key(seed)``, or a legacy ``jax.random.PRNGKey(seed)``."""
+    dtype, shape = getattr(key, "dtype", None), getattr(key, "shape", None)
+    if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key) and shape == ():
+        return
+    if dtype == np.uint32 and shape == (2,):  # a raw key of jax.random.PRNGKey
+        return
+    got = f"{type(key).__name__} {key!r}" if dtype is None else f"an array of shape {shape} and dtype {dtype}"
+    raise fail(fn, f"`key` must be one PRNG key, e.g. jax.random.key(0), got {got}", TypeError)
+
+
 def _uniform(key: jax.Array, shape: tuple[int, ...], bound: float, dtype: jnp.dtype) -> jax.Array:
     """U[-bound, bound], drawn in `dtype`."""
     return jax.random.uniform(key, shape, dtype, minval=-bound, maxval=bound)
@@ -117,7 +137,8 @@ def h2_connection_mask() -> np.ndarray:
     return mask
 
 
-_LECUN_ACTIVATIONS = ("tanh", "scaled_tanh")
+LECUN1989_ACTIVATIONS = ("tanh", "scaled_tanh")
+"""`lecun1989`'s ``activation`` choices: the paper's tanh family (its targets are +-1)."""
 
 
 @functools.cache
@@ -158,11 +179,11 @@ def lecun1989(*, activation: str = "tanh") -> Model:
       `Model`; ``apply(params, x, *, ops=jaxcnn)`` maps ``x (N, 16, 16, 1)`` to ``(N, 10)``.
     """
     fn = "lecun1989"
-    if activation not in _LECUN_ACTIVATIONS:
-        raise fail(fn, f"`activation` must be one of {_LECUN_ACTIVATIONS}, got {activation!r}")
+    registry.choose(fn, "activation", activation, LECUN1989_ACTIVATIONS)
     mask_np = h2_connection_mask()
 
     def init(key: jax.Array, dtype: Any = jnp.float32) -> Params:
+        _check_key(f"{fn}.init", key)
         d = _check_dtype(f"{fn}.init", dtype)
         k1, k2, k3, k4 = jax.random.split(key, 4)
         kernel_mask = jnp.asarray(np.broadcast_to(mask_np, (5, 5, 12, 12)), d)
@@ -194,10 +215,14 @@ def lecun1989(*, activation: str = "tanh") -> Model:
 
 
 # -------------------------------------------------------------------------------------- lenet5
-_LENET_ACTIVATIONS = ("relu", "leaky_relu", "tanh", "scaled_tanh", "sigmoid")
-_LENET_POOLS = {"max": "max_pool", "avg": "avg_pool", "l2": "l2_pool"}
+LENET5_ACTIVATIONS = registry.ACTIVATIONS
+"""`lenet5`'s ``activation`` choices: every activation of the op table (`jaxcnn.registry`)."""
+
+LENET5_POOLINGS = tuple(name.removesuffix("_pool") for name in registry.POOLS)
+"""`lenet5`'s ``pooling`` choices: every pool of the op table, ``"max"`` for `jaxcnn.max_pool`, ..."""
+
 # Variance-scaling init (uniform, fan-in): He's gain 2 for the rectifiers, LeCun's 1 otherwise.
-_GAIN = {"relu": 2.0, "leaky_relu": 2.0, "tanh": 1.0, "scaled_tanh": 1.0, "sigmoid": 1.0}
+_RECTIFIER_GAIN = {"relu": 2.0, "leaky_relu": 2.0}
 
 
 @functools.cache
@@ -223,21 +248,21 @@ def lenet5(*, activation: str = "relu", pooling: str = "max") -> Model:
     leaky_relu (He), ``1`` otherwise (LeCun); biases 0.
 
     Args:
-      activation: ``"relu"``, ``"leaky_relu"``, ``"tanh"``, ``"scaled_tanh"`` or ``"sigmoid"``.
-      pooling: ``"max"``, ``"avg"`` or ``"l2"``.
+      activation: one of `LENET5_ACTIVATIONS` (``"relu"``, ``"leaky_relu"``, ``"tanh"``,
+        ``"scaled_tanh"``, ``"sigmoid"``, ...: the activations of `jaxcnn.registry`).
+      pooling: one of `LENET5_POOLINGS` (``"max"``, ``"avg"``, ``"l2"``, ...): ``pooling + "_pool"``
+        is the function.
 
     Returns:
       `Model`; ``apply(params, x, *, ops=jaxcnn)`` maps ``x (N, 28, 28, 1)`` to logits ``(N, 10)``.
     """
     fn = "lenet5"
-    if activation not in _LENET_ACTIVATIONS:
-        raise fail(fn, f"`activation` must be one of {_LENET_ACTIVATIONS}, got {activation!r}")
-    if pooling not in _LENET_POOLS:
-        raise fail(fn, f"`pooling` must be one of {tuple(_LENET_POOLS)}, got {pooling!r}")
-    pool_name = _LENET_POOLS[pooling]
-    gain = _GAIN[activation]
+    registry.choose(fn, "activation", activation, LENET5_ACTIVATIONS)
+    pool_name = registry.choose(fn, "pooling", pooling, LENET5_POOLINGS) + "_pool"
+    gain = _RECTIFIER_GAIN.get(activation, 1.0)
 
     def init(key: jax.Array, dtype: Any = jnp.float32) -> Params:
+        _check_key(f"{fn}.init", key)
         d = _check_dtype(f"{fn}.init", dtype)
         shapes = {
             "C1": ((5, 5, 1, 6), 25),
@@ -256,7 +281,8 @@ def lenet5(*, activation: str = "relu", pooling: str = "max") -> Model:
     def apply(params: Params, x: jax.Array, *, ops: ModuleType = jaxcnn) -> jax.Array:
         _check_input(f"{fn}.apply", x, (28, 28, 1))
         _check_ops(f"{fn}.apply", ops, ("conv2d", "dense", "flatten", activation, pool_name))
-        f, pool = getattr(ops, activation), getattr(ops, pool_name)
+        f = registry.lookup(ops, activation, registry.ACTIVATIONS, fn=f"{fn}.apply", arg="activation")
+        pool = registry.lookup(ops, pool_name, registry.POOLS, fn=f"{fn}.apply", arg="pooling")
         h = pool(f(ops.conv2d(x, params["C1"]["w"], params["C1"]["b"], padding=2)), 2)
         h = pool(f(ops.conv2d(h, params["C3"]["w"], params["C3"]["b"])), 2)
         h = f(ops.dense(ops.flatten(h), params["C5"]["w"], params["C5"]["b"]))

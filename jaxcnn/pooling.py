@@ -61,7 +61,7 @@ class _Plan(NamedTuple):
     @property
     def geometry(self) -> _windows.Geometry:
         s = self.spec
-        return _windows.Geometry(s.size, s.pads, s.window, (1,) * s.nd, s.stride, s.out)
+        return _windows.Geometry(s.size, s.pads, s.window, s.spacing, s.stride, s.out)
 
     @property
     def taps(self) -> int:
@@ -71,8 +71,9 @@ class _Plan(NamedTuple):
 def _plan(spec: PoolSpec) -> _Plan:
     """The reshape lowering applies when windows tile the padded input: stride == window (unless
     the private switch ``jaxcnn._lowering.force(pool="general")`` asks for the strided slices)."""
+    tiles = spec.stride == spec.window and spec.spacing == (1,) * spec.nd
     requested = _lowering.requested()
-    return _Plan(spec, spec.stride == spec.window and requested.pool != "general", requested.curvature)
+    return _Plan(spec, tiles and requested.pool != "general", requested.curvature)
 
 
 def _gather(x: jax.Array, plan: _Plan, pad_value: float) -> jax.Array:
@@ -116,7 +117,8 @@ def _first_real_tap(plan: _Plan) -> np.ndarray | None:
     s = plan.spec
     if all(p == (0, 0) for p in s.pads):
         return None
-    firsts = [np.clip(-start, 0, win - 1) for start, win in zip(_window_starts(plan), s.window, strict=True)]
+    firsts = [np.clip(-(start // d), 0, win - 1)  # the first tap t with start + d*t >= 0
+              for start, win, d in zip(_window_starts(plan), s.window, s.spacing, strict=True)]
     strides = [math.prod(s.window[i + 1:]) for i in range(s.nd)]  # row-major offset of one step
     return _per_window(plan, [f * st for f, st in zip(firsts, strides, strict=True)], np.add)
 
@@ -158,7 +160,8 @@ def _max_pool_bwd(plan: _Plan, res: _MaxRes, delta: jax.Array) -> tuple[jax.Arra
 _max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
-def max_pool(x: jax.Array, window: Size, *, stride: Size | None = None, padding: Padding = "VALID") -> jax.Array:
+def max_pool(x: jax.Array, window: Size, *, stride: Size | None = None, padding: Padding = "VALID",
+             dilation: Size = 1, ceil_mode: bool = False) -> jax.Array:
     r"""Max pooling whose backward routes each delta to the window's "winning unit".
 
     Forward, for the window :math:`W_i` of output ``i`` (per example and channel; one index per
@@ -188,11 +191,16 @@ def max_pool(x: jax.Array, window: Size, *, stride: Size | None = None, padding:
       stride: ``s`` or one per spatial dim; ``None`` (default) is the window (non-overlapping blocks).
       padding: ``"VALID"`` (default), ``"SAME"``, ``"FULL"``, an int, one int per dim or one
         ``(lo, hi)`` pair per dim; each amount smaller than the window.
+      dilation: distance between a window's taps (int or one per dim): the window spans
+        ``e = d*(p - 1) + 1`` units (PyTorch's ``max_pool{1,2,3}d(dilation=...)``).
+      ceil_mode: round the output size up (PyTorch's rule, below); the overhang is padding.
 
     Returns:
-      ``(N, *out, C)`` of x's dtype, ``out = (n + lo + hi - p) // s + 1`` per dim.
+      ``(N, *out, C)`` of x's dtype, ``out = (n + lo + hi - e) // s + 1`` per dim; with `ceil_mode`
+      ``ceil((n + lo + hi - e) / s) + 1``, less one where the last window would start past the input
+      and the low padding.
     """
-    spec = pool_spec("max_pool", x, window, stride, padding)
+    spec = pool_spec("max_pool", x, window, stride, padding, dilation=dilation, ceil_mode=ceil_mode)
     return _max_pool(jnp.asarray(x), _plan(spec))
 
 
@@ -201,10 +209,14 @@ def _avg_divisor(plan: _Plan, count_include_pad: bool, dtype) -> jax.Array:
     """``prod(p)``, or (count_include_pad=False) the static number of real units of each window,
     ``(1, *out, 1)`` — a constant computed with numpy from the spec."""
     s = plan.spec
-    if count_include_pad or all(p == (0, 0) for p in s.pads):
+    if all(p == (0, 0) for p in s.pads) or (count_include_pad and s.extra == (0,) * s.nd):
         return jnp.asarray(plan.taps, dtype)
-    counts = [np.minimum(start + win, n) - np.maximum(start, 0)
-              for start, win, n in zip(_window_starts(plan), s.window, s.size, strict=True)]
+    if count_include_pad:  # the padding counts, ceil_mode's overhang does not (PyTorch's rule)
+        counts = [np.minimum(start + win, n + hi - v) - start for start, win, n, (_, hi), v in zip(
+            _window_starts(plan), s.window, s.size, s.pads, s.extra, strict=True)]
+    else:
+        counts = [np.minimum(start + win, n) - np.maximum(start, 0)
+                  for start, win, n in zip(_window_starts(plan), s.window, s.size, strict=True)]
     return jnp.asarray(_per_window(plan, counts, np.multiply), dtype)
 
 
@@ -245,7 +257,7 @@ _avg_pool.defvjp(_avg_pool_fwd, _avg_pool_bwd)
 
 
 def avg_pool(x: jax.Array, window: Size, *, stride: Size | None = None, padding: Padding = "VALID",
-             count_include_pad: bool = True) -> jax.Array:
+             count_include_pad: bool = True, ceil_mode: bool = False) -> jax.Array:
     r"""Average pooling whose backward spreads ``delta / prod(p)`` over the whole block.
 
     Forward, with :math:`|W_i|` the divisor of window ``i``:
@@ -272,11 +284,13 @@ def avg_pool(x: jax.Array, window: Size, *, stride: Size | None = None, padding:
       padding: ``"VALID"`` (default), ``"SAME"``, ``"FULL"``, an int, one int per dim or one
         ``(lo, hi)`` pair per dim; each amount smaller than the window.
       count_include_pad: divide by ``prod(p)`` (True, default) or by the real units (False).
+      ceil_mode: round the output size up as `max_pool` does; the overhang past the padding is never
+        counted in the divisor (PyTorch's rule).
 
     Returns:
       ``(N, *out, C)`` of x's dtype, ``out = (n + lo + hi - p) // s + 1`` per dim.
     """
-    spec = pool_spec("avg_pool", x, window, stride, padding)
+    spec = pool_spec("avg_pool", x, window, stride, padding, ceil_mode=ceil_mode)
     count_include_pad = check_bool("avg_pool", "count_include_pad", count_include_pad)
     return _avg_pool(jnp.asarray(x), _plan(spec), count_include_pad)
 
@@ -327,7 +341,8 @@ def _l2_pool_curvature_bwd(plan: _Plan, res: _L2Res, h: jax.Array) -> tuple[jax.
 _l2_pool.defvjp(_l2_pool_fwd, _l2_pool_bwd)
 
 
-def l2_pool(x: jax.Array, window: Size, *, stride: Size | None = None, padding: Padding = "VALID") -> jax.Array:
+def l2_pool(x: jax.Array, window: Size, *, stride: Size | None = None, padding: Padding = "VALID",
+            ceil_mode: bool = False) -> jax.Array:
     r"""L2-norm pooling: the Euclidean norm of each window.
 
     Forward and backward (a unit sums over the windows that cover it):
@@ -351,5 +366,5 @@ def l2_pool(x: jax.Array, window: Size, *, stride: Size | None = None, padding: 
     Returns:
       ``(N, *out, C)`` of x's dtype, ``out = (n + lo + hi - p) // s + 1`` per dim.
     """
-    spec = pool_spec("l2_pool", x, window, stride, padding)
+    spec = pool_spec("l2_pool", x, window, stride, padding, ceil_mode=ceil_mode)
     return _l2_pool(jnp.asarray(x), _plan(spec))

@@ -8,7 +8,7 @@ custom rules: ``jax.grad`` of these functions is what the article's formulas are
   tie's delta to the first maximum in row-major window order, like `jaxcnn.max_pool` — a reshape +
   ``jnp.max`` would split a tie's delta evenly and is no oracle;
 * ``relu'(0) = 0`` and ``leaky_relu'(0) = negative_slope``, from the left branch of a ``jnp.where``;
-  ``relu(NaN) = NaN`` and passes its delta (PyTorch's threshold rule);
+  ``relu`` is ``jax.nn.relu`` itself (``relu(NaN) = NaN``, derivative 0 there);
 * ``l2_pool`` has gradient 0 where the window's norm is 0, and a NaN in a window makes it NaN;
 * `conv_transpose` inserts the stride's zeros (`jaxcnn._windows.dilate`) and correlates with the
   rotated kernel — the textbook definition, written without ``lhs_dilation`` or interior padding
@@ -32,6 +32,7 @@ from jaxcnn._specs import (
     dense_check,
     labels_check,
     negative_slope_check,
+    padding_mode_check,
     pool_spec,
     reduction_check,
     squared_error_check,
@@ -73,12 +74,21 @@ def _bias(y: jax.Array, b: jax.Array | None) -> jax.Array:
     return y if b is None else y + b.reshape((1,) * (y.ndim - b.ndim) + b.shape)
 
 
-def _conv(fn: str, nd: int | None, x, w, b, *, stride, padding, dilation, groups, flip, pad_value) -> jax.Array:
-    """Eq 1, 4-7: ``lax.pad`` with `pad_value`, then a VALID ``lax.conv_general_dilated``."""
+_JNP_MODES = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+
+
+def _conv(fn: str, nd: int | None, x, w, b, *, stride, padding, dilation, groups, flip, pad_value,
+          padding_mode="zeros") -> jax.Array:
+    """Eq 1, 4-7: ``lax.pad`` with `pad_value` (or ``jnp.pad``'s reflect/edge/wrap modes, differentiated
+    by autodiff), then a VALID ``lax.conv_general_dilated``."""
     spec = conv_spec(fn, x, w, b, stride=stride, padding=padding, dilation=dilation, groups=groups,
                      flip=flip, pad_value=pad_value, nd=nd)
-    x_pad = lax.pad(x, jnp.asarray(spec.pad_value, x.dtype), [(0, 0, 0), *((lo, hi, 0) for lo, hi in spec.pads),
-                                                                (0, 0, 0)])
+    mode = padding_mode_check(fn, padding_mode, spec)
+    if mode == "zeros":
+        x_pad = lax.pad(x, jnp.asarray(spec.pad_value, x.dtype),
+                        [(0, 0, 0), *((lo, hi, 0) for lo, hi in spec.pads), (0, 0, 0)])
+    else:
+        x_pad = jnp.pad(x, [(0, 0), *spec.pads, (0, 0)], mode=_JNP_MODES[mode])
     kernel = w[(slice(None, None, -1),) * spec.nd] if spec.flip else w
     lhs, rhs = LAYOUTS[spec.nd]
     y = lax.conv_general_dilated(x_pad, kernel, window_strides=spec.stride, padding="VALID",
@@ -87,33 +97,37 @@ def _conv(fn: str, nd: int | None, x, w, b, *, stride, padding, dilation, groups
     return _bias(y, b)
 
 
-def conv(x: jax.Array, w: jax.Array, b: jax.Array | None = None, *, stride: Size = 1, padding: Padding = "VALID",
-         dilation: Size = 1, groups: int = 1, flip: bool = False, pad_value: float = 0.0) -> jax.Array:
+def conv(x: jax.Array, w: jax.Array, b: jax.Array | None = None, *, stride: Size = 1,
+         padding: Padding = "VALID", dilation: Size = 1, groups: int = 1, flip: bool = False,
+         pad_value: float = 0.0, padding_mode: str = "zeros") -> jax.Array:
     """Reference `jaxcnn.conv` (Eq 1, 4-7), 1-3 spatial dims: x ``(N, *size, C)``, w ``(*k, C/groups, D)``,
     b None/``(D,)``/``(*out, D)`` -> ``(N, *out, D)``."""
     return _conv("conv", None, x, w, b, stride=stride, padding=padding, dilation=dilation, groups=groups,
-                 flip=flip, pad_value=pad_value)
+                 flip=flip, pad_value=pad_value, padding_mode=padding_mode)
 
 
-def conv1d(x: jax.Array, w: jax.Array, b: jax.Array | None = None, *, stride: Size = 1, padding: Padding = "VALID",
-           dilation: Size = 1, groups: int = 1, flip: bool = False, pad_value: float = 0.0) -> jax.Array:
+def conv1d(x: jax.Array, w: jax.Array, b: jax.Array | None = None, *, stride: Size = 1,
+           padding: Padding = "VALID", dilation: Size = 1, groups: int = 1, flip: bool = False,
+           pad_value: float = 0.0, padding_mode: str = "zeros") -> jax.Array:
     """Reference `jaxcnn.conv1d`: x ``(N, W, C)``, w ``(k, C/groups, D)``."""
     return _conv("conv1d", 1, x, w, b, stride=stride, padding=padding, dilation=dilation, groups=groups,
-                 flip=flip, pad_value=pad_value)
+                 flip=flip, pad_value=pad_value, padding_mode=padding_mode)
 
 
-def conv2d(x: jax.Array, w: jax.Array, b: jax.Array | None = None, *, stride: Size = 1, padding: Padding = "VALID",
-           dilation: Size = 1, groups: int = 1, flip: bool = False, pad_value: float = 0.0) -> jax.Array:
+def conv2d(x: jax.Array, w: jax.Array, b: jax.Array | None = None, *, stride: Size = 1,
+           padding: Padding = "VALID", dilation: Size = 1, groups: int = 1, flip: bool = False,
+           pad_value: float = 0.0, padding_mode: str = "zeros") -> jax.Array:
     """Reference `jaxcnn.conv2d`: x ``(N, H, W, C)``, w ``(k1, k2, C/groups, D)``."""
     return _conv("conv2d", 2, x, w, b, stride=stride, padding=padding, dilation=dilation, groups=groups,
-                 flip=flip, pad_value=pad_value)
+                 flip=flip, pad_value=pad_value, padding_mode=padding_mode)
 
 
-def conv3d(x: jax.Array, w: jax.Array, b: jax.Array | None = None, *, stride: Size = 1, padding: Padding = "VALID",
-           dilation: Size = 1, groups: int = 1, flip: bool = False, pad_value: float = 0.0) -> jax.Array:
+def conv3d(x: jax.Array, w: jax.Array, b: jax.Array | None = None, *, stride: Size = 1,
+           padding: Padding = "VALID", dilation: Size = 1, groups: int = 1, flip: bool = False,
+           pad_value: float = 0.0, padding_mode: str = "zeros") -> jax.Array:
     """Reference `jaxcnn.conv3d`: x ``(N, D, H, W, C)``, w ``(k1, k2, k3, C/groups, D)``."""
     return _conv("conv3d", 3, x, w, b, stride=stride, padding=padding, dilation=dilation, groups=groups,
-                 flip=flip, pad_value=pad_value)
+                 flip=flip, pad_value=pad_value, padding_mode=padding_mode)
 
 
 def _shape(fn: str, name: str, shape) -> tuple[int, ...]:
@@ -123,7 +137,8 @@ def _shape(fn: str, name: str, shape) -> tuple[int, ...]:
 
 
 def conv_input_grad(delta: jax.Array, w: jax.Array, x_shape: tuple[int, ...], *, stride: Size = 1,
-                    padding: Padding = "VALID", dilation: Size = 1, groups: int = 1, flip: bool = False) -> jax.Array:
+                    padding: Padding = "VALID", dilation: Size = 1, groups: int = 1,
+                    flip: bool = False) -> jax.Array:
     """Reference `jaxcnn.conv_input_grad`: ``jax.vjp`` of the reference conv w.r.t. x."""
     x = jnp.zeros(_shape("conv_input_grad", "x_shape", x_shape), jnp.result_type(delta))
     _, vjp = jax.vjp(lambda x_: conv(x_, w, stride=stride, padding=padding, dilation=dilation, groups=groups,
@@ -141,20 +156,26 @@ def conv_weight_grad(x: jax.Array, delta: jax.Array, w_shape: tuple[int, ...], *
     return vjp(delta)[0]
 
 
-def conv2d_input_grad(delta: jax.Array, w: jax.Array, x_shape: tuple[int, int, int, int], **options) -> jax.Array:
+def conv2d_input_grad(delta: jax.Array, w: jax.Array, x_shape: tuple[int, int, int, int], *,
+                      stride: Size = 1, padding: Padding = "VALID", dilation: Size = 1, groups: int = 1,
+                      flip: bool = False) -> jax.Array:
     """Reference `jaxcnn.conv2d_input_grad` (2-D `conv_input_grad`)."""
     if len(_shape("conv2d_input_grad", "x_shape", x_shape)) != 4:
         raise fail("conv2d_input_grad", f"`x_shape` must be a tuple of 4 non-negative ints, got {x_shape!r}",
                    TypeError)
-    return conv_input_grad(delta, w, x_shape, **options)
+    return conv_input_grad(delta, w, x_shape, stride=stride, padding=padding, dilation=dilation,
+                           groups=groups, flip=flip)
 
 
-def conv2d_weight_grad(x: jax.Array, delta: jax.Array, w_shape: tuple[int, int, int, int], **options) -> jax.Array:
+def conv2d_weight_grad(x: jax.Array, delta: jax.Array, w_shape: tuple[int, int, int, int], *,
+                       stride: Size = 1, padding: Padding = "VALID", dilation: Size = 1, groups: int = 1,
+                       flip: bool = False, pad_value: float = 0.0) -> jax.Array:
     """Reference `jaxcnn.conv2d_weight_grad` (2-D `conv_weight_grad`)."""
     if len(_shape("conv2d_weight_grad", "w_shape", w_shape)) != 4:
         raise fail("conv2d_weight_grad", f"`w_shape` must be a tuple of 4 non-negative ints, got {w_shape!r}",
                    TypeError)
-    return conv_weight_grad(x, delta, w_shape, **options)
+    return conv_weight_grad(x, delta, w_shape, stride=stride, padding=padding, dilation=dilation,
+                            groups=groups, flip=flip, pad_value=pad_value)
 
 
 def conv_transpose(x: jax.Array, w: jax.Array, b: jax.Array | None = None, *, stride: Size = 1,
@@ -168,7 +189,8 @@ def conv_transpose(x: jax.Array, w: jax.Array, b: jax.Array | None = None, *, st
                           output_padding=output_padding, dilation=dilation, groups=groups)
     nd, g = spec.nd, spec.groups
     config = [(0, 0, 0)]
-    for n_in, n_out, s, (lo, _), e in zip(spec.out, spec.size, spec.stride, spec.pads, spec.extent, strict=True):
+    dims = zip(spec.out, spec.size, spec.stride, spec.pads, spec.extent, strict=True)
+    for n_in, n_out, s, (lo, _), e in dims:
         dilated = (n_in - 1) * s + 1
         config.append((e - 1 - lo, n_out - dilated - (e - 1 - lo) + e - 1, 0))
     xd = lax.pad(_windows.dilate(x, spec.stride), jnp.zeros((), x.dtype), [*config, (0, 0, 0)])
@@ -176,7 +198,8 @@ def conv_transpose(x: jax.Array, w: jax.Array, b: jax.Array | None = None, *, st
     kernel = w[(slice(None, None, -1),) * nd].reshape(*k, c_g, g, d // g)
     kernel = jnp.moveaxis(kernel, (nd, nd + 1, nd + 2), (nd + 2, nd + 1, nd)).reshape(*k, d // g, g * c_g)
     lhs, rhs = LAYOUTS[nd]
-    y = lax.conv_general_dilated(xd, kernel, window_strides=(1,) * nd, padding="VALID", rhs_dilation=spec.dilation,
+    y = lax.conv_general_dilated(xd, kernel, window_strides=(1,) * nd, padding="VALID",
+                                 rhs_dilation=spec.dilation,
                                  dimension_numbers=(lhs, rhs, lhs), feature_group_count=g)
     return _bias(y, b)
 
@@ -195,9 +218,10 @@ def convolve2d(I: jax.Array, K: jax.Array) -> jax.Array:  # noqa: N803
 
 # -------------------------------------------------------------------------------- activations
 def relu(x: jax.Array) -> jax.Array:
-    """Reference `jaxcnn.relu`: ``max(0, x)``; ``relu'(0) = 0``; NaN propagates and passes its delta."""
+    """Reference `jaxcnn.relu`: JAX's own ``jax.nn.relu`` (``relu'(0) = 0``; NaN propagates forward,
+    the derivative at a NaN input is 0)."""
     check_float("relu", "x", x)
-    return jnp.where(x <= 0, jnp.zeros_like(x), x)
+    return jax.nn.relu(x)
 
 
 def leaky_relu(x: jax.Array, negative_slope: float = 0.01) -> jax.Array:
@@ -233,27 +257,53 @@ def _window(x: jax.Array, spec, init, op) -> jax.Array:
                              ((0, 0), *spec.pads, (0, 0)))
 
 
-def max_pool(x: jax.Array, window: Size, *, stride: Size | None = None, padding: Padding = "VALID") -> jax.Array:
-    """Reference `jaxcnn.max_pool`, 1-3 spatial dims: ``lax.reduce_window(lax.max)``, padded with -inf."""
-    spec = pool_spec("max_pool", x, window, stride, padding)
-    return _window(x, spec, -jnp.inf, lax.max)
+def max_pool(x: jax.Array, window: Size, *, stride: Size | None = None, padding: Padding = "VALID",
+             dilation: Size = 1, ceil_mode: bool = False) -> jax.Array:
+    """Reference `jaxcnn.max_pool`, 1-3 spatial dims: ``lax.reduce_window(lax.max)``, padded with -inf.
+
+    With `dilation` > 1 (jax 0.10's reduce_window max has no VJP for a window dilation): the window's
+    taps as strided slices of the padded input, stacked, and ``take_along_axis`` at ``jnp.argmax`` —
+    whose autodiff sends the delta to the first maximum (a tie's first unit; a NaN wins), like the rule.
+    """
+    spec = pool_spec("max_pool", x, window, stride, padding, dilation=dilation, ceil_mode=ceil_mode)
+    if spec.spacing == (1,) * spec.nd:
+        return _window(x, spec, -jnp.inf, lax.max)
+    config = [(0, 0, 0), *((lo, hi, 0) for lo, hi in spec.pads), (0, 0, 0)]
+    xp = lax.pad(x, jnp.asarray(-jnp.inf, x.dtype), config)
+    taps = []
+    for t in np.ndindex(*spec.window):  # row-major window order
+        index = tuple(slice(d * ti, d * ti + (o - 1) * s + 1, s)
+                      for ti, d, s, o in zip(t, spec.spacing, spec.stride, spec.out, strict=True))
+        taps.append(xp[(slice(None), *index, slice(None))])
+    stacked = jnp.stack(taps, axis=-1)
+    first = jnp.argmax(stacked, axis=-1)[..., None]
+    return jnp.take_along_axis(stacked, first, axis=-1)[..., 0]
 
 
 def avg_pool(x: jax.Array, window: Size, *, stride: Size | None = None, padding: Padding = "VALID",
-             count_include_pad: bool = True) -> jax.Array:
-    """Reference `jaxcnn.avg_pool`: window sum over ``prod(p)`` (or over the real units)."""
-    spec = pool_spec("avg_pool", x, window, stride, padding)
+             count_include_pad: bool = True, ceil_mode: bool = False) -> jax.Array:
+    """Reference `jaxcnn.avg_pool`: window sum over ``prod(p)`` (or over the real units; ceil_mode's
+    overhang never counts)."""
+    spec = pool_spec("avg_pool", x, window, stride, padding, ceil_mode=ceil_mode)
     count_include_pad = check_bool("avg_pool", "count_include_pad", count_include_pad)
     total = _window(x, spec, 0, lax.add)
-    if count_include_pad:
+    if count_include_pad and spec.extra == (0,) * spec.nd:
         return total / int(np.prod(spec.window))
+    if count_include_pad:  # ones over the input and its padding, zeros over the overhang
+        padded = tuple(n + lo + hi - v
+                       for n, (lo, hi), v in zip(x.shape[1:-1], spec.pads, spec.extra, strict=True))
+        ones = jnp.ones((1, *padded, 1), x.dtype)
+        overhang = ((0, 0), *((0, v) for v in spec.extra), (0, 0))
+        return total / lax.reduce_window(ones, np.asarray(0, x.dtype), lax.add, (1, *spec.window, 1),
+                                         (1, *spec.stride, 1), overhang)
     count = _window(jnp.ones((1, *x.shape[1:-1], 1), x.dtype), spec, 0, lax.add)
     return total / count
 
 
-def l2_pool(x: jax.Array, window: Size, *, stride: Size | None = None, padding: Padding = "VALID") -> jax.Array:
+def l2_pool(x: jax.Array, window: Size, *, stride: Size | None = None, padding: Padding = "VALID",
+            ceil_mode: bool = False) -> jax.Array:
     """Reference `jaxcnn.l2_pool`: ``sqrt(sum x^2)``, with gradient 0 where the norm is 0; NaN propagates."""
-    spec = pool_spec("l2_pool", x, window, stride, padding)
+    spec = pool_spec("l2_pool", x, window, stride, padding, ceil_mode=ceil_mode)
     sq = _window(x * x, spec, 0, lax.add)
     zero = sq == 0
     return jnp.where(zero, 0, jnp.sqrt(jnp.where(zero, 1, sq)))

@@ -210,7 +210,7 @@ def fit(
     eval_batch_size: int = 1000,
     checkpoint: str | os.PathLike[str] | None = None,
     resume: bool = True,
-    progress: bool = True,
+    progress: bool | train.Progress = True,
     desc: str = "sdlm",
     config: Mapping[str, Any] | None = None,
 ) -> train.FitResult:
@@ -229,8 +229,9 @@ def fit(
       train_set: ``(x, y)``.
       batch_size: must be None (per-example steps; accepted so that calls of
         `jaxcnn.train.fit` carry over).
-      epochs, seed, eval_sets, eval_loss_fn, eval_batch_size, checkpoint, resume, progress, desc,
-        config: as in `jaxcnn.train.fit`.
+      epochs, seed, eval_sets, eval_loss_fn, eval_batch_size, checkpoint, resume, desc, config: as
+        in `jaxcnn.train.fit`.
+      progress: a `jaxcnn.train.Progress`, True (`jaxcnn.train.PrintProgress`) or False.
       samples: examples per curvature estimate (500 in LeCun et al. 1998).
       curvature_apply_fn, curvature_loss_fn: the network and loss the curvature is taken through
         (default `apply_fn`, `loss_fn`): the jaxcnn ones when `apply_fn`/`loss_fn` are their
@@ -258,7 +259,15 @@ def fit(
     params = jax.tree.map(jnp.array, params)
     opt_state = optimizer.init(params)
     history: list[dict[str, Any]] = []
-    start = 0
+    start, train_seconds = 0, 0.0
+    if progress is True:
+        reporter = train.PrintProgress()
+    elif isinstance(progress, train.Progress):
+        reporter = progress
+    elif progress is False or progress is None:
+        reporter = None
+    else:
+        raise fail(fn, f"`progress` must be a bool or a jaxcnn.train.Progress, got {progress!r}", TypeError)
     meta_run = {"seed": int(seed), "batch_size": None, "n_train": n, "sdlm_samples": int(samples),
                 "config": json.loads(json.dumps(dict(config or {})))}
     ckpt = None if checkpoint is None else Path(checkpoint)
@@ -270,6 +279,7 @@ def fit(
                                f"has {key}={value!r}; use another path or resume=False")
         params, opt_state = state["params"], state["opt_state"]
         history, start = list(meta["history"]), int(meta["epoch"])
+        train_seconds = float(meta.get("train_seconds", 0.0))
 
     t0 = time.perf_counter()
     sample0, order0 = curvature_sample(seed, 0, n, samples), train.epoch_permutation(seed, 0, n)
@@ -279,33 +289,42 @@ def fit(
         params, opt_state, x_train, y_train, order0).compile()
     compile_seconds = time.perf_counter() - t0
 
-    train_seconds = eval_seconds = 0.0
-    for epoch in range(start, epochs):
-        t0 = time.perf_counter()
-        sample = curvature_sample(seed, epoch, n, samples)
-        h = estimate(params, x_train[sample], y_train[sample])
-        opt_state = set_curvature(opt_state, h)
-        params, opt_state, losses = sgd_epoch(params, opt_state, x_train, y_train,
-                                              train.epoch_permutation(seed, epoch, n))
-        losses = np.asarray(jax.device_get(losses))
-        seconds = time.perf_counter() - t0
-        train_seconds += seconds
-        if not np.all(np.isfinite(losses)):
-            raise train.NonFiniteLossError(
-                f"`{fn}`: the training loss became non-finite in pass {epoch + 1}; lower the learning rate "
-                "or raise mu")
-        record: dict[str, Any] = {"epoch": epoch + 1, "train_loss_running": float(losses.mean())}
-        t0 = time.perf_counter()
-        for name, (ex, ey) in eval_data.items():
-            result = train.evaluate(apply_fn, eval_loss_fn, params, ex, ey, batch_size=eval_batch_size)
-            record[f"{name}_loss"], record[f"{name}_error"] = result.loss, result.error
-        eval_seconds += time.perf_counter() - t0
-        record["seconds"] = seconds
-        history.append(record)
-        if ckpt is not None:
-            train.save_checkpoint(ckpt, {"params": params, "opt_state": opt_state},
-                                  {"epoch": epoch + 1, "history": history, **meta_run})
-        if progress:
-            shown = "  ".join(f"{k} {v:.4g}" for k, v in record.items() if k != "epoch")
-            print(f"{desc}: pass {epoch + 1}/{epochs}  {shown}", flush=True)
+    eval_seconds = 0.0
+    saved = start if ckpt is not None and start else None  # the epoch the checkpoint holds
+    if reporter is not None:
+        reporter.start(desc=desc, total=epochs, initial=start, unit="epoch")
+    try:
+        for epoch in range(start, epochs):
+            t0 = time.perf_counter()
+            sample = curvature_sample(seed, epoch, n, samples)
+            h = estimate(params, x_train[sample], y_train[sample])
+            opt_state = set_curvature(opt_state, h)
+            params, opt_state, losses = sgd_epoch(params, opt_state, x_train, y_train,
+                                                  train.epoch_permutation(seed, epoch, n))
+            losses = np.asarray(jax.device_get(losses))
+            seconds = time.perf_counter() - t0
+            train_seconds += seconds
+            if not np.all(np.isfinite(losses)):
+                raise train.NonFiniteLossError(
+                    f"`{fn}`: the training loss became non-finite in pass {epoch + 1}; lower the learning "
+                    "rate or raise mu", epoch=epoch + 1, kept_epoch=saved, checkpoint=ckpt, history=history)
+            record: dict[str, Any] = {"epoch": epoch + 1, "train_loss_running": float(losses.mean())}
+            t0 = time.perf_counter()
+            for name, (ex, ey) in eval_data.items():
+                result = train.evaluate(apply_fn, eval_loss_fn, params, ex, ey, batch_size=eval_batch_size)
+                record[f"{name}_loss"], record[f"{name}_error"] = result.loss, result.error
+            eval_seconds += time.perf_counter() - t0
+            record["seconds"] = seconds
+            history.append(record)
+            if ckpt is not None:
+                train.save_checkpoint(ckpt, {"params": params, "opt_state": opt_state},
+                                      {"epoch": epoch + 1, "history": history, "train_seconds": train_seconds,
+                                       **meta_run})
+                saved = epoch + 1
+            if reporter is not None:
+                reporter.advance(1)
+                reporter.epoch_done(record, epochs)
+    finally:
+        if reporter is not None:
+            reporter.close()
     return train.FitResult(params, opt_state, history, compile_seconds, train_seconds, eval_seconds, start)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
 import struct
 from pathlib import Path
 
@@ -289,8 +290,36 @@ def test_read_idx_rejects_broken_gzip(tmp_path, cut):
 
 
 def test_read_idx_missing_file(tmp_path):
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match=r"^`read_idx`: '.*nope' does not exist$"):
         datasets.read_idx(tmp_path / "nope")
+
+
+def test_read_idx_of_a_directory_names_it(tmp_path):
+    """It used to be open()'s bare IsADirectoryError."""
+    expected = f"`read_idx`: '{tmp_path}' is a directory, not an IDX file"
+    with pytest.raises(IsADirectoryError, match=f"^{re.escape(expected)}$"):
+        datasets.read_idx(tmp_path)
+
+
+@pytest.mark.parametrize("gz", [False, True], ids=["raw", "gz"])
+@pytest.mark.parametrize(
+    ("dims", "match"),
+    [
+        ((0, 2**32 - 1, 2**32 - 1), r"absurd dimensions: header dims \(0, 4294967295, 4294967295\) of uint8 "
+                                    "exceed the largest possible array"),
+        ((2**32 - 1,) * 3, "absurd dimensions"),
+        ((1,) * 65, "an IDX header with 65 dimensions; arrays have at most"),
+        ((1,) * 255, "an IDX header with 255 dimensions"),
+    ],
+    ids=["empty-but-huge", "huge", "65-dims", "255-dims"],
+)
+def test_read_idx_rejects_dims_no_array_can_have(tmp_path, dims, match, gz):
+    """Headers NumPy would refuse ("array is too big", "maximum supported dimension") are refused
+    first, naming the file; no data follows, as an empty array needs none."""
+    header = bytes([0, 0, 0x08, len(dims)]) + struct.pack(f">{len(dims)}I", *dims)
+    path = write(tmp_path / "weird.idx", header + (b"\x00" if len(dims) > 3 else b""), gz=gz)
+    with pytest.raises(ValueError, match=f"^`read_idx`: '{re.escape(str(path))}' has {match}"):
+        datasets.read_idx(path)
 
 
 def make_mnist_dir(directory: Path, n_train=5, n_test=3, *, gz=False, spelling="-") -> Path:
@@ -341,6 +370,17 @@ def test_load_mnist_bad_arguments(tmp_path):
         datasets.load_mnist(tmp_path / "nowhere")
     with pytest.raises(ValueError, match="`kind` must be 'train', 't10k' or None, got 'test'"):
         datasets.load_mnist(tmp_path, kind="test")  # type: ignore[call-overload]
+
+
+def test_load_mnist_rejects_labels_outside_0_9(tmp_path):
+    """A label file with 250 in it used to load; every consumer then indexes 10 classes with it."""
+    directory = make_mnist_dir(tmp_path / "mnist")
+    labels = np.array([3, 250, 7, 9, 12], np.uint8)
+    write(directory / "train-labels-idx1-ubyte", idx_bytes(labels))
+    with pytest.raises(ValueError, match=r"`load_mnist`: '.*train-labels-idx1-ubyte' holds labels outside "
+                                         r"0-9: 250 at index 1 \(2 such labels\)"):
+        datasets.load_mnist(directory, kind="train")
+    datasets.load_mnist(directory, kind="t10k")  # the other kind is fine
 
 
 def test_load_mnist_rejects_wrong_file_contents(tmp_path):
@@ -429,11 +469,20 @@ def test_scale_maps_0_255_to_pm1():
         ({"low": 1.0, "high": -1.0}, "need finite `low` < `high`"),
         ({"high": float("nan")}, "need finite `low` < `high`"),
         ({"in_range": (255.0, 0.0)}, "`in_range` must be finite"),
+        ({"in_range": (0,)}, r"^`scale`: `in_range` must be a pair \(a, b\) of numbers, got \(0,\)$"),
+        ({"in_range": (0, 1, 2)}, r"`in_range` must be a pair \(a, b\) of numbers, got \(0, 1, 2\)"),
     ],
 )
 def test_scale_rejects_bad_ranges(kwargs, match):
     with pytest.raises(ValueError, match=match):
         datasets.scale(np.zeros(3), **kwargs)
+
+
+def test_scale_rejects_non_numbers():
+    with pytest.raises(TypeError, match=r"`scale`: `in_range` must be a pair \(a, b\) of numbers, got 255"):
+        datasets.scale(np.zeros(3), in_range=255)
+    with pytest.raises(TypeError, match="`scale`: `high` must be a number, got '1'"):
+        datasets.scale(np.zeros(3), high="1")
 
 
 def test_one_hot_pm1():

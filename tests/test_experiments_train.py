@@ -1,12 +1,15 @@
 """experiments/lecun1989.py and experiments/lenet5.py run end to end on tiny settings (in-process,
-through their main(argv)), and write results.json with the documented keys and the PNG."""
+through their main(argv)), and write results.json with the documented keys and the PNG; resume and
+divergence; the reporting module beside them (experiments/_report.py)."""
 
 from __future__ import annotations
 
 import gzip
 import importlib.util
+import io
 import json
 import struct
+import sys
 from pathlib import Path
 
 import jax
@@ -14,11 +17,20 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxcnn import datasets, models, registry, train
+
 ROOT = Path(__file__).resolve().parents[1]
 RUN_KEYS = {"ops", "epochs", "lr", "history", "final", "train_seconds", "compile_seconds"}
 FINAL_KEYS = {"train_error", "test_error", "train_loss", "test_loss"}
 MACHINE_KEYS = {"platform", "cpu", "cores", "jax_version", "backend"}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(autouse=True)
+def experiments_on_path(monkeypatch):
+    """The scripts import their reporting module as ``_report``: when run as
+    ``python experiments/x.py`` their folder is on sys.path; here, for these tests only."""
+    monkeypatch.syspath_prepend(str(ROOT / "experiments"))
 
 
 def _load(name):
@@ -75,6 +87,17 @@ def test_lecun1989_tiny_both_paths(tmp_path, capsys):
     assert code == 0
     resumed = _check_results(out, ["custom"], 3)["runs"][0]
     assert resumed["resumed_from_epoch"] == 2
+    # "train s" counts the restored passes too (it used to count the last pass only)
+    assert resumed["train_seconds"] == pytest.approx(sum(h["seconds"] for h in resumed["history"]), rel=1e-9)
+    assert resumed["train_seconds"] > resumed["history"][-1]["seconds"]
+
+    # --resume with fewer passes than the checkpoint holds: refused, and results.json is left alone
+    before = (out / "results.json").read_bytes()
+    with pytest.raises(ValueError, match=r"`fit`: checkpoint '.*custom.npz' has 3 epochs, `epochs` is 1; "
+                                         r"pass epochs >= 3 or start without resume"):
+        lecun1989.main(["--epochs", "1", "--train-per-class", "4", "--test-per-class", "2",
+                        "--out", str(out), "--no-progress", "--ops", "custom", "--resume"])
+    assert (out / "results.json").read_bytes() == before
 
 
 def _write_idx(path: Path, array: np.ndarray) -> None:
@@ -122,3 +145,86 @@ def test_random_shift_moves_digits_by_whole_pixels():
         assert set(np.unique(image)) == {-1.0, 1.0}  # the border is filled with background
     again = lenet5.random_shift(jax.random.key(0), x, 2)
     assert np.array_equal(np.asarray(again), np.asarray(shifted))  # seeded
+
+
+def test_lecun1989_nan_stop_still_writes_results(tmp_path, monkeypatch, capsys):
+    """A loss that becomes NaN stops the run with exit status 1, and results.json still holds what
+    was measured (it used to end in a traceback and write nothing)."""
+    lecun1989 = _load("lecun1989")
+    out = tmp_path / "run"
+    argv = ["--train-per-class", "4", "--test-per-class", "2", "--out", str(out), "--no-progress",
+            "--ops", "custom"]
+    assert lecun1989.main(["--epochs", "1", *argv]) == 0
+    clean = datasets.lecun1989_data
+
+    def poisoned(**kwargs):
+        x_tr, y_tr, x_te, y_te = clean(**kwargs)
+        x_tr = x_tr.copy()
+        x_tr[3, 5, 5, 0] = np.nan  # the same run, continued on data with one NaN pixel
+        return x_tr, y_tr, x_te, y_te
+
+    monkeypatch.setattr(datasets, "lecun1989_data", poisoned)
+    assert lecun1989.main(["--epochs", "3", "--resume", *argv]) == 1
+    err = capsys.readouterr().err
+    assert "became nan at epoch 2" in err and "keeps epoch 1" in err and "Lower the learning rate" in err
+    results = json.loads((out / "results.json").read_text())
+    assert results["status"] == "diverged" and results["agreement"] is None
+    (run,) = results["runs"]
+    assert "became nan at epoch 2" in run["diverged"] and run["checkpoint_epoch"] == 1
+    assert [h["epoch"] for h in run["history"]] == [1] and set(run["final"]) == FINAL_KEYS
+    assert (out / "curves.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_experiment_choices_come_from_the_op_table():
+    lenet5, lecun1989 = _load("lenet5"), _load("lecun1989")
+    for activation in registry.ACTIVATIONS:
+        for pooling in models.LENET5_POOLINGS:
+            args = lenet5.parse_args(["--activation", activation, "--pooling", pooling])
+            assert (args.activation, args.pooling) == (activation, pooling)
+    for activation in models.LECUN1989_ACTIVATIONS:
+        assert lecun1989.parse_args(["--activation", activation]).activation == activation
+    with pytest.raises(SystemExit):
+        lenet5.parse_args(["--activation", "gelu"])
+
+
+# -------------------------------------------------------------------------- experiments/_report.py
+def test_format_table_aligns_columns_with_a_rule_under_the_header():
+    import _report
+
+    rows = [("", "err", "loss"), ("custom", "5.00%", "0.1"), ("reference", "12.50%", "0.25")]
+    assert _report.format_table(rows).split("\n") == [
+        "              err  loss",
+        "-----------------------",
+        "custom      5.00%   0.1",
+        "reference  12.50%  0.25",
+    ]
+
+
+def test_tqdm_bar_shows_the_test_error_in_100_columns():
+    """The postfix used to list every key in full (``train_loss_running=...``), so a 100-column
+    terminal cut it before the test error."""
+    pytest.importorskip("tqdm")
+    import _report
+
+    record = {"epoch": 10, "train_loss_running": 0.01234, "train_loss": 0.004321, "train_error": 0.0123,
+              "test_loss": 0.0234, "test_error": 0.0512, "seconds": 2.0}
+    screen = io.StringIO()
+    bar = _report.TqdmProgress(file=screen, ncols=100)
+    assert isinstance(bar, train.Progress)
+    bar.start(desc="lecun1989 reference", total=23, initial=0, unit="epoch")
+    bar.advance(10)
+    bar.epoch_done(record, 23)
+    line = screen.getvalue().split("\r")[-1].rstrip("\n")
+    bar.close()
+    assert len(line) <= 100
+    assert "test 5.12% train 1.23%" in line  # both error rates, test first
+
+
+def test_progress_falls_back_to_plain_lines_without_tqdm(monkeypatch):
+    import _report
+
+    assert _report.progress(False) is False
+    assert isinstance(_report.progress(True), _report.TqdmProgress)
+    monkeypatch.setitem(sys.modules, "tqdm", None)
+    assert _report.progress(True) is True  # fit's own PrintProgress
+

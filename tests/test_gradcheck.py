@@ -22,8 +22,8 @@ import pytest
 
 import jaxcnn
 from jaxcnn import gradcheck, reference
-from jaxcnn._gradcheck_cases import Case, Family
-from tests.tolerances import RTOL as TEST_RTOL
+from jaxcnn.gradcheck import Case, Family
+from tests import tolerances
 
 # ------------------------------------------------------------------------ planted wrong rules
 _CONV_DEFAULTS = {"stride": 1, "padding": "VALID", "dilation": 1, "groups": 1, "flip": False,
@@ -105,8 +105,9 @@ def _conv_args(dtype=jnp.float32):
 
 # ---------------------------------------------------------------------- errors and tolerances
 def test_tolerance_table_is_the_test_suites():
-    assert dict(gradcheck.RTOL) == {jnp.dtype(d).name: v for d, v in TEST_RTOL.items()}
-    assert gradcheck.rtol_for(jnp.float32) == 1e-5
+    assert tolerances.RTOL is gradcheck.RTOL and tolerances.rtol_for is gradcheck.rtol_for  # one table
+    assert dict(gradcheck.RTOL) == {"float64": 1e-10, "float32": 1e-5, "float16": 1e-2, "bfloat16": 5e-2}
+    assert gradcheck.rtol_for(jnp.float32) == 1e-5 and gradcheck.rtol_for(jnp.dtype(jnp.bfloat16)) == 5e-2
     with pytest.raises(ValueError, match="no tolerance for dtype int32"):
         gradcheck.rtol_for(jnp.int32)
 
@@ -396,3 +397,39 @@ def test_cli_usage_errors(capsys):
     assert gradcheck.main(["--list", "--only", "d2:*"]) == 0
     listed = capsys.readouterr().out
     assert "d2:conv2d" in listed and "\nconv2d " not in listed
+
+
+def test_configs_count_the_selected_rows(tmp_path, capsys):
+    """``--configs N`` is the total of the rows that ``--only`` selects (it used to be spread over
+    every row before the filter: ``--only conv2d --configs 20`` checked 4 configs)."""
+    out = tmp_path / "two.json"
+    argv = ["--only", "relu,tanh", "--configs", "10", "--json", str(out), "--no-progress"]
+    assert gradcheck.main(argv) == 0
+    assert "10 configs in 2 rows" in capsys.readouterr().out
+    summary = _load(out)["summary"]
+    assert set(summary) == {"relu", "tanh"}
+    assert summary["relu"]["configs"] == 5 and summary["tanh"]["configs"] == 5
+
+
+# ------------------------------------------------------------------------------ the table
+def test_default_table_rows_and_counts():
+    """The default sweep: 97 rows, 1,927 configs; every function's derived rows follow from its entry."""
+    registry = gradcheck.default_registry()
+    assert len(registry) == 97 and sum(f.configs for f in registry.values()) == 1927
+    assert (registry["conv2d"].configs, registry["d2:conv2d"].configs, registry["vmap:conv2d"].configs,
+            registry["fd:conv2d"].configs) == (240, 40, 30, 4)
+    assert registry["fd:lenet5"].kind == "fd" and registry["fd:lenet5"].dtype == "float64"
+    assert "vmap:sigmoid" not in registry and "d2:flatten" not in registry
+
+
+def test_a_new_function_is_one_entry():
+    toy = _toy_family(False)
+    entry = gradcheck.Entry("toy_pool", toy.draw, lambda ops, o, dtype: toy.build(o, dtype), 12, 3,
+                            d2=(4, 2), vmap=(5, 5))
+    rows = gradcheck.cases.expand([entry], jaxcnn)
+    assert list(rows) == ["toy_pool", "d2:toy_pool", "vmap:toy_pool", "fd:toy_pool"]
+    assert [(f.configs, f.values_per_shape, f.kind) for f in rows.values()] == \
+        [(12, 3, "vjp"), (4, 2, "vjp"), (5, 5, "vjp"), (3, 3, "fd")]
+    case = rows["d2:toy_pool"].build(rows["d2:toy_pool"].draw(np.random.default_rng(0), 0), "float32")
+    assert case.argnames == ("x", "u")  # the VJP of the VJP: the cotangent is an argument
+    assert gradcheck.compare_vjp(case.custom, case.reference, case.make_args(1), argnums=case.argnums).passed

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import jaxcnn
-from jaxcnn import models
+from jaxcnn import models, registry
 from tests.tolerances import assert_close, assert_dtype, normal
 
 KEY = jax.random.key(0)
@@ -20,7 +20,7 @@ def _batch(shape, dtype, n=3, seed=1):
 
 
 # ------------------------------------------------------------------------------------ shapes
-@pytest.mark.parametrize("activation", ["tanh", "scaled_tanh"])
+@pytest.mark.parametrize("activation", models.LECUN1989_ACTIVATIONS)
 def test_lecun1989_shapes(activation):
     model = models.lecun1989(activation=activation)
     params = model.init(KEY)
@@ -36,10 +36,20 @@ def test_lecun1989_shapes(activation):
     assert bool(jnp.all(jnp.abs(y) <= 1.0 if activation == "tanh" else jnp.abs(y) <= 1.7159))
 
 
-@pytest.mark.parametrize(
-    ("activation", "pooling"),
-    [("relu", "max"), ("tanh", "avg"), ("leaky_relu", "l2"), ("sigmoid", "max"), ("scaled_tanh", "avg")],
-)
+# Every activation and every pooling of the op table (jaxcnn.registry), paired round-robin.
+_LENET5_PAIRS = [
+    (activation, models.LENET5_POOLINGS[i % len(models.LENET5_POOLINGS)])
+    for i, activation in enumerate(models.LENET5_ACTIVATIONS)
+]
+
+
+def test_lenet5_choices_are_the_op_table():
+    assert models.LENET5_ACTIVATIONS == registry.ACTIVATIONS
+    assert [p + "_pool" for p in models.LENET5_POOLINGS] == list(registry.POOLS)
+    assert {pooling for _, pooling in _LENET5_PAIRS} == set(models.LENET5_POOLINGS)
+
+
+@pytest.mark.parametrize(("activation", "pooling"), _LENET5_PAIRS)
 def test_lenet5_shapes(activation, pooling):
     model = models.lenet5(activation=activation, pooling=pooling)
     params = model.init(KEY)
@@ -124,8 +134,21 @@ def test_lecun1989_rejects_bad_inputs():
         model.init(KEY, jnp.int32)
 
 
+def test_init_rejects_a_key_that_is_not_a_prng_key():
+    """An int seed used to fail inside jax.random.split with JAX's own message."""
+    for model in (models.lecun1989(), models.lenet5()):
+        fn = model.name.split("-")[0]
+        with pytest.raises(TypeError, match=rf"`{fn}.init`: `key` must be one PRNG key, e.g. "
+                                            r"jax.random.key\(0\), got int 0"):
+            model.init(0)
+        with pytest.raises(TypeError, match=r"`key` must be one PRNG key.*shape \(2,\) and dtype key"):
+            model.init(jax.random.split(KEY))  # a batch of keys
+        legacy = jax.tree.map(jnp.shape, model.init(jax.random.PRNGKey(0)))  # a raw uint32 key is a key
+        assert legacy == jax.tree.map(jnp.shape, model.init(KEY))
+
+
 def test_lenet5_rejects_bad_inputs():
-    with pytest.raises(ValueError, match="`lenet5`: `activation` must be one of"):
+    with pytest.raises(ValueError, match=r"`lenet5`: `activation` must be one of \('relu', .*\), got 'gelu'"):
         models.lenet5(activation="gelu")
     with pytest.raises(ValueError, match="`lenet5`: `pooling` must be one of"):
         models.lenet5(pooling="median")

@@ -129,6 +129,12 @@ def test_fit_resume_reproduces_an_uninterrupted_run(tmp_path):
         sdlm.fit(apply, jaxcnn.squared_error, sdlm.sdlm(0.002), params, (x, t), batch_size=4, **kw)
 
 
+@pytest.fixture
+def experiments_path(monkeypatch):
+    """The scripts import experiments/_report.py from their folder (on sys.path when run)."""
+    monkeypatch.syspath_prepend(str(ROOT / "experiments"))
+
+
 def _load(name):
     spec = importlib.util.spec_from_file_location(f"_experiment_{name}", ROOT / "experiments" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
@@ -136,7 +142,7 @@ def _load(name):
     return module
 
 
-def test_sdlm_seeds_script_tiny(tmp_path, capsys, standard_promotion):
+def test_sdlm_seeds_script_tiny(tmp_path, capsys, standard_promotion, experiments_path):
     out = tmp_path / "s.json"
     code = _load("sdlm_seeds").main(["--seeds", "1", "--epochs", "2", "--train-per-class", "4",
                                      "--test-per-class", "2", "--no-cost", "--out", str(out)])
@@ -147,7 +153,7 @@ def test_sdlm_seeds_script_tiny(tmp_path, capsys, standard_promotion):
     assert "sdlm" in capsys.readouterr().out
 
 
-def test_lecun1989_sdlm_tiny(tmp_path, standard_promotion):
+def test_lecun1989_sdlm_tiny(tmp_path, standard_promotion, experiments_path):
     out = tmp_path / "run"
     code = _load("lecun1989").main(["--optimizer", "sdlm", "--epochs", "2", "--train-per-class", "4",
                                     "--test-per-class", "2", "--sdlm-samples", "8", "--out", str(out),

@@ -1,9 +1,12 @@
 """jaxcnn.train: steps, the per-example scan epoch, evaluation, checkpoints, fit/resume, NaN stops,
-and data parallelism over 4 fake CPU devices (in a subprocess: the device count is fixed at start)."""
+the progress hook, and data parallelism over 4 fake CPU devices (in a subprocess: the device count
+is fixed at start)."""
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -169,7 +172,7 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch, standard_promotion):
     def crash(*args, **kwargs):
         raise OSError("simulated crash before the rename")
 
-    monkeypatch.setattr(train.os, "replace", crash)
+    monkeypatch.setattr(os, "replace", crash)
     state = _state()
     state["params"]["H1"]["w"] = state["params"]["H1"]["w"] + 1
     with pytest.raises(OSError, match="simulated crash"):
@@ -227,7 +230,7 @@ def _fit(tmp_path, epochs, *, minibatch=False, checkpoint=True, x=None, **kwargs
     return train.fit(
         APPLY, loss_fn, optimizer, _params(), (x, t), epochs=epochs, seed=3,
         eval_sets={"test": (xs[:7], t[:7])}, eval_loss_fn=_mean_se,
-        checkpoint=tmp_path / "ckpt.npz" if checkpoint else None, progress=False, **kwargs,
+        checkpoint=tmp_path / "ckpt.npz" if checkpoint else None, **{"progress": False, **kwargs},
     )
 
 
@@ -261,10 +264,11 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     # the same run, continued on data with one NaN pixel: epoch 2 meets it and stops
     x, _, _ = _data(N)
     poisoned = x.at[5, 3, 4, 0].set(jnp.nan)
-    message = r"became nan at epoch 2.*ckpt.npz' \(epoch 1\) is kept"
-    with pytest.raises(train.NonFiniteLossError, match=message):
+    message = r"became nan at epoch 2.*ckpt.npz' keeps epoch 1, the best finite evaluation"
+    with pytest.raises(train.NonFiniteLossError, match=message) as caught:
         _fit(tmp_path, 3, x=poisoned)
     assert issubclass(train.NonFiniteLossError, FloatingPointError)
+    assert caught.value.epoch == 2 and caught.value.kept_epoch == 1 and len(caught.value.history) == 1
     template = {"params": _params(), "opt_state": SGD.init(_params())}
     state, meta = train.load_checkpoint(tmp_path / "ckpt.npz", template)
     assert meta["epoch"] == 1 and len(meta["history"]) == 1
@@ -274,18 +278,115 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
         _fit(tmp_path, 1, x=poisoned, checkpoint=False)
 
 
+def test_resume_with_fewer_epochs_than_the_checkpoint_is_refused(tmp_path):
+    """It used to train nothing, warn nothing and return the checkpoint's longer history."""
+    _fit(tmp_path, 3)
+    with pytest.raises(ValueError, match=r"`fit`: checkpoint '.*ckpt.npz' has 3 epochs, `epochs` is 2; "
+                                         r"pass epochs >= 3 or start without resume"):
+        _fit(tmp_path, 2)
+    assert len(_fit(tmp_path, 2, resume=False).history) == 2  # starting afresh is allowed
+    assert _fit(tmp_path, 2).start_epoch == 2  # the fresh run's checkpoint resumes
+
+
+def test_resumed_train_seconds_count_every_epoch(tmp_path):
+    first = _fit(tmp_path, 2)
+    resumed = _fit(tmp_path, 3)
+    assert resumed.start_epoch == 2 and resumed.train_seconds > first.train_seconds
+    assert resumed.train_seconds == pytest.approx(sum(h["seconds"] for h in resumed.history), rel=1e-9)
+    template = {"params": _params(), "opt_state": SGD.init(_params())}
+    _, meta = train.load_checkpoint(tmp_path / "ckpt.npz", template)
+    assert meta["train_seconds"] == pytest.approx(resumed.train_seconds, rel=1e-9)
+
+
+def _exploding_fit(tmp_path):
+    """A linear model whose learning rate jumps from 0.05 to 1.5 after the first epoch: the loss
+    grows by ~1e5 per epoch (1e31 at epoch 6, 90% wrong) until it overflows at epoch 7."""
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((12, 4)).astype(np.float32))
+    t = jnp.asarray(rng.standard_normal((12, 3)).astype(np.float32))
+    params = {"w": jnp.zeros((4, 3), jnp.float32), "b": jnp.zeros((3,), jnp.float32)}
+    optimizer = optax.sgd(lambda count: jnp.where(count < 12, jnp.float32(0.05), jnp.float32(1.5)))
+
+    def linear(p, xb):
+        return jaxcnn.dense(xb, p["w"], p["b"])
+
+    run = functools.partial(train.fit, linear, jaxcnn.squared_error, optimizer, params, (x, t), seed=0,
+                            eval_sets={"train": (x, t)}, checkpoint=tmp_path / "ckpt.npz", progress=False)
+    return run, {"params": params, "opt_state": optimizer.init(params)}
+
+
+def test_divergence_keeps_the_best_finite_checkpoint(tmp_path):
+    """The last checkpoint before a non-finite loss can hold an exploded model (loss 1e31); the one
+    kept is the epoch of the best finite evaluation, and the message says which and what to do."""
+    run, template = _exploding_fit(tmp_path)
+    first = run(epochs=1, checkpoint=None)
+    with pytest.raises(train.NonFiniteLossError) as caught:
+        run(epochs=12)
+    err = caught.value
+    losses = [h["train_loss"] for h in err.history]
+    assert err.epoch == len(losses) + 1 and len(losses) >= 4  # several finite epochs, then a stop
+    assert losses[-1] > 1e20 * losses[0]  # the last finite epoch had exploded
+    assert err.kept_epoch == 1 and err.checkpoint == tmp_path / "ckpt.npz"
+    message = str(err)
+    assert f"epoch {err.epoch}" in message
+    assert "keeps epoch 1, the best finite evaluation (train_loss" in message
+    assert "Lower the learning rate" in message and "without resume" in message
+    state, meta = train.load_checkpoint(tmp_path / "ckpt.npz", template)
+    assert meta["epoch"] == 1 and [h["epoch"] for h in meta["history"]] == [1]
+    assert _equal(state["params"], first.params)
+
+
 def test_fit_progress_and_timings(capsys, monkeypatch):
-    monkeypatch.setitem(sys.modules, "tqdm.auto", None)  # tqdm missing: plain lines
+    monkeypatch.setitem(sys.modules, "tqdm", None)  # the library never needs tqdm
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)
     x, labels, t = _data(N)
     result = train.fit(APPLY, jaxcnn.squared_error, SGD, _params(), (x, t), epochs=2, seed=3,
                        eval_sets={"test": (x[:7], t[:7])}, eval_loss_fn=_mean_se, desc="tiny")
-    out = capsys.readouterr().out
-    assert "tiny epoch 1/2" in out and "tiny epoch 2/2" in out and "test_error=" in out
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(" test ")[0] for line in lines] == ["tiny epoch 1/2", "tiny epoch 2/2"]
+    assert all(re.fullmatch(r"tiny epoch \d/2 test \d+\.\d\d% loss test \S+ run \S+", line) for line in lines)
     assert result.compile_seconds >= 0 and result.train_seconds > 0
     with pytest.raises(ValueError, match="`fit`: `batch_size` \\(=13\\) exceeds"):
         train.fit(APPLY, jaxcnn.squared_error, SGD, _params(), (x, t), epochs=1, batch_size=13)
     with pytest.raises(ValueError, match="`fit`: `augment` and `data_parallel` need minibatches"):
         train.fit(APPLY, jaxcnn.squared_error, SGD, _params(), (x, t), epochs=1, augment=_noise)
+
+
+class _Recorder:
+    """A `train.Progress` that records what it is told."""
+
+    def __init__(self):
+        self.calls = []
+
+    def start(self, **kw):
+        self.calls.append(("start", kw))
+
+    def advance(self, n):
+        self.calls.append(("advance", n))
+
+    def epoch_done(self, record, epochs):
+        self.calls.append(("epoch", record["epoch"], epochs))
+
+    def close(self):
+        self.calls.append(("close",))
+
+
+def test_fit_reports_to_a_progress_hook(tmp_path, standard_promotion):
+    recorder = _Recorder()
+    _fit(tmp_path, 2, minibatch=True, checkpoint=False, progress=recorder, desc="hook")
+    assert recorder.calls[0] == ("start", {"desc": "hook", "total": 6, "initial": 0, "unit": "step"})
+    others = [c for c in recorder.calls[1:] if c[0] != "advance"]
+    assert others == [("epoch", 1, 2), ("epoch", 2, 2), ("close",)]
+    assert sum(c[1] for c in recorder.calls if c[0] == "advance") == 6  # 3 steps of 4 per epoch
+    with pytest.raises(TypeError, match="`fit`: `progress` must be a bool or a Progress"):
+        _fit(tmp_path, 1, checkpoint=False, progress="tqdm")
+
+
+def test_epoch_summary_puts_error_rates_first():
+    record = {"epoch": 3, "train_loss_running": 0.0121, "train_loss": 0.00253, "train_error": 0.0014,
+              "test_loss": 0.0183, "test_error": 0.05, "seconds": 1.0}
+    assert train.epoch_summary(record) == "test 5.00% train 0.14% loss test 0.0183 train 0.00253 run 0.0121"
+    assert train.epoch_summary({"epoch": 1, "train_loss_running": 2.5, "seconds": 1.0}) == "loss run 2.5"
 
 
 # -------------------------------------------------------------------------- data parallelism
@@ -364,13 +465,3 @@ def test_one_device_mesh_is_the_plain_step():
     assert train.make_train_step(APPLY, _mean_se, ADAM, mesh=mesh) is plain
     with pytest.raises(ValueError, match="`data_mesh`: `devices` must not be empty"):
         train.data_mesh([])
-
-
-def test_format_table_aligns_columns_with_a_rule_under_the_header():
-    rows = [("", "err", "loss"), ("custom", "5.00%", "0.1"), ("reference", "12.50%", "0.25")]
-    assert train.format_table(rows).split("\n") == [
-        "              err  loss",
-        "-----------------------",
-        "custom      5.00%   0.1",
-        "reference  12.50%  0.25",
-    ]

@@ -1,9 +1,10 @@
-"""The one per-dtype tolerance table of the test-suite, and the comparisons built on it.
+"""The comparisons of the test-suite, built on the one per-dtype tolerance table.
 
-`rtol` is relative to the magnitude of the expected array: two arrays agree when
-``|actual - expected| <= rtol * (|expected| + max(1, max|expected|))`` elementwise, so entries near zero
-are judged on the array's scale rather than on their own (sums taken in another order differ by
-rounding proportional to the terms, not to the result).
+`RTOL` and `rtol_for` are `jaxcnn.gradcheck`'s (one table for the tests and for
+``python -m jaxcnn.gradcheck``). `rtol` is relative to the magnitude of the expected array: two
+arrays agree when ``|actual - expected| <= rtol * (|expected| + max(1, max|expected|))``
+elementwise, so entries near zero are judged on the array's scale rather than on their own (sums
+taken in another order differ by rounding proportional to the terms, not to the result).
 """
 
 from __future__ import annotations
@@ -13,16 +14,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-RTOL = {
-    jnp.dtype(jnp.float64): 1e-10,
-    jnp.dtype(jnp.float32): 1e-5,
-    jnp.dtype(jnp.float16): 1e-2,
-    jnp.dtype(jnp.bfloat16): 5e-2,
-}
+from jaxcnn.gradcheck import RTOL, rtol_for
 
-
-def rtol_for(dtype) -> float:
-    return RTOL[jnp.dtype(dtype)]
+__all__ = ["RTOL", "assert_close", "assert_dtype", "normal", "rtol_for"]
 
 
 def assert_close(actual, expected, dtype=None) -> None:

@@ -1,4 +1,4 @@
-"""The sweep behind ``python -m jaxcnn.gradcheck`` (private; the entry point is `gradcheck.main`).
+"""The sweep behind ``python -m jaxcnn.gradcheck`` (the entry point is `jaxcnn.gradcheck.main`).
 
 Per row (`Family`): static configurations are drawn from ``default_rng([seed, crc32(name)])``
 (so one row's draws do not depend on the others), each is built into a `Case`, validated by the
@@ -38,9 +38,10 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxcnn import gradcheck as gc
-from jaxcnn._gradcheck_cases import Family, allocate, default_configs
 from jaxcnn._io import atomic_write
+from jaxcnn.gradcheck.cases import Family, allocate, default_configs
+from jaxcnn.gradcheck.compare import _leaf_names, _struct, fd_checker, vjp_checker
+from jaxcnn.gradcheck.errors import DEFAULT_PRECISION, CheckResult, FDResult
 
 FORMAT = 1
 
@@ -54,14 +55,14 @@ def _num(x: float | str | None) -> float:
     return float(x) if x is not None else float("nan")
 
 
-def _errors_vjp(res: gc.CheckResult) -> dict[str, Any]:
+def _errors_vjp(res: CheckResult) -> dict[str, Any]:
     def group(stats):
         return {s.name: {"abs": _jf(s.max_abs), "rel": _jf(s.max_rel)} for s in stats}
 
     return {"forward": group(res.forward), "grads": group(res.grads), "problems": list(res.problems)}
 
 
-def _errors_fd(res: gc.FDResult) -> dict[str, Any]:
+def _errors_fd(res: FDResult) -> dict[str, Any]:
     def group(stats):
         return {s.name: {"abs": _jf(s.max_abs), "rel": _jf(s.max_rel), "fd": [_jf(v) for v in s.fd],
                          "vjp": [_jf(v) for v in s.vjp]} for s in stats}
@@ -69,14 +70,14 @@ def _errors_fd(res: gc.FDResult) -> dict[str, Any]:
     return {"custom": group(res.custom), "reference": group(res.reference)}
 
 
-def _rtol(res: gc.CheckResult | gc.FDResult) -> float | None:
+def _rtol(res: CheckResult | FDResult) -> float | None:
     return max((s.rtol for s in res.stats), default=None)
 
 
 def _shapes(case_args: tuple[Any, ...], names: tuple[str, ...]) -> dict[str, Any]:
     out = {}
     for name, arg in zip(names, case_args, strict=True):
-        for leaf_name, leaf in zip(gc._leaf_names(name, arg), jax.tree_util.tree_leaves(arg), strict=True):
+        for leaf_name, leaf in zip(_leaf_names(name, arg), jax.tree_util.tree_leaves(arg), strict=True):
             out[leaf_name] = {"shape": list(np.shape(leaf)), "dtype": str(np.asarray(leaf).dtype)}
     return out
 
@@ -98,7 +99,7 @@ def _run_static(family: Family, options: dict[str, Any], dtype: str, seeds: Sequ
     try:
         case = family.build(options, dtype)
         example = case.make_args(seeds[0])
-        jax.eval_shape(case.reference, *gc._struct(example))  # the library's validation
+        jax.eval_shape(case.reference, *_struct(example))  # the library's validation
     except ValueError as err:
         timing.setup_s += time.perf_counter() - t0
         return [{**base, "seed": None, "status": "invalid", "message": str(err)}]
@@ -108,9 +109,9 @@ def _run_static(family: Family, options: dict[str, Any], dtype: str, seeds: Sequ
         return [{**base, "seed": int(s), "status": "error", "message": message} for s in seeds]
     shapes = _shapes(example, case.argnames)
     if family.kind == "fd":
-        check = gc.fd_checker(case.custom, case.reference, argnums=case.argnums, argnames=case.argnames)
+        check = fd_checker(case.custom, case.reference, argnums=case.argnums, argnames=case.argnames)
     else:
-        check = gc.vjp_checker(case.custom, case.reference, argnums=case.argnums, argnames=case.argnames)
+        check = vjp_checker(case.custom, case.reference, argnums=case.argnums, argnames=case.argnames)
     timing.setup_s += time.perf_counter() - t0
     timing.shapes += 1
     records = []
@@ -129,7 +130,7 @@ def _run_static(family: Family, options: dict[str, Any], dtype: str, seeds: Sequ
                 worst_rel=_jf(res.worst_rel),
                 errors=_errors_fd(res) if family.kind == "fd" else _errors_vjp(res),
             )
-            if not res.passed and isinstance(res, gc.CheckResult) and res.problems:
+            if not res.passed and isinstance(res, CheckResult) and res.problems:
                 record["message"] = "; ".join(res.problems)
         elapsed = time.perf_counter() - t0
         if j == 0:
@@ -247,7 +248,7 @@ def _dtype_mode(dtype: str) -> Iterator[None]:
 def _environment() -> dict[str, Any]:
     device = jax.devices()[0]
     return {"backend": jax.default_backend(), "device": device.device_kind, "devices": jax.device_count(),
-            "jax": jax.__version__, "precision": gc.DEFAULT_PRECISION}
+            "jax": jax.__version__, "precision": DEFAULT_PRECISION}
 
 
 def _header(env: dict[str, Any], extra: str) -> str:
@@ -262,7 +263,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Randomized cross-check of jaxcnn's custom VJPs against autodiff of jaxcnn.reference.",
     )
     p.add_argument("--configs", type=int, default=None,
-                   help="total configs (default: the default sweep); spread over the rows")
+                   help="total configs of the selected rows (default: their default sweep), spread "
+                        "over them in proportion to their defaults")
     p.add_argument("--seed", type=int, default=0, help="seed of the sweep (default 0)")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                    help="dtype of the arrays (float64 enables x64); fd: rows always use float64")
@@ -295,14 +297,14 @@ def run_cli(argv: Sequence[str] | None, registry: Mapping[str, Family]) -> int:
         return 0
     if opts.replay:
         return _replay(opts, registry)
-    return _sweep(opts, families, registry, argv)
+    return _sweep(opts, families, argv)
 
 
-def _sweep(opts: argparse.Namespace, families: list[Family], registry: Mapping[str, Family],
-           argv: Sequence[str] | None) -> int:
+def _sweep(opts: argparse.Namespace, families: list[Family], argv: Sequence[str] | None) -> int:
     start, cpu_start = time.perf_counter(), time.process_time()
     env = _environment()
-    scale = 1.0 if opts.configs is None else opts.configs / default_configs(dict(registry))
+    # --configs counts the configs of the selected rows (all rows, or those of --only).
+    scale = 1.0 if opts.configs is None else opts.configs / default_configs({f.name: f for f in families})
     plans = []
     rows = []
     for family in families:

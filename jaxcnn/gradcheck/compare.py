@@ -1,242 +1,41 @@
-r"""Cross-check the article's backward rules against autodiff, on any backend.
-
-Library:
+"""The two checks: a custom VJP against autodiff of its twin, and both against finite differences.
 
 * `compare_vjp` — the custom VJP of a function against ``jax.vjp`` of its reference twin, with
   one random cotangent shared by both; per differentiable argument (per leaf of a pytree
-  argument) the maximum absolute and relative error, the forward error too, pass/fail against
-  the per-dtype tolerance table `RTOL`. `vjp_checker` returns the same comparison as a reusable
-  callable, compiled once per argument structure, for many value sets.
+  argument) the maximum absolute and relative error (`jaxcnn.gradcheck.errors.array_errors`), the
+  forward error too, pass/fail against the per-dtype table `RTOL`. `vjp_checker` returns the same
+  comparison as a reusable callable, compiled once per argument structure, for many value sets.
 * `check_finite_differences` — central differences in float64 of the custom *and* of the
   reference function along random directions ``v``, against ``<v, J^T u>`` from each one's VJP.
   `fd_checker` is its reusable form.
-
-Errors (`array_errors`). For the custom result ``a`` and the reference result ``e`` (both taken
-to float64), elementwise over the array:
-
-.. math::
-
-    \text{abs} = \max_i |a_i - e_i|, \qquad
-    \text{rel} = \max_i \frac{|a_i - e_i|}{|e_i| + \max(1, \max_j |e_j|)}
-
-and a result passes when ``rel <= rtol``, i.e. ``|a - e| <= rtol * (|e| + max(1, max|e|))``
-elementwise: the test-suite's definition (``tests/tolerances.py``). Entries near zero are judged on
-the array's scale, not their own (sums taken in another order differ by rounding proportional to
-the terms, not to the result). NaN against NaN and equal infinities count as equal; NaN or an
-infinity against anything else is an infinite error.
-
-CLI, ``python -m jaxcnn.gradcheck [--configs N] [--seed S] [--dtype float32|float64]
-[--json PATH] [--replay PATH] [--only NAMES] [--list] [--no-progress]``: a randomized sweep over
-every public differentiable function and its options (every conv lowering of
-``jaxcnn._lowering`` included), second-order gradients (``d2:``), per-example gradients under
-``vmap`` (``vmap:``), finite differences (``fd:``) and the networks of `jaxcnn.models`, on the
-default backend, at ``jax.default_matmul_precision("highest")``. Exit status 1 when any config
-fails. See `main`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import inspect
-import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
 from functools import partial
-from types import MappingProxyType
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcnn._gradcheck_cases import Case, Family, default_registry
-
-__all__ = [
-    "FD_RTOL",
-    "FD_STEP",
-    "RTOL",
-    "Case",
-    "CheckResult",
-    "ErrorStats",
-    "FDResult",
-    "FDStats",
-    "Family",
-    "array_errors",
-    "check_finite_differences",
-    "compare_vjp",
-    "default_registry",
-    "fd_checker",
-    "main",
-    "rtol_for",
-    "vjp_checker",
-]
-
-RTOL: Mapping[str, float] = MappingProxyType(
-    {"float64": 1e-10, "float32": 1e-5, "float16": 1e-2, "bfloat16": 5e-2}
+from jaxcnn._checks import fail
+from jaxcnn.gradcheck.errors import (
+    DEFAULT_PRECISION,
+    FD_RTOL,
+    FD_STEP,
+    CheckResult,
+    ErrorStats,
+    FDResult,
+    FDStats,
+    array_errors,
+    rtol_for,
 )
-"""Per-dtype relative tolerance (see `array_errors`), the table of ``tests/tolerances.py``."""
 
-FD_STEP = 1e-6
-"""Step ``h`` of the central differences (float64): ``(f(x + h v) - f(x - h v)) / 2h``."""
-
-FD_RTOL = 1e-6
-"""Tolerance of a finite-difference check: truncation ``O(h^2)`` plus rounding ``O(eps / h)``."""
-
-DEFAULT_PRECISION = "highest"
-"""Matmul/conv precision of every check (no TF32 on GPUs, no bf16 passes on TPUs)."""
-
-
-def rtol_for(dtype: Any) -> float:
-    """The tolerance of `RTOL` for `dtype`.
-
-    Raises:
-      ValueError: no tolerance for that dtype (not a float type of the table).
-    """
-    name = jnp.dtype(dtype).name
-    if name not in RTOL:
-        raise ValueError(f"`rtol_for`: no tolerance for dtype {name}; expected one of {sorted(RTOL)}")
-    return RTOL[name]
-
-
-def array_errors(actual: Any, expected: Any) -> tuple[float, float]:
-    """``(max_abs, max_rel)`` of `actual` against `expected`, as defined in the module docstring.
-
-    Args:
-      actual: the custom result.
-      expected: the reference result, same shape.
-
-    Returns:
-      Two Python floats; ``(0.0, 0.0)`` for empty arrays, ``inf`` where NaN or an infinity meets
-      a different value.
-
-    Raises:
-      ValueError: the shapes differ.
-    """
-    a = np.asarray(actual, dtype=np.float64)
-    e = np.asarray(expected, dtype=np.float64)
-    if a.shape != e.shape:
-        raise ValueError(f"`array_errors`: `actual` has shape {a.shape} but `expected` has {e.shape}")
-    if e.size == 0:
-        return 0.0, 0.0
-    with np.errstate(invalid="ignore"):
-        diff = np.abs(a - e)
-        same = (a == e) | (np.isnan(a) & np.isnan(e))
-        diff = np.where(same, 0.0, np.where(np.isnan(diff), np.inf, diff))
-        finite = np.abs(e[np.isfinite(e)])
-        scale = max(1.0, float(np.max(finite, initial=0.0)))
-        rel = diff / (np.abs(e) + scale)
-        rel = np.where(same, 0.0, np.where(np.isnan(rel), np.inf, rel))
-    return float(np.max(diff)), float(np.max(rel))
-
-
-class ErrorStats(NamedTuple):
-    """Errors of one array (an output, or the gradient of one argument or pytree leaf)."""
-
-    name: str  # "output", "x", "params['h1']['w']", ...
-    shape: tuple[int, ...]
-    dtype: str
-    max_abs: float
-    max_rel: float  # see `array_errors`
-    rtol: float
-
-    @property
-    def passed(self) -> bool:
-        return self.max_rel <= self.rtol
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    """The result of `compare_vjp`.
-
-    Attributes:
-      forward: errors of the custom function's outputs against the reference's, one per leaf.
-      grads: errors of the custom VJP against the reference VJP, one per differentiable argument
-        (per leaf of a pytree argument), for the same cotangent.
-      problems: structural mismatches (tree, shape or dtype of outputs or gradients); any makes
-        the check fail. A gradient must have the dtype and shape of its argument.
-      seed: the seed of the random cotangent (None when the cotangent was given).
-    """
-
-    forward: tuple[ErrorStats, ...]
-    grads: tuple[ErrorStats, ...]
-    problems: tuple[str, ...] = ()
-    seed: int | None = None
-
-    @property
-    def stats(self) -> tuple[ErrorStats, ...]:
-        return self.forward + self.grads
-
-    @property
-    def passed(self) -> bool:
-        return not self.problems and all(s.passed for s in self.stats)
-
-    @property
-    def worst_abs(self) -> float:
-        return max((s.max_abs for s in self.stats), default=0.0)
-
-    @property
-    def worst_rel(self) -> float:
-        return max((s.max_rel for s in self.stats), default=0.0)
-
-    def grad(self, name: str) -> ErrorStats:
-        """The gradient errors of the argument (or leaf) called `name`."""
-        for s in self.grads:
-            if s.name == name:
-                return s
-        raise KeyError(f"no gradient named {name!r}; have {[s.name for s in self.grads]}")
-
-    def failures(self) -> list[str]:
-        """Names of the failed entries and the structural problems."""
-        return [s.name for s in self.stats if not s.passed] + list(self.problems)
-
-
-class FDStats(NamedTuple):
-    """Finite differences of one differentiable argument (all its leaves perturbed together)."""
-
-    name: str
-    fd: tuple[float, ...]  # (<u, f(x + h v)> - <u, f(x - h v)>) / 2h, one per direction v
-    vjp: tuple[float, ...]  # <v, J^T u> from the function's VJP, same directions
-    max_abs: float  # max |fd - vjp|
-    max_rel: float  # max |fd - vjp| / (|vjp| + max(1, |vjp|))
-    rtol: float
-
-    @property
-    def passed(self) -> bool:
-        return self.max_rel <= self.rtol
-
-
-@dataclass(frozen=True)
-class FDResult:
-    """The result of `check_finite_differences`.
-
-    Attributes:
-      custom: the custom VJP against central differences of the custom function.
-      reference: the reference VJP against central differences of the reference function (a
-        failure here means the oracle itself is wrong).
-      step: the step ``h``; directions: directions per argument; seed: of ``u`` and the ``v``.
-    """
-
-    custom: tuple[FDStats, ...]
-    reference: tuple[FDStats, ...]
-    step: float
-    directions: int
-    seed: int
-
-    @property
-    def stats(self) -> tuple[FDStats, ...]:
-        return self.custom + self.reference
-
-    @property
-    def passed(self) -> bool:
-        return all(s.passed for s in self.stats)
-
-    @property
-    def worst_abs(self) -> float:
-        return max((s.max_abs for s in self.stats), default=0.0)
-
-    @property
-    def worst_rel(self) -> float:
-        return max((s.max_rel for s in self.stats), default=0.0)
+__all__ = ["check_finite_differences", "compare_vjp", "fd_checker", "vjp_checker"]
 
 
 # ------------------------------------------------------------------------------ internals
@@ -249,10 +48,10 @@ def _precision(precision: str | None) -> Iterator[None]:
             yield
 
 
-def _argnames(fn: Callable[..., Any], n: int, argnames: Sequence[str] | None) -> tuple[str, ...]:
+def _argnames(caller: str, fn: Callable[..., Any], n: int, argnames: Sequence[str] | None) -> tuple[str, ...]:
     if argnames is not None:
         if len(argnames) != n:
-            raise ValueError(f"`argnames` has {len(argnames)} names for {n} arguments")
+            raise fail(caller, f"`argnames` has {len(argnames)} names for {n} arguments")
         return tuple(argnames)
     try:
         params = [
@@ -269,17 +68,19 @@ def _is_float_tree(tree: Any) -> bool:
     return bool(leaves) and all(jnp.issubdtype(jnp.result_type(x), jnp.inexact) for x in leaves)
 
 
-def _resolve_argnums(args: tuple[Any, ...], argnums: int | Sequence[int] | None) -> tuple[int, ...]:
+def _resolve_argnums(caller: str, args: tuple[Any, ...],
+                     argnums: int | Sequence[int] | None) -> tuple[int, ...]:
     if argnums is None:
         return tuple(i for i, a in enumerate(args) if _is_float_tree(a))
     nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
     for i in nums:
         if not -len(args) <= i < len(args):
-            raise ValueError(f"`argnums` {i} is out of range for {len(args)} arguments")
+            raise fail(caller, f"`argnums` {i} is out of range for {len(args)} arguments")
     nums = tuple(i % len(args) for i in nums)
     for i in nums:
         if not _is_float_tree(args[i]):
-            raise TypeError(f"argument {i} is differentiated (`argnums`) but is not floating point")
+            raise fail(caller, f"argument {i} is differentiated (`argnums`) but is not floating point",
+                       TypeError)
     return nums
 
 
@@ -383,8 +184,8 @@ def vjp_checker(
     def prepare(args: tuple[Any, ...]) -> _Prepared:
         key = _struct_key(args)
         if key not in prepared:
-            nums = _resolve_argnums(args, argnums)
-            names = _argnames(custom_fn, len(args), argnames)
+            nums = _resolve_argnums("compare_vjp", args, argnums)
+            names = _argnames("compare_vjp", custom_fn, len(args), argnames)
             structs = _struct(args)
             out = jax.eval_shape(reference_fn, *structs)
             out_names = _leaf_names("output", out)
@@ -404,7 +205,7 @@ def vjp_checker(
             else:
                 bad = _mismatches("cotangent", p.out_names, cotangent, p.out)
                 if bad:
-                    raise ValueError("`cotangent` must match the output: " + "; ".join(bad))
+                    raise fail("compare_vjp", "`cotangent` must match the output: " + "; ".join(bad))
                 cot, seed = cotangent, None
             if p.argnums not in compiled:
                 fn = partial(_vjp_pair, custom_fn, reference_fn, p.argnums)
@@ -531,8 +332,8 @@ def fd_checker(
     def check(args: Sequence[Any], *, seed: int = 0) -> FDResult:
         with jax.enable_x64(True), _precision(precision):
             args = _as_float64(tuple(args))
-            nums = _resolve_argnums(args, argnums)
-            names = _argnames(custom_fn, len(args), argnames)
+            nums = _resolve_argnums("check_finite_differences", args, argnums)
+            names = _argnames("check_finite_differences", custom_fn, len(args), argnames)
             out = jax.eval_shape(reference_fn, *_struct(args))
             rng = np.random.default_rng([seed, 2])
             cot = _random_tree(out, rng)
@@ -606,44 +407,3 @@ def check_finite_differences(
     check = fd_checker(custom_fn, reference_fn, argnums=argnums, argnames=argnames,
                        directions=directions, step=step, rtol=rtol, jit=jit, precision=precision)
     return check(args, seed=seed)
-
-
-# ---------------------------------------------------------------------------------- CLI
-def main(argv: Sequence[str] | None = None, *, registry: Mapping[str, Family] | None = None) -> int:
-    """The CLI: ``python -m jaxcnn.gradcheck [options]``; returns the exit status.
-
-    Options:
-      --configs N: total configs (default: the registry's default sweep, 1,371 with
-        `jaxcnn.models`); spread over the rows in proportion to their defaults, at least one
-        each. A config is one value set of one static configuration (shapes and options); each
-        static configuration is compiled once and run on several value sets.
-      --seed S: seed of the sweep (static configurations and per-config value seeds).
-      --dtype float32|float64: dtype of every array (float64 switches x64 on for the run).
-      --json PATH: write every config to PATH, atomically (temporary file + ``os.replace``):
-        top level ``tool, format, argv, seed, dtype, backend, device, jax, precision, wall_s,
-        cpu_s, passed, summary, configs``; per config ``function, kind ("vjp"/"fd"), options,
-        dtype, seed, shapes, status ("pass"/"fail"/"error"/"invalid"), rtol, worst_abs,
-        worst_rel, errors`` (per output and per argument ``{"abs", "rel"}``), ``message``
-        (format details in ``jaxcnn/_gradcheck_sweep.py``).
-      --replay PATH: re-run exactly the failed configs of such a file (same options, shapes,
-        dtype and values, regenerated from each config's seed) and report them.
-      --only NAMES: comma-separated row names or shell patterns (``conv2d,d2:*``).
-      --list: print the rows and exit. --no-progress: no progress bar.
-
-    Args:
-      argv: the arguments (default: ``sys.argv[1:]``).
-      registry: the rows (default: `default_registry()`); the seam for planting a wrong rule.
-
-    Returns:
-      0 when every config passed, 1 when any failed (or errored), 2 for bad usage.
-    """
-    from jaxcnn import _gradcheck_sweep
-
-    return _gradcheck_sweep.run_cli(argv, registry if registry is not None else default_registry())
-
-
-if __name__ == "__main__":
-    # Delegate to the imported module, so that its classes are the ones `jaxcnn.gradcheck` exports.
-    from jaxcnn.gradcheck import main as _main
-
-    sys.exit(_main())

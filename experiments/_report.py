@@ -1,0 +1,142 @@
+"""Reporting for the experiment scripts: machine info, text tables, training curves, a tqdm bar.
+
+Not part of the library (``jaxcnn`` has no tqdm or matplotlib dependency): the scripts beside this
+file import it as ``_report`` (``python experiments/lecun1989.py`` puts this folder on sys.path).
+`TqdmProgress` is a `jaxcnn.train.Progress`: pass it as ``fit(..., progress=...)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from typing import IO, Any
+
+import jax
+
+from jaxcnn import train
+
+__all__ = ["TqdmProgress", "format_table", "machine_info", "plot_history", "progress"]
+
+
+class TqdmProgress:
+    """A tqdm bar (`jaxcnn.train.Progress`): one tick per step (per epoch for per-example SGD); after
+    each epoch the postfix shows `jaxcnn.train.epoch_summary`, error rates first, so a narrow
+    terminal cuts the losses, never the test error."""
+
+    def __init__(self, *, file: IO[str] | None = None, ncols: int | None = None) -> None:
+        self.file, self.ncols, self.bar = file, ncols, None
+
+    def start(self, *, desc: str, total: int, initial: int, unit: str) -> None:
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=total, initial=initial, desc=desc, unit=unit, file=self.file or sys.stderr,
+                        ncols=self.ncols, dynamic_ncols=self.ncols is None)
+
+    def advance(self, n: int) -> None:
+        self.bar.update(n)
+
+    def epoch_done(self, record: Mapping[str, Any], epochs: int) -> None:
+        self.bar.set_postfix_str(train.epoch_summary(record), refresh=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def progress(enabled: bool) -> bool | train.Progress:
+    """What the scripts pass to `jaxcnn.train.fit`: a `TqdmProgress` when tqdm is installed, else
+    the library's one line per epoch; False with ``--no-progress``."""
+    if not enabled:
+        return False
+    try:
+        import tqdm  # noqa: F401
+    except ImportError:
+        return True
+    return TqdmProgress()
+
+
+def machine_info() -> dict[str, Any]:
+    """Where a run happened: OS, CPU model and cores, Python, JAX version, backend and devices."""
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    return {
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "jax_version": jax.__version__,
+        "backend": jax.default_backend(),
+        "devices": [str(d) for d in jax.devices()],
+    }
+
+
+def format_table(rows: Sequence[Sequence[str]]) -> str:
+    """A plain-text table: the first column left-aligned, the others right-aligned, a rule under
+    the first (header) row. Every row has the header's number of cells."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+
+    def line(row: Sequence[str]) -> str:
+        cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)]
+        return "  ".join(cells)
+
+    lines = [line(row) for row in rows]
+    lines.insert(1, "-" * len(lines[0]))
+    return "\n".join(lines)
+
+
+def plot_history(
+    runs: Mapping[str, Mapping[str, Any]],
+    path: str | os.PathLike[str],
+    *,
+    title: str,
+    x_label: str,
+    loss_label: str,
+    hlines: Sequence[tuple[str, float, str, str]] = (),
+) -> None:
+    """Write a PNG of per-epoch error (%) and loss curves, train and test, one line style per run.
+
+    Args:
+      runs: name ("custom" solid, "reference" dashed) -> a run with ``"history"``, a list of
+        ``{"epoch", "train_error", "test_error", "train_loss", "test_loss"}`` (errors as fractions).
+      path: the PNG, written atomically.
+      title, x_label, loss_label: the figure title and axis labels.
+      hlines: reference lines ``(panel, y, color, label)``, panel ``"error"`` (y in %) or ``"loss"``.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_err, ax_loss) = plt.subplots(1, 2, figsize=(11, 4.2))
+    styles = {"custom": "-", "reference": "--"}
+    for name, r in runs.items():
+        ep = [h["epoch"] for h in r["history"]]
+        for split, color in (("train", "tab:blue"), ("test", "tab:orange")):
+            ax_err.plot(ep, [100 * h[f"{split}_error"] for h in r["history"]], styles[name], color=color,
+                        label=f"{split}, {name}")
+            ax_loss.plot(ep, [h[f"{split}_loss"] for h in r["history"]], styles[name], color=color,
+                         label=f"{split}, {name}")
+    panels = {"error": ax_err, "loss": ax_loss}
+    for panel, y, color, label in hlines:
+        panels[panel].axhline(y, color=color, lw=0.8, ls=":", label=label)
+    ax_err.set(xlabel=x_label, ylabel="error (%)", yscale="log", title="error rate")
+    ax_loss.set(xlabel=x_label, ylabel=loss_label, yscale="log", title="loss")
+    for ax in (ax_err, ax_loss):
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    train.atomic_write(path, buffer.getvalue())

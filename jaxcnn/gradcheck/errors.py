@@ -1,0 +1,196 @@
+r"""Errors, tolerances and result types of the gradient cross-check.
+
+Errors (`array_errors`). For the custom result ``a`` and the reference result ``e`` (both taken
+to float64), elementwise over the array:
+
+.. math::
+
+    \text{abs} = \max_i |a_i - e_i|, \qquad
+    \text{rel} = \max_i \frac{|a_i - e_i|}{|e_i| + \max(1, \max_j |e_j|)}
+
+and a result passes when ``rel <= rtol``, i.e. ``|a - e| <= rtol * (|e| + max(1, max|e|))``
+elementwise: the test-suite's definition (``tests/tolerances.py`` reads `RTOL` from here). Entries
+near zero are judged on the array's scale, not their own (sums taken in another order differ by
+rounding proportional to the terms, not to the result). NaN against NaN and equal infinities count
+as equal; NaN or an infinity against anything else is an infinite error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, NamedTuple
+
+import jax.numpy as jnp
+import numpy as np
+
+from jaxcnn._checks import fail
+
+RTOL: Mapping[str, float] = MappingProxyType(
+    {"float64": 1e-10, "float32": 1e-5, "float16": 1e-2, "bfloat16": 5e-2}
+)
+"""Per-dtype relative tolerance (see `array_errors`): the one table, read by ``tests/tolerances.py``
+and by every check here."""
+
+FD_STEP = 1e-6
+"""Step ``h`` of the central differences (float64): ``(f(x + h v) - f(x - h v)) / 2h``."""
+
+FD_RTOL = 1e-6
+"""Tolerance of a finite-difference check: truncation ``O(h^2)`` plus rounding ``O(eps / h)``."""
+
+DEFAULT_PRECISION = "highest"
+"""Matmul/conv precision of every check (no TF32 on GPUs, no bf16 passes on TPUs)."""
+
+
+def rtol_for(dtype: Any) -> float:
+    """The tolerance of `RTOL` for `dtype`.
+
+    Raises:
+      ValueError: no tolerance for that dtype (not a float type of the table).
+    """
+    name = jnp.dtype(dtype).name
+    if name not in RTOL:
+        raise fail("rtol_for", f"no tolerance for dtype {name}; expected one of {sorted(RTOL)}")
+    return RTOL[name]
+
+
+def array_errors(actual: Any, expected: Any) -> tuple[float, float]:
+    """``(max_abs, max_rel)`` of `actual` against `expected`, as defined in the module docstring.
+
+    Args:
+      actual: the custom result.
+      expected: the reference result, same shape.
+
+    Returns:
+      Two Python floats; ``(0.0, 0.0)`` for empty arrays, ``inf`` where NaN or an infinity meets
+      a different value.
+
+    Raises:
+      ValueError: the shapes differ.
+    """
+    a = np.asarray(actual, dtype=np.float64)
+    e = np.asarray(expected, dtype=np.float64)
+    if a.shape != e.shape:
+        raise fail("array_errors", f"`actual` has shape {a.shape} but `expected` has {e.shape}")
+    if e.size == 0:
+        return 0.0, 0.0
+    with np.errstate(invalid="ignore"):
+        diff = np.abs(a - e)
+        same = (a == e) | (np.isnan(a) & np.isnan(e))
+        diff = np.where(same, 0.0, np.where(np.isnan(diff), np.inf, diff))
+        finite = np.abs(e[np.isfinite(e)])
+        scale = max(1.0, float(np.max(finite, initial=0.0)))
+        rel = diff / (np.abs(e) + scale)
+        rel = np.where(same, 0.0, np.where(np.isnan(rel), np.inf, rel))
+    return float(np.max(diff)), float(np.max(rel))
+
+
+class ErrorStats(NamedTuple):
+    """Errors of one array (an output, or the gradient of one argument or pytree leaf)."""
+
+    name: str  # "output", "x", "params['h1']['w']", ...
+    shape: tuple[int, ...]
+    dtype: str
+    max_abs: float
+    max_rel: float  # see `array_errors`
+    rtol: float
+
+    @property
+    def passed(self) -> bool:
+        return self.max_rel <= self.rtol
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """The result of `compare_vjp`.
+
+    Attributes:
+      forward: errors of the custom function's outputs against the reference's, one per leaf.
+      grads: errors of the custom VJP against the reference VJP, one per differentiable argument
+        (per leaf of a pytree argument), for the same cotangent.
+      problems: structural mismatches (tree, shape or dtype of outputs or gradients); any makes
+        the check fail. A gradient must have the dtype and shape of its argument.
+      seed: the seed of the random cotangent (None when the cotangent was given).
+    """
+
+    forward: tuple[ErrorStats, ...]
+    grads: tuple[ErrorStats, ...]
+    problems: tuple[str, ...] = ()
+    seed: int | None = None
+
+    @property
+    def stats(self) -> tuple[ErrorStats, ...]:
+        return self.forward + self.grads
+
+    @property
+    def passed(self) -> bool:
+        return not self.problems and all(s.passed for s in self.stats)
+
+    @property
+    def worst_abs(self) -> float:
+        return max((s.max_abs for s in self.stats), default=0.0)
+
+    @property
+    def worst_rel(self) -> float:
+        return max((s.max_rel for s in self.stats), default=0.0)
+
+    def grad(self, name: str) -> ErrorStats:
+        """The gradient errors of the argument (or leaf) called `name`."""
+        for s in self.grads:
+            if s.name == name:
+                return s
+        raise KeyError(f"no gradient named {name!r}; have {[s.name for s in self.grads]}")
+
+    def failures(self) -> list[str]:
+        """Names of the failed entries and the structural problems."""
+        return [s.name for s in self.stats if not s.passed] + list(self.problems)
+
+
+class FDStats(NamedTuple):
+    """Finite differences of one differentiable argument (all its leaves perturbed together)."""
+
+    name: str
+    fd: tuple[float, ...]  # (<u, f(x + h v)> - <u, f(x - h v)>) / 2h, one per direction v
+    vjp: tuple[float, ...]  # <v, J^T u> from the function's VJP, same directions
+    max_abs: float  # max |fd - vjp|
+    max_rel: float  # max |fd - vjp| / (|vjp| + max(1, |vjp|))
+    rtol: float
+
+    @property
+    def passed(self) -> bool:
+        return self.max_rel <= self.rtol
+
+
+@dataclass(frozen=True)
+class FDResult:
+    """The result of `check_finite_differences`.
+
+    Attributes:
+      custom: the custom VJP against central differences of the custom function.
+      reference: the reference VJP against central differences of the reference function (a
+        failure here means the oracle itself is wrong).
+      step: the step ``h``; directions: directions per argument; seed: of ``u`` and the ``v``.
+    """
+
+    custom: tuple[FDStats, ...]
+    reference: tuple[FDStats, ...]
+    step: float
+    directions: int
+    seed: int
+
+    @property
+    def stats(self) -> tuple[FDStats, ...]:
+        return self.custom + self.reference
+
+    @property
+    def passed(self) -> bool:
+        return all(s.passed for s in self.stats)
+
+    @property
+    def worst_abs(self) -> float:
+        return max((s.max_abs for s in self.stats), default=0.0)
+
+    @property
+    def worst_rel(self) -> float:
+        return max((s.max_rel for s in self.stats), default=0.0)

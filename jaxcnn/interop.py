@@ -1,0 +1,310 @@
+"""Adapters: jaxcnn's backward rules inside Flax NNX and Equinox models (optional extras).
+
+* `conv_general_dilated` — ``lax.conv_general_dilated``'s signature and results, computed by
+  `jaxcnn.conv` (Eq 7 forward; Eq 14 and Eq 22 backward) or, for ``lhs_dilation > 1``, by
+  `jaxcnn.conv_transpose` (Eq 22 forward). Give it to Flax:
+  ``nnx.Conv(..., conv_general_dilated=jaxcnn.interop.conv_general_dilated)``.
+* `Conv` / `ConvTranspose` (and `Conv1d` ... `ConvTranspose3d`) — `equinox.nn.Conv` and
+  `equinox.nn.ConvTranspose` whose ``__call__`` runs jaxcnn's rules; `swap_equinox_convs` swaps
+  every Equinox conv of a model for them, weights kept.
+
+The core library never imports this module, Flax or Equinox; this module imports Equinox only
+when an Equinox adapter is used (`conv_general_dilated` needs neither framework).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+import jaxcnn
+from jaxcnn._checks import fail, is_int
+
+__all__ = ["conv_general_dilated"]
+
+_FN = "conv_general_dilated"
+
+
+def _ints(name: str, value: Any, nd: int) -> tuple[int, ...]:
+    if value is None:
+        return (1,) * nd
+    if is_int(value):
+        return (int(value),) * nd
+    value = tuple(value)
+    if len(value) != nd or not all(is_int(v) for v in value):
+        raise fail(_FN, f"`{name}` must be {nd} ints (one per spatial dim), got {value!r}", TypeError)
+    return tuple(int(v) for v in value)
+
+
+def _inverse(perm: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(int(i) for i in np.argsort(perm))
+
+
+def _transpose(x: jax.Array, perm: tuple[int, ...]) -> jax.Array:
+    return x if perm == tuple(range(x.ndim)) else jnp.transpose(x, perm)
+
+
+def _check_precision(precision: Any) -> None:
+    """jaxcnn's rules run at the default precision; any other request would be silently dropped."""
+    default = (None, lax.Precision.DEFAULT, "default", "DEFAULT")
+    values = precision if isinstance(precision, (tuple, list)) else (precision,)
+    if not all(any(v is d or v == d for d in default) for v in values):
+        raise fail(
+            _FN,
+            f"`precision` {precision!r} cannot be honoured: jaxcnn's rules run at the default precision "
+            "(pass precision=None, or use lax.conv_general_dilated)",
+        )
+
+
+def conv_general_dilated(
+    lhs: jax.Array, rhs: jax.Array, window_strides: Any, padding: Any, lhs_dilation: Any = None,
+    rhs_dilation: Any = None, dimension_numbers: Any = None, feature_group_count: int = 1,
+    batch_group_count: int = 1, precision: Any = None, preferred_element_type: Any = None,
+    out_sharding: Any = None,
+) -> jax.Array:
+    """``lax.conv_general_dilated`` computed by jaxcnn's custom-VJP convolution.
+
+    Same signature and results as ``jax.lax.conv_general_dilated``; the gradients are the article's
+    rules (`jaxcnn.conv`: Eq 14 for the kernel, Eq 22 for the input). Any dimension numbers (they
+    are mapped to channels-last by transposes, which are differentiated by JAX), 1-3 spatial dims,
+    feature groups, kernel dilation, padding as ``(lo, hi)`` pairs (negative amounts crop) or
+    ``'SAME'``, ``'SAME_LOWER'``, ``'VALID'``. ``lhs_dilation > 1`` (a transposed convolution) runs
+    `jaxcnn.conv_transpose` when the padding allows it (``lo <= d*(k-1)``), followed by a strided
+    subsample when ``window_strides > 1``.
+
+    Raises (the library's message format) for what jaxcnn cannot honour, rather than ignoring it:
+    ``batch_group_count > 1``; a `precision` other than None/DEFAULT; a `preferred_element_type`
+    other than the inputs' dtype; an `out_sharding`; a padding of a transposed convolution that
+    `conv_transpose` cannot express.
+
+    Example (Flax NNX)::
+
+        nnx.Conv(1, 8, (3, 3), conv_general_dilated=jaxcnn.interop.conv_general_dilated, rngs=rngs)
+    """
+    if batch_group_count != 1:
+        raise fail(_FN, f"`batch_group_count` > 1 is not supported by jaxcnn's rules, "
+                   f"got {batch_group_count!r}")
+    _check_precision(precision)
+    if out_sharding is not None:
+        raise fail(_FN, f"`out_sharding` {out_sharding!r} cannot be honoured by jaxcnn's rules; pass None")
+    dtype = jnp.result_type(lhs)
+    if preferred_element_type is not None and jnp.dtype(preferred_element_type) != dtype:
+        raise fail(
+            _FN,
+            f"`preferred_element_type` {jnp.dtype(preferred_element_type)} differs from the inputs' dtype "
+            f"{dtype}; jaxcnn's rules return the inputs' dtype",
+            TypeError,
+        )
+    if jnp.ndim(lhs) not in (3, 4, 5) or jnp.ndim(rhs) != jnp.ndim(lhs):
+        raise fail(_FN, f"`lhs` and `rhs` must have rank 3, 4 or 5 (1-3 spatial dims), got shapes "
+                   f"{jnp.shape(lhs)} and {jnp.shape(rhs)}")
+    if not is_int(feature_group_count) or feature_group_count < 1:
+        raise fail(_FN, f"`feature_group_count` must be a positive int, got {feature_group_count!r}",
+                   TypeError)
+    dn = lax.conv_dimension_numbers(jnp.shape(lhs), jnp.shape(rhs), dimension_numbers)
+    nd = jnp.ndim(lhs) - 2
+    lhs_perm = (dn.lhs_spec[0], *dn.lhs_spec[2:], dn.lhs_spec[1])  # -> (N, *spatial, C)
+    rhs_perm = (*dn.rhs_spec[2:], dn.rhs_spec[1], dn.rhs_spec[0])  # -> (*k, C/groups, D)
+    out_perm = (dn.out_spec[0], *dn.out_spec[2:], dn.out_spec[1])
+    x = _transpose(jnp.asarray(lhs), lhs_perm)
+    w = _transpose(jnp.asarray(rhs), rhs_perm)
+    strides = _ints("window_strides", window_strides, nd)
+    base = _ints("lhs_dilation", lhs_dilation, nd)
+    dilation = _ints("rhs_dilation", rhs_dilation, nd)
+    extent = tuple(d * (k - 1) + 1 for k, d in zip(w.shape[:nd], dilation, strict=True))
+    if isinstance(padding, str):
+        if base != (1,) * nd:
+            raise fail(_FN, f"string `padding` {padding!r} with `lhs_dilation` {base} is not defined "
+                       "(as in lax): give (lo, hi) pairs")
+        try:
+            pads = lax.padtype_to_pads(x.shape[1:-1], extent, strides, padding)
+        except (ValueError, RuntimeError, TypeError) as err:
+            raise fail(_FN, f"`padding` {padding!r} is not 'SAME', 'SAME_LOWER' or 'VALID' ({err})") from None
+    else:
+        try:
+            pads = [(int(lo), int(hi)) for lo, hi in padding]
+        except (TypeError, ValueError):
+            raise fail(_FN, f"`padding` must be a string or {nd} (lo, hi) pairs, got {padding!r}",
+                       TypeError) from None
+        if len(pads) != nd:
+            raise fail(_FN, f"`padding` must have {nd} (lo, hi) pairs, got {padding!r}")
+    pads = tuple((int(lo), int(hi)) for lo, hi in pads)
+
+    if base == (1,) * nd:
+        # negative padding crops: a slice (differentiated by JAX), then jaxcnn's non-negative padding
+        crop = tuple(slice(max(-lo, 0), n - max(-hi, 0))
+                     for n, (lo, hi) in zip(x.shape[1:-1], pads, strict=True))
+        x = x[(slice(None), *crop, slice(None))]
+        pads = tuple((max(lo, 0), max(hi, 0)) for lo, hi in pads)
+        y = jaxcnn.conv(x, w, stride=strides, padding=pads, dilation=dilation, groups=feature_group_count)
+    else:
+        y = _transposed(x, w, base, strides, pads, dilation, extent, feature_group_count)
+    return _transpose(y, _inverse(out_perm))
+
+
+def _transposed(x, w, base, strides, pads, dilation, extent, groups) -> jax.Array:
+    """``lhs_dilation`` = the stride of a transposed convolution: lax correlates the zero-inserted input,
+    padded by ``(PL, PH)``, with ``w``; `jaxcnn.conv_transpose` with stride `base`, padding
+    ``(e-1-PL, e-1-PH+op)`` and the kernel rotated and its channels swapped per group is the same sum."""
+    conv_pads, extra = [], []
+    for axis, ((lo, hi), e, s, d) in enumerate(zip(pads, extent, base, dilation, strict=True)):
+        if lo > e - 1 or lo < 0 or hi < 0:
+            raise fail(
+                _FN, f"`padding` {pads[axis]} along spatial dim {axis} with `lhs_dilation` {s} cannot be "
+                f"expressed as jaxcnn.conv_transpose (needs 0 <= lo <= {e - 1} and hi >= 0)",
+            )
+        op = max(hi - (e - 1), 0)
+        if op >= max(s, d):
+            raise fail(
+                _FN, f"`padding` {pads[axis]} along spatial dim {axis} exceeds what jaxcnn.conv_transpose "
+                f"can add at the high end ({e - 1} + output_padding, output_padding < "
+                f"max(lhs_dilation, rhs_dilation) = {max(s, d)})",
+            )
+        conv_pads.append((e - 1 - lo, e - 1 - hi + op))
+        extra.append(op)
+    nd = len(base)
+    kernel = _swap_io(w[(slice(None, None, -1),) * nd], groups)
+    y = jaxcnn.conv_transpose(x, kernel, stride=base, padding=tuple(conv_pads), output_padding=tuple(extra),
+                              dilation=dilation, groups=groups)
+    if strides != (1,) * nd:  # a strided correlation is the stride-1 one, subsampled
+        y = y[(slice(None), *(slice(None, None, s) for s in strides), slice(None))]
+    return y
+
+
+def _swap_io(kernel: jax.Array, groups: int) -> jax.Array:
+    """``(*k, C/g, D)`` -> ``(*k, D/g, C)``, group by group (an involution)."""
+    *k, c_g, d = kernel.shape
+    nd = len(k)
+    split = kernel.reshape(*k, c_g, groups, d // groups)
+    return split.transpose(*range(nd), nd + 2, nd + 1, nd).reshape(*k, d // groups, groups * c_g)
+
+
+# ------------------------------------------------------------------------------------ Equinox
+def _equinox():
+    try:
+        import equinox
+    except ImportError as err:  # pragma: no cover - the optional extra
+        raise ImportError("jaxcnn.interop's Equinox adapters need equinox: "
+                          "pip install 'jaxcnn[equinox]'") from err
+    return equinox
+
+
+def _channels_last(x: jax.Array, nd: int, name: str, fn: str) -> jax.Array:
+    """Equinox's unbatched ``(C, *spatial)`` -> jaxcnn's ``(1, *spatial, C)``."""
+    if jnp.ndim(x) != nd + 1:
+        raise fail(fn, f"`{name}` must have rank {nd + 1} (C, *spatial) for {nd} spatial dims, got shape "
+                   f"{jnp.shape(x)}")
+    return jnp.moveaxis(x, 0, -1)[None]
+
+
+def _eqx_pads(padding: Any, size: tuple[int, ...], extent: tuple[int, ...], stride: tuple[int, ...]):
+    if isinstance(padding, str):
+        return tuple(lax.padtype_to_pads(size, extent, stride, padding))
+    return tuple((int(lo), int(hi)) for lo, hi in padding)
+
+
+def _conv_call(m, x: jax.Array) -> jax.Array:
+    """`equinox.nn.Conv.__call__` by `jaxcnn.conv`: weight ``(O, I/g, *k)`` -> ``(*k, I/g, O)``."""
+    nd = m.num_spatial_dims
+    xl = _channels_last(x, nd, "x", "Conv")
+    w = jnp.transpose(m.weight, (*range(2, nd + 2), 1, 0))
+    extent = tuple(d * (k - 1) + 1 for k, d in zip(m.kernel_size, m.dilation, strict=True))
+    pads = _eqx_pads(m.padding, xl.shape[1:-1], extent, m.stride)
+    b = None if m.bias is None else m.bias.reshape(m.out_channels)
+    y = jaxcnn.conv(xl, w, b, stride=m.stride, padding=pads, dilation=m.dilation, groups=m.groups,
+                    padding_mode=m.padding_mode.lower())
+    return jnp.moveaxis(y[0], -1, 0)
+
+
+def _conv_transpose_call(m, x: jax.Array) -> jax.Array:
+    """`equinox.nn.ConvTranspose.__call__` by `jaxcnn.conv_transpose`. Equinox correlates the
+    zero-inserted input with ``weight (O, I/g, *k)`` padded by ``d*(k-1) - p``; jaxcnn's kernel is that
+    of the convolution being transposed, ``(*k, O/g, I)``: the weight rotated, channels swapped per group."""
+    if m.padding_mode != "ZEROS":
+        raise fail("ConvTranspose", f"`padding_mode` {m.padding_mode!r} is not supported by jaxcnn's "
+                   "ConvTranspose; use 'ZEROS' (or equinox.nn.ConvTranspose)", NotImplementedError)
+    nd = m.num_spatial_dims
+    xl = _channels_last(x, nd, "x", "ConvTranspose")
+    pads_t = m._padding_transpose()  # Equinox's own (lo, hi) of the dilated-input correlation
+    extent = tuple(d * (k - 1) + 1 for k, d in zip(m.kernel_size, m.dilation, strict=True))
+    hwio = jnp.transpose(m.weight, (*range(2, nd + 2), 1, 0))  # (*k, I/g, O)
+    y = _transposed(xl, hwio, tuple(m.stride), (1,) * nd, pads_t, tuple(m.dilation), extent, m.groups)
+    if m.bias is not None:
+        y = y + jnp.broadcast_to(m.bias.reshape(m.out_channels), y.shape)
+    return jnp.moveaxis(y[0], -1, 0)
+
+
+def _equinox_classes() -> dict[type, type]:
+    """Equinox's conv classes -> jaxcnn's drop-ins (built once, on first use)."""
+    if _CLASSES:
+        return _CLASSES
+    eqx = _equinox()
+
+    def make(base, call, doc):
+        cls = type(base.__name__, (base,), {
+            "__call__": lambda self, x, *, key=None: call(self, x),
+            "__doc__": f"`equinox.nn.{base.__name__}` {doc}",
+            "__module__": __name__,
+        })
+        cls.__call__.__doc__ = base.__call__.__doc__
+        return cls
+
+    for base in (eqx.nn.Conv, eqx.nn.Conv1d, eqx.nn.Conv2d, eqx.nn.Conv3d):
+        _CLASSES[base] = make(base, _conv_call, "whose call runs `jaxcnn.conv` (Eq 7; Eq 14, Eq 22 back).")
+    nn = eqx.nn
+    for base in (nn.ConvTranspose, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d):
+        _CLASSES[base] = make(base, _conv_transpose_call,
+                              "whose call runs `jaxcnn.conv_transpose` (Eq 22; Eq 7, Eq 14 backward).")
+    return _CLASSES
+
+
+_CLASSES: dict[type, type] = {}
+
+
+def _converted(module):
+    """The same module (every field, the weights included) as an instance of the jaxcnn class."""
+    cls = _equinox_classes()[type(module)]
+    new = object.__new__(cls)
+    for name, value in vars(module).items():
+        object.__setattr__(new, name, value)
+    return new
+
+
+def swap_equinox_convs(model):
+    """`model` with every ``equinox.nn.Conv*`` and ``equinox.nn.ConvTranspose*`` replaced (``eqx.tree_at``)
+    by jaxcnn's drop-in of the same class name, weights and configuration kept: the forward values are
+    Equinox's, the backward the article's rules. Subclasses of Equinox's convs are left alone (their
+    ``__call__`` may differ)."""
+    eqx = _equinox()
+    classes = _equinox_classes()
+    swappable = tuple(classes)
+
+    def is_conv(node):
+        return type(node) in classes
+
+    found = [node for node in jax.tree_util.tree_leaves(model, is_leaf=lambda n: isinstance(n, swappable))
+             if is_conv(node)]
+    if not found:
+        return model
+    if is_conv(model):
+        return _converted(model)
+
+    def where(m):
+        return [node for node in jax.tree_util.tree_leaves(m, is_leaf=lambda n: isinstance(n, swappable))
+                if is_conv(node)]
+
+    return eqx.tree_at(where, model, [_converted(node) for node in found])
+
+
+def __getattr__(name: str):
+    """`Conv`, `Conv1d`, ..., `ConvTranspose3d`: jaxcnn's Equinox drop-ins (Equinox imported on use)."""
+    eqx_names = ("Conv", "Conv1d", "Conv2d", "Conv3d", "ConvTranspose", "ConvTranspose1d", "ConvTranspose2d",
+                 "ConvTranspose3d")
+    if name in eqx_names:
+        eqx = _equinox()
+        return _equinox_classes()[getattr(eqx.nn, name)]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

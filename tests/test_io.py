@@ -1,0 +1,58 @@
+"""jaxcnn._io.atomic_write: all or nothing, flushed to disk, with the permissions of a plain open()."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from jaxcnn._io import atomic_write
+
+
+def _mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002], ids=oct)
+def test_new_files_get_the_permissions_of_open(tmp_path, umask):
+    """mkstemp makes 0o600 files whatever the umask; a written file must look like open(path, "w")'s."""
+    old = os.umask(umask)
+    try:
+        atomic_write(tmp_path / "sub" / "atomic.json", b"{}")
+        with open(tmp_path / "plain.json", "w"):
+            pass
+    finally:
+        os.umask(old)
+    assert _mode(tmp_path / "sub" / "atomic.json") == _mode(tmp_path / "plain.json") == 0o666 & ~umask
+    assert (tmp_path / "sub" / "atomic.json").read_bytes() == b"{}"
+
+
+def test_an_existing_file_keeps_its_mode(tmp_path):
+    path = tmp_path / "results.json"
+    path.write_bytes(b"old")
+    path.chmod(0o640)
+    old = os.umask(0o077)
+    try:
+        atomic_write(path, b"new")
+    finally:
+        os.umask(old)
+    assert path.read_bytes() == b"new" and _mode(path) == 0o640  # what open(path, "w") leaves
+
+
+def test_write_is_atomic_and_flushed(tmp_path, monkeypatch):
+    path = tmp_path / "ckpt.npz"
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.fstat(fd).st_mode), real_fsync(fd)))
+    atomic_write(path, b"first")
+    assert [stat.S_ISREG(m) for m in synced] == [True, False]  # the file, then its directory
+
+    def crash(*args, **kwargs):
+        raise OSError("simulated crash before the rename")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError, match="simulated crash"):
+        atomic_write(path, b"second")
+    assert path.read_bytes() == b"first"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.npz"]  # no temporary file left
