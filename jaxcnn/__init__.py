@@ -11,9 +11,9 @@ Core modules (convolution, activations, pooling, dense, losses, reference) are i
 """
 
 from jaxcnn import activations as _activations
+from jaxcnn import curvature, reference
 from jaxcnn import losses as _losses
 from jaxcnn import pooling as _pooling
-from jaxcnn import reference
 from jaxcnn.activations import *  # noqa: F403
 from jaxcnn.convolution import (
     conv,
@@ -48,6 +48,7 @@ __all__ = [
     "conv_transpose",
     "conv_weight_grad",
     "convolve2d",
+    "curvature",
     "correlate2d",
     "dense",
     "flatten",

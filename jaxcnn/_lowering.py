@@ -72,6 +72,7 @@ class Plan(NamedTuple):
     chunk_bytes: int = _CHUNK_BYTES  # bytes of patches per batch chunk (one `lax.scan` step)
     pool: str = "auto"  # one of POOL_LOWERINGS: "general" forces pooling's strided-slice path
     rows: bool = True  # one example's patches over budget: scan over blocks of output rows too
+    curvature: bool = False  # backward rules propagate d2E/dy2 (`jaxcnn.curvature.second_order`)
 
 
 _forced = Plan()  # the private switch
@@ -112,8 +113,11 @@ def force(name: str = "auto", *, pool: str = "auto", chunk_bytes: int | None = N
 
 
 def requested() -> Plan:
-    """The lowering a conv or pool traced now uses (`force`'s, default "auto")."""
-    return _forced
+    """The lowering a conv or pool traced now uses (`force`'s, default "auto"), and whether its
+    backward is the second-order rule (inside `jaxcnn.curvature.second_order`)."""
+    from jaxcnn import curvature  # a leaf module (imports jax only); read at trace time
+
+    return _forced._replace(curvature=True) if curvature.active() else _forced
 
 
 # ------------------------------------------------------------------------------- the choice

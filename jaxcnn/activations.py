@@ -15,6 +15,10 @@ Forward-mode (``jax.jvp``) is not supported by `jax.custom_vjp`; use `jaxcnn.ref
 
 Every function takes a floating-point array of any shape and returns one of the same shape and
 dtype (bfloat16/float16 included); gradients keep the dtype too.
+
+Second order (`jaxcnn.curvature.second_order`): traced in that mode each activation takes its
+diagonal Gauss-Newton rule, ``h_x = f'(x)**2 h`` (the factor of Eq 20, squared) — for relu
+``f'**2 = f'`` and the first-order rule serves.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxcnn import curvature
 from jaxcnn._checks import check_float
 from jaxcnn._specs import negative_slope_check
 
@@ -73,7 +78,7 @@ def relu(x: jax.Array) -> jax.Array:
       TypeError: ``x`` is not floating point.
     """
     check_float("relu", "x", x)
-    return _relu(x)
+    return _relu(x)  # relu'(x)**2 = relu'(x): the same rule propagates d2E/dy2 (jaxcnn.curvature)
 
 
 @jax.custom_vjp
@@ -119,7 +124,7 @@ def leaky_relu(x: jax.Array, negative_slope: float = 0.01) -> jax.Array:
     """
     check_float("leaky_relu", "x", x)
     slope = negative_slope_check("leaky_relu", negative_slope)
-    return _leaky_relu(x, slope)
+    return (_leaky_relu_gn if curvature.active() else _leaky_relu)(x, slope)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
@@ -140,6 +145,16 @@ def _leaky_relu_bwd(
 
 
 _leaky_relu.defvjp(_leaky_relu_fwd, _leaky_relu_bwd)
+
+
+def _leaky_relu_curvature_bwd(negative_slope: float, res: _MaskResiduals, h: jax.Array) -> tuple[jax.Array]:
+    """Second order (`jaxcnn.curvature`): ``h * f'(x)**2``, 1 or ``negative_slope**2``."""
+    (positive,) = res
+    return (jnp.where(positive, h, (negative_slope * negative_slope) * h),)
+
+
+_leaky_relu_gn = functools.partial(jax.custom_vjp, nondiff_argnums=(1,))(_leaky_relu.fun)
+_leaky_relu_gn.defvjp(_leaky_relu_fwd, _leaky_relu_curvature_bwd)
 
 
 # ----------------------------------------------------------------------------------------- tanh
@@ -163,7 +178,7 @@ def tanh(x: jax.Array) -> jax.Array:
       TypeError: ``x`` is not floating point.
     """
     check_float("tanh", "x", x)
-    return _tanh(x)
+    return (_tanh_gn if curvature.active() else _tanh)(x)
 
 
 @jax.custom_vjp
@@ -182,6 +197,17 @@ def _tanh_bwd(res: _OutputResiduals, delta: jax.Array) -> tuple[jax.Array]:
 
 
 _tanh.defvjp(_tanh_fwd, _tanh_bwd)
+
+
+def _tanh_curvature_bwd(res: _OutputResiduals, h: jax.Array) -> tuple[jax.Array]:
+    """Second order (`jaxcnn.curvature`): ``h * f'(x)**2``, the factor above squared."""
+    (y,) = res
+    slope = ((1 - y) * (1 + y))
+    return (h * (slope * slope),)
+
+
+_tanh_gn = jax.custom_vjp(_tanh.fun)
+_tanh_gn.defvjp(_tanh_fwd, _tanh_curvature_bwd)
 
 
 # ---------------------------------------------------------------------------------- scaled_tanh
@@ -208,7 +234,7 @@ def scaled_tanh(x: jax.Array) -> jax.Array:
       TypeError: ``x`` is not floating point.
     """
     check_float("scaled_tanh", "x", x)
-    return _scaled_tanh(x)
+    return (_scaled_tanh_gn if curvature.active() else _scaled_tanh)(x)
 
 
 @jax.custom_vjp
@@ -227,6 +253,17 @@ def _scaled_tanh_bwd(res: _OutputResiduals, delta: jax.Array) -> tuple[jax.Array
 
 
 _scaled_tanh.defvjp(_scaled_tanh_fwd, _scaled_tanh_bwd)
+
+
+def _scaled_tanh_curvature_bwd(res: _OutputResiduals, h: jax.Array) -> tuple[jax.Array]:
+    """Second order (`jaxcnn.curvature`): ``h * f'(x)**2``, the factor above squared."""
+    (y,) = res
+    slope = ((_S / _A) * (_A - y) * (_A + y))
+    return (h * (slope * slope),)
+
+
+_scaled_tanh_gn = jax.custom_vjp(_scaled_tanh.fun)
+_scaled_tanh_gn.defvjp(_scaled_tanh_fwd, _scaled_tanh_curvature_bwd)
 
 
 # -------------------------------------------------------------------------------------- sigmoid
@@ -249,7 +286,7 @@ def sigmoid(x: jax.Array) -> jax.Array:
       TypeError: ``x`` is not floating point.
     """
     check_float("sigmoid", "x", x)
-    return _sigmoid(x)
+    return (_sigmoid_gn if curvature.active() else _sigmoid)(x)
 
 
 @jax.custom_vjp
@@ -268,3 +305,14 @@ def _sigmoid_bwd(res: _OutputResiduals, delta: jax.Array) -> tuple[jax.Array]:
 
 
 _sigmoid.defvjp(_sigmoid_fwd, _sigmoid_bwd)
+
+
+def _sigmoid_curvature_bwd(res: _OutputResiduals, h: jax.Array) -> tuple[jax.Array]:
+    """Second order (`jaxcnn.curvature`): ``h * f'(x)**2``, the factor above squared."""
+    (y,) = res
+    slope = (y * (1 - y))
+    return (h * (slope * slope),)
+
+
+_sigmoid_gn = jax.custom_vjp(_sigmoid.fun)
+_sigmoid_gn.defvjp(_sigmoid_fwd, _sigmoid_curvature_bwd)

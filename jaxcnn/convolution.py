@@ -387,11 +387,29 @@ def _conv_fwd(spec, tied, plan, x, w, b):
 
 
 def _conv_bwd(spec, tied, plan, res, delta):
+    if plan.curvature:
+        return _conv_curvature_bwd(spec, tied, plan, res, delta)
     x, w = res
     dx = _input_grad(delta, w, spec, plan)  # Eq 22 (Eq 20)
     dw = _weight_grad(x, delta, spec, plan)  # Eq 14 (Eq 13)
     db = None if tied is None else _bias_grad(delta, tied)
     return dx, dw, db
+
+
+def _conv_curvature_bwd(spec, tied, plan, res, h):
+    """The diagonal Gauss-Newton rule (`jaxcnn.curvature`): Eq 22 and Eq 14 with squared factors.
+
+    With ``h = d2E/dy2`` ``(N, *out, D)`` from above: ``h_x = Eq 22 with w*w`` ``(N, *size, C)``,
+    ``h_w = Eq 14 with o*o`` ``(*k, C/groups, D)`` — the padded units are ``pad_value``, so their
+    squares are ``pad_value**2`` — and ``h_b`` the ``h`` summed as the deltas are. Each output
+    meets each input unit and each kernel tap through one connection, so this is exactly
+    ``sum_j J[j, i]**2 h[j]``.
+    """
+    x, w = res
+    hx = _input_grad(h, w * w, spec, plan)  # Eq 22 with w*w
+    hw = _weight_grad(x * x, h, spec._replace(pad_value=spec.pad_value ** 2), plan)  # Eq 14 with o*o
+    hb = None if tied is None else _bias_grad(h, tied)
+    return hx, hw, hb
 
 
 _conv.defvjp(_conv_fwd, _conv_bwd)
@@ -506,11 +524,24 @@ def _conv_transpose_fwd(spec, tied, plan, x, w, b):
 
 
 def _conv_transpose_bwd(spec, tied, plan, res, delta):
+    if plan.curvature:
+        return _conv_transpose_curvature_bwd(spec, tied, plan, res, delta)
     x, w = res
     dx = _forward(delta, w, spec, plan)  # Eq 7: the transpose of Eq 22 is the convolution itself
     dw = _weight_grad(delta, x, spec, plan)  # Eq 14, its output's deltas in the input's place
     db = None if tied is None else _bias_grad(delta, tied)
     return dx, dw, db
+
+
+def _conv_transpose_curvature_bwd(spec, tied, plan, res, h):
+    """The diagonal Gauss-Newton rule of `conv_transpose` (`jaxcnn.curvature`): ``h_x = Eq 7 with
+    w*w`` ``(N, *n, D)``, ``h_w = Eq 14 with x*x`` (``h`` in the input's place, padded with 0),
+    ``h_b`` the ``h`` summed; exactly ``sum_j J[j, i]**2 h[j]``."""
+    x, w = res
+    hx = _forward(h, w * w, spec, plan)  # Eq 7 with w*w
+    hw = _weight_grad(h, x * x, spec, plan)  # Eq 14 with x*x
+    hb = None if tied is None else _bias_grad(h, tied)
+    return hx, hw, hb
 
 
 _conv_transpose.defvjp(_conv_transpose_fwd, _conv_transpose_bwd)

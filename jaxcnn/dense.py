@@ -11,6 +11,11 @@ every input unit. The article's backward formulas then lose their sums over posi
   ``m = i', n = j'``: ``dx = delta w^T`` (the ``f'(x)`` factor is the activation's rule);
 * the bias gradient is the deltas summed over the batch, ``db = sum_n delta_n``.
 
+Second order (`jaxcnn.curvature.second_order`): traced in that mode `dense` takes its diagonal
+Gauss-Newton rule, the formulas above with squared factors: ``h_x = h (w*w)^T``,
+``h_w = (x*x)^T h``, ``h_b = sum_n h_n``; `flatten`'s reshape has a 0/1 Jacobian and its rule
+serves unchanged.
+
 Forward-mode (``jax.jvp``) is not supported by `jax.custom_vjp`; use `jaxcnn.reference` for it.
 """
 
@@ -23,6 +28,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxcnn import curvature
 from jaxcnn._checks import check_float, fail
 from jaxcnn._specs import dense_check
 
@@ -64,9 +70,10 @@ def dense(x: jax.Array, w: jax.Array, b: jax.Array | None = None) -> jax.Array:
       ValueError: wrong ranks, ``w.shape[0] != x.shape[1]``, or ``b.shape != (U,)``.
     """
     dense_check("dense", x, w, b)
+    second = curvature.active()
     if b is None:
-        return _dense(x, w)
-    return _dense_bias(x, w, b)
+        return (_dense_gn if second else _dense)(x, w)
+    return (_dense_bias_gn if second else _dense_bias)(x, w, b)
 
 
 def _dense_input_weight_grads(
@@ -112,6 +119,25 @@ def _dense_bias_bwd(
 
 
 _dense_bias.defvjp(_dense_bias_fwd, _dense_bias_bwd)
+
+
+# ------------------------------------------------------------------- second order (curvature)
+def _dense_curvature_bwd(res: _DenseResiduals, h: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Eq 20 and Eq 13 with squared factors: ``h_x = h (w*w)^T`` ``(N, F)``, ``h_w = (x*x)^T h``
+    ``(F, U)``, for ``h = d2E/dy2`` ``(N, U)`` (`jaxcnn.curvature`)."""
+    x, w = res
+    return h @ (w * w).T, (x * x).T @ h
+
+
+def _dense_bias_curvature_bwd(res: _DenseResiduals, h: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    hx, hw = _dense_curvature_bwd(res, h)
+    return hx, hw, jnp.sum(h, axis=0)
+
+
+_dense_gn = jax.custom_vjp(_dense.fun)
+_dense_gn.defvjp(_dense_fwd, _dense_curvature_bwd)
+_dense_bias_gn = jax.custom_vjp(_dense_bias.fun)
+_dense_bias_gn.defvjp(_dense_bias_fwd, _dense_bias_curvature_bwd)
 
 
 # -------------------------------------------------------------------------------------- flatten

@@ -5,6 +5,10 @@ Their gradients are the first deltas of backpropagation, ``dE/dy``, which the la
 written in differentiable `jnp` ops (second-order reverse mode works), and both return a scalar
 of the inputs' dtype with gradients of that dtype. Forward-mode (``jax.jvp``) is not supported by
 `jax.custom_vjp`; use `jaxcnn.reference` for it.
+
+Second order (`jaxcnn.curvature.second_order`): traced in that mode, a loss's backward seeds the
+curvature pass with ``d2E/dy2`` instead of ``dE/dy``: Eq 9's ``1`` per output (``1/N`` for
+``reduction="mean"``), and softmax cross-entropy's Hessian diagonal ``(p - p**2) / N`` per logit.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxcnn import curvature
 from jaxcnn._specs import labels_check, reduction_check, squared_error_check
 
 __all__ = ["squared_error", "softmax_cross_entropy"]
@@ -61,7 +66,7 @@ def squared_error(y: jax.Array, t: jax.Array, *, reduction: str = "sum") -> jax.
     """
     reduction = reduction_check("squared_error", reduction)
     squared_error_check("squared_error", y, t)
-    return _squared_error(y, t, reduction)
+    return (_squared_error_gn if curvature.active() else _squared_error)(y, t, reduction)
 
 
 def _half_sum_of_squares(error: jax.Array, reduction: str) -> jax.Array:
@@ -91,6 +96,21 @@ def _squared_error_bwd(
 
 
 _squared_error.defvjp(_squared_error_fwd, _squared_error_bwd)
+
+
+def _squared_error_curvature_bwd(
+    reduction: str, res: _SquaredErrorResiduals, g: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """Second order (`jaxcnn.curvature`): Eq 9's ``d2E/dy_p2 = d2E/dt_p2 = 1`` (``1/N`` for the
+    mean), times the incoming ``g``: the seed ``h`` of the curvature pass, shape of ``y``."""
+    (error,) = res
+    scale = g / error.shape[0] if reduction == "mean" else g
+    h = jnp.full_like(error, 1) * scale
+    return h, h
+
+
+_squared_error_gn = functools.partial(jax.custom_vjp, nondiff_argnums=(2,))(_squared_error.fun)
+_squared_error_gn.defvjp(_squared_error_fwd, _squared_error_curvature_bwd)
 
 
 # ------------------------------------------------------------------------ softmax_cross_entropy
@@ -131,7 +151,7 @@ def softmax_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     integer = labels_check("softmax_cross_entropy", logits, labels)
     if integer:
         labels = jnp.asarray(labels)
-    return _softmax_cross_entropy(logits, labels)
+    return (_softmax_cross_entropy_gn if curvature.active() else _softmax_cross_entropy)(logits, labels)
 
 
 def _log_softmax(logits: jax.Array) -> jax.Array:
@@ -181,3 +201,23 @@ def _softmax_cross_entropy_bwd(
 
 
 _softmax_cross_entropy.defvjp(_softmax_cross_entropy_fwd, _softmax_cross_entropy_bwd)
+
+
+def _softmax_cross_entropy_curvature_bwd(
+    res: _CrossEntropyResiduals, g: jax.Array
+) -> tuple[jax.Array, jax.Array | None]:
+    """Second order (`jaxcnn.curvature`): the diagonal of the Hessian w.r.t. the logits,
+    ``m_n (p - p**2) / N`` (``m_n = sum_k t_nk``, 1 for one-hot rows), times ``g``. The loss is
+    linear in float labels: their curvature is 0."""
+    log_probs, labels = res
+    n, k = log_probs.shape
+    p = jnp.exp(log_probs)
+    mass = jnp.sum(_targets(labels, k, log_probs.dtype), axis=1, keepdims=True)
+    h = (p - p * p) * mass * (g / n)
+    if jnp.issubdtype(labels.dtype, jnp.integer):
+        return h, None
+    return h, jnp.zeros_like(log_probs)
+
+
+_softmax_cross_entropy_gn = jax.custom_vjp(_softmax_cross_entropy.fun)
+_softmax_cross_entropy_gn.defvjp(_softmax_cross_entropy_fwd, _softmax_cross_entropy_curvature_bwd)

@@ -56,6 +56,7 @@ class _Plan(NamedTuple):
 
     spec: PoolSpec
     tiled: bool  # True: the reshape lowering (windows tile the input); False: strided slices
+    curvature: bool = False  # the backward propagates d2E/dy2 (`jaxcnn.curvature.second_order`)
 
     @property
     def geometry(self) -> _windows.Geometry:
@@ -71,7 +72,8 @@ def _plan(spec: PoolSpec) -> _Plan:
     """The reshape lowering applies when windows tile the padded input: stride == window (unless
     the private switch ``jaxcnn._lowering.force(pool="general")`` asks for the strided slices)."""
     tiles = spec.stride == spec.window and spec.spacing == (1,) * spec.nd
-    return _Plan(spec, tiles and _lowering.requested().pool != "general")
+    requested = _lowering.requested()
+    return _Plan(spec, tiles and requested.pool != "general", requested.curvature)
 
 
 def _gather(x: jax.Array, plan: _Plan, pad_value: float) -> jax.Array:
@@ -147,6 +149,8 @@ def _max_pool_fwd(x: jax.Array, plan: _Plan) -> tuple[jax.Array, _MaxRes]:
 
 
 def _max_pool_bwd(plan: _Plan, res: _MaxRes, delta: jax.Array) -> tuple[jax.Array]:
+    # Also the second-order rule (`jaxcnn.curvature`): the Jacobian is 0/1, so J**2 = J and
+    # h = d2E/dy2 is routed to the winner exactly as the delta is.
     (offsets,) = res
     taps = lax.broadcasted_iota(offsets.dtype, (*offsets.shape, plan.taps), offsets.ndim)
     won = offsets[..., None] == taps  # one-hot of the winning unit
@@ -235,7 +239,17 @@ def _avg_pool_fwd(x: jax.Array, plan: _Plan, count_include_pad: bool):
 
 def _avg_pool_bwd(plan: _Plan, count_include_pad: bool, res: _AvgRes, delta: jax.Array) -> tuple[jax.Array]:
     del res
+    if plan.curvature:
+        return _avg_pool_curvature_bwd(plan, count_include_pad, delta)
     share = delta / _avg_divisor(plan, count_include_pad, delta.dtype)
+    return (_scatter(jnp.broadcast_to(share[..., None], (*share.shape, plan.taps)), plan),)
+
+
+def _avg_pool_curvature_bwd(plan: _Plan, count_include_pad: bool, h: jax.Array) -> tuple[jax.Array]:
+    """The diagonal Gauss-Newton rule (`jaxcnn.curvature`): the article's ``1/(N x N)`` squared,
+    ``h / |W|**2`` spread over the block (``h (N, *out, C)`` -> ``(N, *size, C)``)."""
+    divisor = _avg_divisor(plan, count_include_pad, h.dtype)
+    share = h / (divisor * divisor)
     return (_scatter(jnp.broadcast_to(share[..., None], (*share.shape, plan.taps)), plan),)
 
 
@@ -307,10 +321,21 @@ def _l2_pool_fwd(x: jax.Array, plan: _Plan) -> tuple[jax.Array, _L2Res]:
 
 
 def _l2_pool_bwd(plan: _Plan, res: _L2Res, delta: jax.Array) -> tuple[jax.Array]:
+    if plan.curvature:
+        return _l2_pool_curvature_bwd(plan, res, delta)
     x, y = res
     zero = y == 0
     share = jnp.where(zero, jnp.zeros_like(y), delta / jnp.where(zero, jnp.ones_like(y), y))
     return (x * _scatter(jnp.broadcast_to(share[..., None], (*share.shape, plan.taps)), plan),)
+
+
+def _l2_pool_curvature_bwd(plan: _Plan, res: _L2Res, h: jax.Array) -> tuple[jax.Array]:
+    """The diagonal Gauss-Newton rule (`jaxcnn.curvature`): ``h_x = (x / y)**2 h``, summed over
+    the windows covering a unit, 0 where ``y == 0``."""
+    x, y = res
+    zero = y == 0
+    share = jnp.where(zero, jnp.zeros_like(y), h / jnp.where(zero, jnp.ones_like(y), y * y))
+    return ((x * x) * _scatter(jnp.broadcast_to(share[..., None], (*share.shape, plan.taps)), plan),)
 
 
 _l2_pool.defvjp(_l2_pool_fwd, _l2_pool_bwd)
