@@ -80,6 +80,19 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+def run_row(label: str, run: Mapping[str, Any], loss_format: str) -> tuple[str, ...]:
+    """One experiment run as a table row: train/test error, train/test loss (`loss_format`, e.g.
+    ``".2e"``), train and compile seconds; "-" for what the run did not measure, "DIVERGED" when
+    it stopped on a non-finite loss."""
+    label += " DIVERGED" if "diverged" in run else ""
+    f = run["final"]
+    if f is None:
+        return (label, "-", "-", "-", "-", f"{run['train_seconds']:.1f}", "-")
+    compile_s = f"{run['compile_seconds']:.1f}" if "compile_seconds" in run else "-"
+    return (label, f"{f['train_error']:.2%}", f"{f['test_error']:.2%}", format(f["train_loss"], loss_format),
+            format(f["test_loss"], loss_format), f"{run['train_seconds']:.1f}", compile_s)
+
+
 def format_table(rows: Sequence[Sequence[str]]) -> str:
     """A plain-text table: the first column left-aligned, the others right-aligned, a rule under
     the first (header) row. Every row has the header's number of cells."""

@@ -257,15 +257,7 @@ def table(runs: dict[str, dict[str, Any]]) -> str:
     rows = [("", "train err", "test err", "train MSE", "test MSE", "train s", "compile s")]
     rows.append(("LeCun et al. 1989 (paper)", f"{PAPER['train_error']:.2%}", f"{PAPER['test_error']:.2%}",
                  f"{PAPER['train_loss']:.2e}", f"{PAPER['test_loss']:.2e}", "-", "-"))
-    for name, r in runs.items():
-        f = r["final"]
-        label = LABELS[name] + (" DIVERGED" if "diverged" in r else "")
-        if f is None:
-            rows.append((label, "-", "-", "-", "-", f"{r['train_seconds']:.1f}", "-"))
-            continue
-        compile_s = f"{r['compile_seconds']:.1f}" if "compile_seconds" in r else "-"
-        rows.append((label, f"{f['train_error']:.2%}", f"{f['test_error']:.2%}", f"{f['train_loss']:.2e}",
-                     f"{f['test_loss']:.2e}", f"{r['train_seconds']:.1f}", compile_s))
+    rows += [_report.run_row(LABELS[name], r, ".2e") for name, r in runs.items()]
     return _report.format_table(rows)
 
 

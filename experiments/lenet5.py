@@ -186,15 +186,7 @@ def compare(runs: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
 
 def table(runs: dict[str, dict[str, Any]]) -> str:
     rows = [("", "train err", "test err", "train CE", "test CE", "train s", "compile s")]
-    for name, r in runs.items():
-        f = r["final"]
-        label = LABELS[name] + (" DIVERGED" if "diverged" in r else "")
-        if f is None:
-            rows.append((label, "-", "-", "-", "-", f"{r['train_seconds']:.1f}", "-"))
-            continue
-        compile_s = f"{r['compile_seconds']:.1f}" if "compile_seconds" in r else "-"
-        rows.append((label, f"{f['train_error']:.2%}", f"{f['test_error']:.2%}", f"{f['train_loss']:.3g}",
-                     f"{f['test_loss']:.3g}", f"{r['train_seconds']:.1f}", compile_s))
+    rows += [_report.run_row(LABELS[name], r, ".3g") for name, r in runs.items()]
     return _report.format_table(rows)
 
 
