@@ -237,6 +237,12 @@ def _chunk(n: int, per_example_bytes: int, budget: int) -> int:
     return max(c for c in range(1, min(n, limit) + 1) if n % c == 0)
 
 
+def _input_chunk(x: jax.Array, spec: ConvSpec, plan: Plan) -> int:
+    """Examples per scan step of a form without patches (depthwise): their input within the budget."""
+    per_example = math.prod(spec.size) * x.shape[-1] * jnp.dtype(_acc_dtype(x.dtype)).itemsize
+    return _chunk(x.shape[0], per_example, plan.chunk_bytes)
+
+
 def _patch_bytes(spec: ConvSpec, c: int, dtype) -> int:
     """Bytes of one example's patches ``(*out, prod(k), C)``."""
     return math.prod(spec.out) * math.prod(spec.kernel) * c * jnp.dtype(_acc_dtype(dtype)).itemsize
@@ -331,6 +337,17 @@ def _tiny(*sizes: int) -> bool:
     return math.prod(sizes) <= _TINY
 
 
+def _each_group(a: jax.Array, c: int, c_g: int, m: int) -> jax.Array:
+    """Channel `c` of every group of `a` ``(..., G*c_g)``, each repeated `m` times: ``(..., G*m)``
+    with entry ``g*m + j`` = ``a[..., g*c_g + c]`` — lined up with the output channels of the groups,
+    so that a tiny group's products are one channels-last broadcast multiply (XLA fuses the sum
+    over the taps into a single vectorised loop)."""
+    v = a if c_g == 1 else lax.slice_in_dim(a, c, a.shape[-1], c_g, axis=a.ndim - 1)
+    if m == 1:
+        return v
+    return jnp.broadcast_to(v[..., None], (*v.shape, m)).reshape(*v.shape[:-1], v.shape[-1] * m)
+
+
 # -------------------------------------------------------------------------------- Eq 7: y
 # Each lowering is one `jax.jit` (static configuration): called eagerly it compiles once as a
 # whole rather than op by op; inside an outer jit it is inlined.
@@ -350,13 +367,11 @@ def forward(x: jax.Array, kernel: jax.Array, spec: ConvSpec, plan: Plan) -> jax.
             xp = _windows.pad(x, spec.pads, spec.pad_value)
             return _windows.total(_einsum("...c,cd->...d", _windows.tap(xp, g, t, _spatial(spec)), kernel[t])
                                   for t in _tap_indices(spec))
-        if _tiny(c_g):  # depthwise: broadcast products, channels last, fused with the sum
-            xp = _split(_windows.pad(x, spec.pads, spec.pad_value), groups).astype(acc)  # (N, *s, G, C/G)
-            kg = _split(kernel, groups).astype(acc)  # (*k, C/G, G, D/G)
-            return _merge(_windows.total(
-                jnp.sum(_windows.tap(xp, g, t, _spatial(spec))[..., None]
-                        * _lift(jnp.swapaxes(kg[t], 0, 1), nd + 1), axis=-2)
-                for t in _tap_indices(spec)))
+        if _tiny(c_g):  # depthwise: per tap and input channel of a group, a broadcast product
+            xp = _windows.pad(x, spec.pads, spec.pad_value).astype(acc)
+            return _windows.total(_each_group(_windows.tap(xp, g, t, _spatial(spec)), c, c_g, d // groups)
+                                  * _lift(kernel[(*t, c)].astype(acc), nd + 1)
+                                  for t in _tap_indices(spec) for c in range(c_g))
         xp, kl = _windows.pad(_lead(x, groups), spec.pads, spec.pad_value, 2), _group_kernel(kernel, groups)
         return _unlead(_windows.total(_einsum("g...c,gcd->g...d", _windows.tap(xp, g, t, _spatial(spec, 2)),
                                               kl[(slice(None), *t)]) for t in _tap_indices(spec)))
@@ -371,6 +386,9 @@ def forward(x: jax.Array, kernel: jax.Array, spec: ConvSpec, plan: Plan) -> jax.
         kl = _group_kernel(kernel, groups).reshape(groups, k * c_g, d // groups)
         return _unlead(_einsum("g...k,gkd->g...d", p.reshape(*p.shape[: nd + 2], k * c_g), kl))
 
+    if groups > 1 and _tiny(c_g) and plan.name == "taps":  # no patches: chunks of the input in cache
+        size = _input_chunk(x, spec, plan)
+        return _map_chunks(taps, size, x).astype(x.dtype)
     per_example = _patch_bytes(spec, x.shape[-1], x.dtype)
     rows = _rows(spec, x.shape[0], per_example, plan)
     if rows is not None:  # a scan over (example, block of output rows)
@@ -402,15 +420,17 @@ def weight_grad(x: jax.Array, delta: jax.Array, spec: ConvSpec, plan: Plan) -> j
     def from_groups(dk):  # (G, *k, C/G, D/G) -> (*k, C/G, D)
         return _merge(jnp.moveaxis(dk, 0, -2))
 
-    def tiny(x, delta):  # depthwise: per tap, products summed over the batch and positions
-        # channel-major ((G, C/G, N, *size), (G, D/G, N, *out)): each tap's sum is a reduction
-        # over the trailing axes, which XLA vectorises (a reduction over the leading ones it does not)
-        xg = _windows.pad(jnp.moveaxis(_split(x, groups), (-2, -1), (0, 1)), spec.pads, spec.pad_value, 3)
-        dg = jnp.moveaxis(_split(delta, groups), (-2, -1), (0, 1)).astype(acc)[:, None]
-        trailing = tuple(range(3, nd + 4))
-        dk = jnp.stack([jnp.sum(_windows.tap(xg, g, t, _spatial(spec, 3)).astype(acc)[:, :, None] * dg,
-                                axis=trailing) for t in _tap_indices(spec)])  # (K, G, C/G, D/G)
-        return _merge(jnp.moveaxis(dk, 1, 2)).reshape(*spec.kernel, c_g, d)
+    def tiny(x, delta):  # depthwise: per tap and input channel of a group, products summed
+        # channels last, a few examples per `lax.scan` step (their input within the chunk budget),
+        # so that the taps stay in cache (measured, depthwise 3x3 64 56x56 N=8: 5.3-5.8 ms by one,
+        # two or four examples; the whole batch at once 16.7 ms, channel-major as before 14 ms)
+        def one(x, delta):
+            xp, dl = _windows.pad(x, spec.pads, spec.pad_value).astype(acc), delta.astype(acc)
+            every = tuple(range(nd + 1))
+            return jnp.stack([jnp.sum(_each_group(_windows.tap(xp, g, t, _spatial(spec)), c, c_g, d_g) * dl,
+                                      axis=every) for t in _tap_indices(spec) for c in range(c_g)])
+        size = _input_chunk(x, spec, plan)
+        return _sum_chunks(one, size, x, delta).reshape(*spec.kernel, c_g, d)
 
     def taps(x, delta):  # one matmul per tap, contracting batch and positions
         if groups == 1:
@@ -441,6 +461,8 @@ def weight_grad(x: jax.Array, delta: jax.Array, spec: ConvSpec, plan: Plan) -> j
         dk = _einsum("gkm,gmd->gkd", pt.reshape(groups, k * c_g, rows), dl)
         return from_groups(dk.reshape(groups, *spec.kernel, c_g, d_g))
 
+    if groups > 1 and _tiny(c_g, d_g):
+        return tiny(x, delta).astype(x.dtype)  # no patches: its own scan over the examples
     per_example = _patch_bytes(spec, x.shape[-1], x.dtype)
     rows = _rows(spec, x.shape[0], per_example, plan)
     if rows is not None:  # a scan over (example, block of output rows), summing
@@ -568,6 +590,12 @@ def by_phases(delta: jax.Array, kernel: jax.Array, spec: ConvSpec,
     q_all, parts = phases(spec)
     nd, n, c = spec.nd, delta.shape[0], kernel.shape[-2] * spec.groups
     stride, found = spec.stride, {ph.offset: ph for ph in parts}
+    if all(s == 1 for s in stride):  # one phase: the crop to the input folds into its padding
+        (ph,) = parts
+        sub = ph.spec._replace(out=spec.size, pads=tuple(
+            (a - lo, b - hi) for (a, b), (lo, hi) in zip(ph.spec.pads, spec.pads, strict=True)))
+        sub_kernel = kernel[tuple(_reversed_taps(t) for t in ph.taps)]
+        return correlate(delta, swap_io(sub_kernel, spec.groups), sub).astype(delta.dtype)
     outputs = []
     for offset in itertools.product(*(range(s) for s in stride)):
         ph = found.get(offset)
