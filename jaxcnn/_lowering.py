@@ -34,6 +34,9 @@ Lowerings (the names of the private switch, see `force`):
   ``s*q + r`` with the kernel taps ``t`` where ``d*t = r (mod s)`` (`phases`, `by_phases`; the
   "sub-pixel" form): no zeros are inserted between the deltas and there is no col2im. The XLA form
   of a strided Eq 22 (`jaxcnn.convolution`) is the same decomposition with XLA convolutions.
+* ``"fold"`` — the same formula of a convolution with one spatial dim fewer (`fold_spec`): the
+  first axis's taps become channels, so a 3-D conv is a 2-D one over ``k_1`` times the channels,
+  itself lowered by ``"auto"`` (XLA's 2-D convolution or the matmul forms); in 1-D, ``"patches"``.
 * Groups: every form batches its products over the groups, with the group axis moved first
   (one einsum, no loop); depthwise convs (one channel per group) are broadcast products that XLA
   fuses with the sum over the taps.
@@ -60,7 +63,7 @@ from jax import lax
 from jaxcnn import _windows
 from jaxcnn._specs import ConvSpec
 
-LOWERINGS = ("auto", "xla", "taps", "patches", "phases")
+LOWERINGS = ("auto", "xla", "taps", "patches", "phases", "fold")
 POOL_LOWERINGS = ("auto", "general")
 _CHUNK_BYTES = 1 << 21  # patches per scan step: 2 MiB stays in cache (measured: 1-3 MiB best)
 
@@ -84,8 +87,8 @@ def force(name: str = "auto", *, pool: str = "auto", chunk_bytes: int | None = N
     """Trace convs and pools with a forced lowering: the private switch for tests and gradcheck.
 
     Args:
-      name: conv lowering, "auto" (default: per platform and shape), "xla", "taps" or "patches";
-        forced lowerings apply on every backend.
+      name: conv lowering, "auto" (default: per platform and shape), "xla", "taps", "patches",
+        "phases" or "fold"; forced lowerings apply on every backend.
       pool: "auto" (the reshape path when stride == window) or "general" (strided slices always).
       chunk_bytes: batch-chunk budget of "taps"/"patches" (default 2 MiB); a tiny value (1) makes
         every batch of more than two examples run through the chunked `lax.scan`.
@@ -154,6 +157,16 @@ def requested() -> Plan:
 #    (again, load 6)            25   58    47        28   42    38      -        39   47    41
 #   3-D 16->32 3^3 8x32x32 N=4  135  110   100       216  76    129     233      144  67    84
 #   3-D 4^3/2 (transposed) N=4  -    -     -         147  -     144     39       -    -     -
+#
+# Folded (`fold_spec`: the depth's taps as channels of a 2-D conv, itself lowered by this table),
+# on a 2-core Xeon under a load average of ~3 (ms, medians of 5; through `jaxcnn.convolution`):
+#
+#                                  forward              input grad            weight grad
+#                               fold  xla  taps patches  fold  xla  taps  phases  fold  xla  taps patches
+#   3-D 16->32 3^3 8x32x32 N=4  15.9  44   18.8  28.8    18.5  112  20.5  -       16.3  67   21.7  33.2
+#   3-D 16->32 4^3/2 16x32x32   7.2   13   10.9  11.3    7.9   31   32.7  13.3    8.0   78   11.4  12.9
+#   (the conv that "transpose 3-D 32->16 4^3/2 8x16x16" transposes)
+#   2-D 3x3 64->64 56x56        15.7  12.7 -     23.5    13.6  8.4  -     -       22.3  79   -     22.7
 #   2-D 4x4/2 (transposed)      -    -     -         2.6  -     4.0     3.1      -    -     -
 #   depthwise 3x3 64 56x56      225  7.6   52        521  36    39      -        308  98*   155
 #   groups 4 3x3 128 28x28      37   32    30        27   26    54      -        976  36    20
@@ -187,10 +200,8 @@ def choose(formula: str, spec: ConvSpec, n: int, c: int, d: int) -> str:
         return "taps" if _tiny(c_g, d_g) else "patches"
     if formula == "forward" and c_g <= _TINY:
         return "taps" if n * math.prod(spec.out) >= _MANY else "patches"
-    if spec.nd == 3:  # XLA's 3-D convolution is slow: taps / patches / phases
-        if formula == "input":
-            return "phases" if strided else "taps"
-        return "taps" if formula == "weight" else "patches"
+    if spec.nd == 3:  # XLA's 3-D convolution is slow: 2-D convolutions over the depth's taps
+        return "fold"
     if formula == "forward" and c_g < _WIDE:
         return "xla"
     if formula == "forward":
@@ -525,6 +536,57 @@ def input_grad(delta: jax.Array, kernel: jax.Array, spec: ConvSpec, plan: Plan) 
     fn = taps if plan.name == "taps" else patches
     size = _chunk(delta.shape[0], _patch_bytes(spec, c_g * groups, delta.dtype), plan.chunk_bytes)
     return _map_chunks(fn, size, delta).astype(delta.dtype)
+
+
+# ------------------------------------------------------------- one dim fewer: "fold"
+# An N-d convolution is an (N-1)-d one whose channels are the first spatial dim's taps: with
+# ``X3[(b, i_1), i', (t_1, c)] = x_pad[b, s_1 i_1 + d_1 t_1, i', c]`` (the first axis's windows,
+# `fold_input`) and the kernel read as ``W3[t', (t_1, c), d] = w[t_1, t', c, d]`` (`fold_kernel`),
+# Eq 7 is ``y[b, i_1] = conv_{N-1}(X3, W3)[(b, i_1)]``; Eq 14 of the N-d conv is Eq 14 of that
+# (N-1)-d conv read back (`unfold_kernel`), and Eq 22 is its Eq 22 with each first-axis tap placed
+# back at its units and summed (`unfold_input`, the transpose of `fold_input`). In 3-D this turns
+# XLA's slow 3-D convolutions and the 27-tap sums into 2-D convolutions over 3x the channels
+# (measured in `choose`'s table). Groups keep their channels together: ``(G, t_1, C/G)``.
+def fold_spec(spec: ConvSpec) -> ConvSpec:
+    """The (N-1)-d convolution over the trailing spatial dims (its kernel is the one correlated)."""
+    return spec._replace(kernel=spec.kernel[1:], stride=spec.stride[1:], pads=spec.pads[1:],
+                         dilation=spec.dilation[1:], flip=False, size=spec.size[1:], out=spec.out[1:])
+
+
+def _first_axis(spec: ConvSpec) -> _windows.Geometry:
+    return _windows.Geometry(spec.size[:1], spec.pads[:1], spec.kernel[:1], spec.dilation[:1],
+                             spec.stride[:1], spec.out[:1])
+
+
+def fold_input(x: jax.Array, spec: ConvSpec) -> jax.Array:
+    """``(N, *size, C)`` -> ``(N * out_1, *size[1:], k_1 * C)``: the first axis's windows as channels."""
+    xp = _windows.pad(x, spec.pads[:1], spec.pad_value)
+    taps = _windows.gather(xp, _first_axis(spec), (1,), x.ndim - 1)  # (N, out_1, *rest, k_1, C)
+    n, o, *rest, k, c = taps.shape
+    grouped = jnp.swapaxes(taps.reshape(n * o, *rest, k, spec.groups, c // spec.groups), -3, -2)
+    return grouped.reshape(n * o, *rest, k * c)
+
+
+def unfold_input(dx3: jax.Array, spec: ConvSpec) -> jax.Array:
+    """The transpose of `fold_input`: each first-axis tap placed back at its units, summed,
+    the padding cropped: ``(N * out_1, *size[1:], k_1 * C)`` -> ``(N, *size, C)``."""
+    *lead, kc = dx3.shape
+    k, g = spec.kernel[0], spec.groups
+    taps = jnp.swapaxes(dx3.reshape(*lead, g, k, kc // (g * k)), -3, -2).reshape(
+        lead[0] // spec.out[0], spec.out[0], *lead[1:], k, kc // k)
+    return _windows.scatter(taps, _first_axis(spec), (1,), dx3.ndim)
+
+
+def fold_kernel(kernel: jax.Array, spec: ConvSpec) -> jax.Array:
+    """``(k_1, *k', C/G, D)`` -> ``(*k', k_1 * C/G, D)``."""
+    k1, *rest, c_g, d = kernel.shape
+    return jnp.moveaxis(kernel, 0, -3).reshape(*rest, k1 * c_g, d)
+
+
+def unfold_kernel(dk3: jax.Array, spec: ConvSpec) -> jax.Array:
+    """The inverse of `fold_kernel`: ``(*k', k_1 * C/G, D)`` -> ``(k_1, *k', C/G, D)``."""
+    *rest, kc, d = dk3.shape
+    return jnp.moveaxis(dk3.reshape(*rest, spec.kernel[0], kc // spec.kernel[0], d), -3, 0)
 
 
 # -------------------------------------------------------------- Eq 22 by phases (sub-pixel)

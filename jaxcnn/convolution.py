@@ -109,17 +109,27 @@ def _correlate(lhs: jax.Array, rhs: jax.Array, *, dims: tuple[str, str, str], st
 
 
 def _lowered(formula: str, plan: _lowering.Plan, spec: ConvSpec, ncd: tuple[int, int, int], xla_form,
-             matmul_form, *args):
-    """``xla_form(*args)`` (one XLA convolution, as written in this module) or
-    ``matmul_form(*args, spec, plan)`` (`jaxcnn._lowering`'s sum over the taps): the forced lowering,
-    or for "auto" the CPU's measured choice (`jaxcnn._lowering.choose`), XLA's on other platforms."""
+             matmul_form, folded, *args):
+    """``xla_form(*args)`` (one XLA convolution, as written in this module),
+    ``matmul_form(*args, spec, plan)`` (`jaxcnn._lowering`'s sum over the taps) or ``folded(*args)``
+    (the same formula of a conv with one spatial dim fewer, `jaxcnn._lowering.fold_spec`): the forced
+    lowering, or for "auto" the CPU's measured choice (`jaxcnn._lowering.choose`), XLA's on other
+    platforms."""
+    if plan.name == "fold" and spec.nd == 1:  # folding the only axis leaves a matmul: the patches'
+        plan = plan._replace(name="patches")
     if plan.name == "auto":
         plan = plan._replace(name=_lowering.choose(formula, spec, *ncd))
         if plan.name != "xla":
-            return lax.platform_dependent(*args, cpu=lambda *a: matmul_form(*a, spec, plan), default=xla_form)
+            cpu = folded if plan.name == "fold" else (lambda *a: matmul_form(*a, spec, plan))
+            return lax.platform_dependent(*args, cpu=cpu, default=xla_form)
     if plan.name == "xla":
         return xla_form(*args)
-    return matmul_form(*args, spec, plan)
+    return folded(*args) if plan.name == "fold" else matmul_form(*args, spec, plan)
+
+
+def _merge_first(a: jax.Array) -> jax.Array:
+    """``(N, out_1, ...)`` -> ``(N * out_1, ...)``: the batch of a folded conv (`_lowering.fold_spec`)."""
+    return a.reshape(a.shape[0] * a.shape[1], *a.shape[2:])
 
 
 # ------------------------------------------------------------------------------ Eq 7: forward
@@ -136,8 +146,13 @@ def _forward(x: jax.Array, w: jax.Array, spec: ConvSpec, plan: _lowering.Plan) -
         # the first `out` windows (fewer than fit when `conv_transpose` asked for output_padding)
         return y[(slice(None), *(slice(0, o) for o in spec.out))]
 
+    def folded(x, kernel):  # Eq 7 in one dim fewer, the first axis's taps as channels
+        y = _forward(_lowering.fold_input(x, spec), _lowering.fold_kernel(kernel, spec),
+                     _lowering.fold_spec(spec), plan._replace(name="auto"))
+        return y.reshape(x.shape[0], spec.out[0], *y.shape[1:])
+
     ncd = (x.shape[0], x.shape[-1], w.shape[-1])
-    return _lowered("forward", plan, spec, ncd, eq7, _lowering.forward, x, kernel)
+    return _lowered("forward", plan, spec, ncd, eq7, _lowering.forward, folded, x, kernel)
 
 
 # ---------------------------------------------------------------------------- Eq 20-22: dE/dx
@@ -174,8 +189,13 @@ def _input_grad(delta: jax.Array, w: jax.Array, spec: ConvSpec, plan: _lowering.
         inputs = (slice(lo, lo + n) for n, (lo, _) in zip(spec.size, spec.pads, strict=True))
         return dx_pad[(slice(None), *inputs)]
 
+    def folded(delta, kernel):  # Eq 22 in one dim fewer, each first-axis tap placed back
+        dx3 = _input_grad(_merge_first(delta), _lowering.fold_kernel(kernel, spec),
+                          _lowering.fold_spec(spec), plan._replace(name="auto"))
+        return _lowering.unfold_input(dx3, spec)
+
     ncd = (delta.shape[0], kernel.shape[-2] * spec.groups, kernel.shape[-1])
-    return _lowered("input", plan, spec, ncd, eq22, _lowering.input_grad, delta, kernel)
+    return _lowered("input", plan, spec, ncd, eq22, _lowering.input_grad, folded, delta, kernel)
 
 
 def _swap_io(kernel: jax.Array, groups: int) -> jax.Array:
@@ -204,8 +224,13 @@ def _weight_grad(x: jax.Array, delta: jax.Array, spec: ConvSpec, plan: _lowering
                           strides=spec.dilation,
                           rhs_dilation=spec.stride, batch_groups=spec.groups)
 
+    def folded(x, delta):  # Eq 14 in one dim fewer, read back per first-axis tap
+        dk3 = _weight_grad(_lowering.fold_input(x, spec), _merge_first(delta), _lowering.fold_spec(spec),
+                           plan._replace(name="auto"))
+        return _lowering.unfold_kernel(dk3, spec)
+
     ncd = (x.shape[0], x.shape[-1], delta.shape[-1])
-    dk = _lowered("weight", plan, spec, ncd, eq14, _lowering.weight_grad, x, delta)
+    dk = _lowered("weight", plan, spec, ncd, eq14, _lowering.weight_grad, folded, x, delta)
     # flip=True correlated with rot180(w): the gradient w.r.t. w is the rotated gradient.
     return _rotate(dk, spec.nd) if spec.flip else dk
 

@@ -331,8 +331,8 @@ def test_large_kernels_stay_on_xla(kernel, expected):
         ((8, 56, 56, 64), (3, 3, 64, 64), {"padding": 1}, ("xla", "xla", "patches")),  # 7 MiB patches each
         ((8, 14, 14, 256), (3, 3, 256, 256), {"padding": 1}, ("patches", "patches", "patches")),
         ((8, 56, 56, 64), (3, 3, 64, 128), {"padding": 1, "stride": 2}, ("xla", "xla", "patches")),
-        ((4, 8, 32, 32, 16), (3, 3, 3, 16, 32), {"padding": 1}, ("patches", "taps", "taps")),  # 3-D
-        ((4, 8, 16, 16, 16), (4, 4, 4, 16, 32), {"padding": 1, "stride": 2}, ("patches", "phases", "taps")),
+        ((4, 8, 32, 32, 16), (3, 3, 3, 16, 32), {"padding": 1}, ("fold",) * 3),  # 3-D: 2-D convs
+        ((4, 8, 16, 16, 16), (4, 4, 4, 16, 32), {"padding": 1, "stride": 2}, ("fold",) * 3),
     ],
 )
 def test_cpu_choice_measured_shapes(x_shape, w_shape, options, expected):
@@ -357,6 +357,8 @@ ND_LOWERINGS = [
     ("phases-rows", {"name": "phases", "chunk_bytes": 1}),
     ("taps-rows", {"name": "taps", "chunk_bytes": 1}),
     ("patches-chunked", {"name": "patches", "chunk_bytes": 1, "rows": False}),
+    ("fold", {"name": "fold"}),  # one dim fewer (in 1-D the patches' matmul), the rest "auto"
+    ("fold-rows", {"name": "fold", "chunk_bytes": 1}),
 ]
 # (id, transposed, x shape, w shape, options)
 ND_GRID = [
@@ -370,6 +372,9 @@ ND_GRID = [
     ("2d-s2-d2-gcd", False, (4, 11, 10, 2), (3, 3, 2, 3), {"stride": 2, "dilation": 2}),
     ("3d-s2-g2", False, (4, 6, 7, 5, 4), (3, 2, 3, 2, 4), {"stride": 2, "groups": 2, "padding": 1}),
     ("3d-depthwise", False, (2, 5, 6, 4, 3), (3, 3, 3, 1, 3), {"groups": 3, "padding": 1}),
+    ("3d-s2x1x3-d2-flip-pad-1", False, (2, 9, 5, 7, 2), (3, 2, 2, 2, 3),
+     {"stride": (2, 1, 3), "dilation": (2, 1, 1), "padding": ((2, 1), (0, 1), (1, 1)), "flip": True,
+      "pad_value": -1.0}),
     ("t1d-s2-k4", True, (4, 9, 6), (4, 3, 6), {"stride": 2, "padding": 1}),
     ("t2d-s2-k4-g2", True, (4, 5, 6, 4), (4, 4, 3, 4), {"stride": 2, "padding": 1, "groups": 2}),
     ("t2d-s3-d2-outpad", True, (4, 4, 5, 3), (3, 2, 2, 3), {"stride": 3, "dilation": 2, "output_padding": 1}),
