@@ -87,7 +87,7 @@ def main(argv: Sequence[str] | None = None, *, registry: Mapping[str, Family] | 
     """The CLI: ``python -m jaxcnn.gradcheck [options]``; returns the exit status.
 
     Options:
-      --configs N: total configs of the selected rows (default: their default sweep, 1,371 for
+      --configs N: total configs of the selected rows (default: their default sweep, 2,025 for
         every row); spread over the rows in proportion to their defaults, at least one each, so
         ``--only conv2d --configs 20`` checks 20 conv2d configs. A config is one value set of one
         static configuration (shapes and options); each static configuration is compiled once and
