@@ -8,8 +8,10 @@ of the custom op with ``h`` as the cotangent) and compares it with the squared-J
     h^{x}_{i} = \sum_j J_{j,i}^2\, h_j, \qquad J = \text{jax.jacrev of the reference}
 
 for the layers, and with the Hessian's diagonal (``jax.hessian`` of the reference, times the
-incoming ``g``) for the losses. Used by ``tests/test_curvature.py``; the gradient cross-check
-(`jaxcnn.gradcheck`) can list them as rows (one per op family, see `CASES`).
+incoming ``g``) for the losses. Used by ``tests/test_curvature.py`` (the fixed `CASES`) and by the
+gradient cross-check's ``gn:`` rows (`jaxcnn.gradcheck`), which draw their own configurations and
+build a `Case` around them: `padding_mode_chain` gives a copy-padded conv's `Case.chain`, and
+`rule_and_oracle` is the comparison both use.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import numpy as np
 import jaxcnn
 from jaxcnn import curvature
 from jaxcnn import reference as ref
+from jaxcnn._specs import conv_spec
 
 
 class Case(NamedTuple):
@@ -183,6 +186,29 @@ def chained_oracle(case: Case, args: tuple[jax.Array, ...], h: jax.Array) -> tup
     return (fold(hx)[0], *rest)
 
 
+def rule_and_oracle(case: Case, args: tuple[jax.Array, ...],
+                    h: jax.Array) -> tuple[tuple[jax.Array, ...], tuple[jax.Array, ...]]:
+    """``(second_order(...), oracle(...))``, the oracle `chained_oracle` for a copy-padded conv."""
+    return second_order(case, args, h), (oracle if case.chain is None else chained_oracle)(case, args, h)
+
+
+_NUMPY_PAD_MODES = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+
+
+def padding_mode_chain(x_shape: tuple[int, ...], w_shape: tuple[int, ...], *, padding_mode: str,
+                       stride: Any = 1, padding: Any = "VALID", dilation: Any = 1, groups: int = 1,
+                       flip: bool = False) -> tuple[str, tuple[tuple[int, int], ...], dict[str, Any]]:
+    """`Case.chain` of ``jaxcnn.conv(x, w, padding_mode=...)`` with these options: the ``jnp.pad``
+    mode, the resolved ``(lo, hi)`` pads per spatial dim (the library's own resolution, so every
+    padding form works) and the options of the VALID conv that follows."""
+    x = jax.ShapeDtypeStruct(tuple(x_shape), jnp.float32)
+    w = jax.ShapeDtypeStruct(tuple(w_shape), jnp.float32)
+    spec = conv_spec("padding_mode_chain", x, w, None, stride=stride, padding=padding, dilation=dilation,
+                     groups=groups, flip=flip, pad_value=0.0)
+    options = {"stride": spec.stride, "dilation": spec.dilation, "groups": spec.groups, "flip": spec.flip}
+    return _NUMPY_PAD_MODES[padding_mode.lower()], spec.pads, options
+
+
 def seed_h(case: Case, args: tuple[jax.Array, ...], seed: int = 1) -> jax.Array:
     """A positive ``h`` of the op's output shape (a scalar ``g`` for the losses)."""
     shape = jax.eval_shape(case.reference, *args).shape
@@ -195,8 +221,7 @@ def errors(case: Case, seed: int = 0) -> list[tuple[float, float]]:
     a copy-padded conv) and the max error relative to the oracle's largest entry (float64)."""
     args = arguments(case, seed)
     h = seed_h(case, args, seed + 1)
-    got = jax.jit(functools.partial(second_order, case))(args, h)
-    want = jax.jit(functools.partial(oracle if case.chain is None else chained_oracle, case))(args, h)
+    got, want = jax.jit(functools.partial(rule_and_oracle, case))(args, h)
     out = []
     for g, w in zip(got, want, strict=True):
         err = float(jnp.max(jnp.abs(g - w)))

@@ -31,6 +31,20 @@ def test_rule_is_the_squared_jacobian(case, x64):
     assert all(bool(jnp.all(g >= 0)) for g in got)  # h >= 0 in, h >= 0 out
 
 
+def test_padding_mode_chain_from_the_options(x64):
+    """`padding_mode_chain` (the gradient cross-check's gn:conv_padding_mode builds its chains with
+    it) resolves the options of each copy-padded case to its hand-written chain."""
+    chained = [c for c in cases.CASES if c.chain is not None]
+    assert len(chained) == 3
+    for case in chained:
+        derived = cases.padding_mode_chain(case.shapes[0], case.shapes[1], **case.custom.keywords)
+        assert derived[:2] == case.chain[:2]  # jnp.pad mode, (lo, hi) per spatial dim
+        args = cases.arguments(case, seed=5)
+        h = cases.seed_h(case, args, seed=6)
+        want = cases.chained_oracle(case, args, h)
+        assert_close(cases.chained_oracle(case._replace(chain=derived), args, h), want)
+
+
 def test_first_order_rules_unchanged_outside_the_mode(x64):
     # the same ops traced outside the mode are gradients again (J, not J**2)
     x = normal(0, (2, 3), jnp.float64)

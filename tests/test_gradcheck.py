@@ -6,6 +6,10 @@ Two planted rules, each a `jax.custom_vjp` with a correct forward and one mistak
   cross-correlated with ``w`` instead of convolved with it);
 * `_tie_spreading_max_pool` — the delta of a window sent to *every* unit equal to the maximum
   instead of the first one (the "winning unit").
+
+and, for the ``gn:`` rows (the second-order rules of `jaxcnn.curvature`), the first-order rule in
+place of the second-order one: a `jaxcnn.reference` op, whose VJP under ``second_order()`` still
+multiplies ``h`` by ``J`` instead of ``J**2``.
 """
 
 from __future__ import annotations
@@ -413,9 +417,14 @@ def test_configs_count_the_selected_rows(tmp_path, capsys):
 
 # ------------------------------------------------------------------------------ the table
 def test_default_table_rows_and_counts():
-    """The default sweep: 97 rows, 1,927 configs; every function's derived rows follow from its entry."""
+    """The default sweep: 114 rows, 2,025 configs (17 gn: rows, 98 configs); every function's derived
+    rows follow from its entry."""
     registry = gradcheck.default_registry()
-    assert len(registry) == 97 and sum(f.configs for f in registry.values()) == 1927
+    assert len(registry) == 114 and sum(f.configs for f in registry.values()) == 2025
+    gn = [f for f in registry.values() if f.kind == "gn"]
+    assert len(gn) == 17 and sum(f.configs for f in gn) == 98 and all(f.name.startswith("gn:") for f in gn)
+    assert {"gn:conv1d", "gn:conv3d", "gn:conv_padding_mode", "gn:conv_transpose", "gn:leaky_relu",
+            "gn:l2_pool", "gn:flatten", "gn:softmax_cross_entropy"} <= set(registry)
     assert (registry["conv2d"].configs, registry["d2:conv2d"].configs, registry["vmap:conv2d"].configs,
             registry["fd:conv2d"].configs) == (240, 40, 30, 4)
     assert registry["fd:lenet5"].kind == "fd" and registry["fd:lenet5"].dtype == "float64"
@@ -433,3 +442,67 @@ def test_a_new_function_is_one_entry():
     case = rows["d2:toy_pool"].build(rows["d2:toy_pool"].draw(np.random.default_rng(0), 0), "float32")
     assert case.argnames == ("x", "u")  # the VJP of the VJP: the cotangent is an argument
     assert gradcheck.compare_vjp(case.custom, case.reference, case.make_args(1), argnums=case.argnums).passed
+
+
+# ------------------------------------------------------------------- second-order rules (gn:)
+def test_compare_gauss_newton_passes_the_rules_and_catches_first_order_ones():
+    x = _normal(0, (3, 5)) * 2
+    ok = gradcheck.compare_gauss_newton(jaxcnn.tanh, reference.tanh, (x,), seed=2)
+    assert ok.passed and ok.seed == 2 and [s.name for s in ok.grads] == ["x"] and not ok.forward
+    assert ok.worst_rel < 1e-6 and ok.grads[0].rtol == 1e-5
+    wrong = gradcheck.compare_gauss_newton(reference.tanh, reference.tanh, (x,))  # J, not J**2
+    assert not wrong.passed and wrong.failures() == ["x"] and wrong.worst_rel > 1e-2
+    # a loss: the Hessian's diagonal; integer labels held fixed
+    labels = jnp.asarray([0, 3, 1], jnp.int32)
+    loss = gradcheck.compare_gauss_newton(jaxcnn.softmax_cross_entropy, reference.softmax_cross_entropy,
+                                          (x, labels), loss=True)
+    assert loss.passed and [s.name for s in loss.grads] == ["logits"]
+    assert not gradcheck.compare_gauss_newton(jaxcnn.softmax_cross_entropy, reference.softmax_cross_entropy,
+                                              (x, labels)).passed  # squared Jacobian: not a loss's oracle
+    with pytest.raises(ValueError, match="`h` must match"):
+        gradcheck.compare_gauss_newton(jaxcnn.tanh, reference.tanh, (x,), h=x[:1])
+
+
+def test_gauss_newton_of_a_copy_padded_conv_is_lecuns_chain(x64):
+    """reflect/replicate/circular: the rule drops the cross terms of a unit and its copy in one
+    window, so it matches the chained oracle (`padding_mode_chain`), not the exact squared Jacobian."""
+    from jaxcnn import _curvature_cases
+
+    kw = {"padding": ((1, 1), (1, 2)), "padding_mode": "replicate"}
+    x, w = _normal(0, (1, 3, 3, 4), jnp.float64), _normal(1, (3, 1, 4, 4), jnp.float64)
+    f, g = partial(jaxcnn.conv, **kw), partial(reference.conv, **kw)
+    chain = _curvature_cases.padding_mode_chain(x.shape, w.shape, **kw)
+    options = {"stride": (1, 1), "dilation": (1, 1), "groups": 1, "flip": False}
+    assert chain == ("edge", ((1, 1), (1, 2)), options)
+    assert gradcheck.compare_gauss_newton(f, g, (x, w), chain=chain).passed
+    exact = gradcheck.compare_gauss_newton(f, g, (x, w))
+    assert exact.failures() == ["x"] and exact.grad("w").max_rel < 1e-12
+
+
+def test_cli_gn_rows_pass_and_catch_a_first_order_rule(tmp_path, capsys):
+    rows = "gn:tanh,gn:dense,gn:conv_padding_mode,gn:squared_error"
+    out = tmp_path / "gn.json"
+    assert gradcheck.main(["--only", rows, "--configs", "8", "--json", str(out), "--no-progress"]) == 0
+    assert "result: ok" in capsys.readouterr().out
+    data = _load(out)
+    checked = [c for c in data["configs"] if c["status"] != "invalid"]
+    assert {c["function"] for c in checked} == set(rows.split(","))
+    for c in checked:
+        assert c["kind"] == "gn" and c["status"] == "pass" and c["rtol"] == 1e-5
+        assert set(c["errors"]) == {"curvature", "problems"} and not c["errors"]["problems"]
+    dense = next(c for c in checked if c["function"] == "gn:dense")
+    assert {"x", "w"} <= set(dense["errors"]["curvature"])
+
+    # dense and tanh with their first-order rules (jaxcnn.reference: J, not J**2) under second_order
+    ops = types.SimpleNamespace(**{n: getattr(jaxcnn, n) for n in jaxcnn.__all__})
+    ops.dense, ops.tanh = reference.dense, reference.tanh
+    bad = tmp_path / "bad.json"
+    argv = ["--only", rows, "--configs", "8", "--json", str(bad), "--no-progress"]
+    assert gradcheck.main(argv, registry=gradcheck.default_registry(ops)) == 1
+    assert "result: FAIL" in capsys.readouterr().out
+    summary = _load(bad)["summary"]
+    assert summary["gn:dense"]["failed"] == summary["gn:dense"]["configs"] > 0
+    assert summary["gn:tanh"]["failed"] == summary["gn:tanh"]["configs"] > 0
+    assert summary["gn:conv_padding_mode"]["failed"] == summary["gn:squared_error"]["failed"] == 0
+    # the replay re-runs the failures with the correct rules: they pass
+    assert gradcheck.main(["--replay", str(bad)]) == 0

@@ -10,6 +10,9 @@ Library (`jaxcnn.gradcheck.compare`, `jaxcnn.gradcheck.errors`):
 * `check_finite_differences` — central differences in float64 (step `FD_STEP`, tolerance
   `FD_RTOL`) of the custom *and* of the reference function along random directions, against
   ``<v, J^T u>`` from each one's VJP. `fd_checker` is its reusable form.
+* `compare_gauss_newton` — the second-order (diagonal Gauss-Newton) rule of `jaxcnn.curvature`
+  against the squared-Jacobian oracle of ``jaxcnn._curvature_cases`` (the Hessian's diagonal for a
+  loss), tolerance `RTOL`. `gn_checker` is its reusable form.
 
 The sweep (`jaxcnn.gradcheck.table`, `jaxcnn.gradcheck.cases`, `jaxcnn.gradcheck.sweep`): one
 `Entry` per function in `jaxcnn.gradcheck.table.ENTRIES`, expanded into rows (`Family`) that draw
@@ -18,8 +21,9 @@ static configurations and build `Case`\ s; `default_registry` is the expanded ta
 CLI, ``python -m jaxcnn.gradcheck [--configs N] [--seed S] [--dtype float32|float64]
 [--json PATH] [--replay PATH] [--only NAMES] [--list] [--no-progress]``: a randomized sweep over
 every public differentiable function and its options (every conv lowering of
-``jaxcnn._lowering`` included), second-order gradients (``d2:``), per-example gradients under
-``vmap`` (``vmap:``), finite differences (``fd:``) and the networks of `jaxcnn.models`, on the
+``jaxcnn._lowering`` included), second-order gradients (``d2:``), the second-order (Gauss-Newton)
+rules of `jaxcnn.curvature` (``gn:``), per-example gradients under ``vmap`` (``vmap:``), finite
+differences (``fd:``) and the networks of `jaxcnn.models`, on the
 default backend, at ``jax.default_matmul_precision("highest")``. Exit status 1 when any config
 fails. See `main`.
 
@@ -32,7 +36,14 @@ from collections.abc import Mapping, Sequence
 
 from jaxcnn.gradcheck import sweep as _sweep
 from jaxcnn.gradcheck.cases import Case, Entry, Family
-from jaxcnn.gradcheck.compare import check_finite_differences, compare_vjp, fd_checker, vjp_checker
+from jaxcnn.gradcheck.compare import (
+    check_finite_differences,
+    compare_gauss_newton,
+    compare_vjp,
+    fd_checker,
+    gn_checker,
+    vjp_checker,
+)
 from jaxcnn.gradcheck.errors import (
     DEFAULT_PRECISION,
     FD_RTOL,
@@ -61,9 +72,11 @@ __all__ = [
     "Family",
     "array_errors",
     "check_finite_differences",
+    "compare_gauss_newton",
     "compare_vjp",
     "default_registry",
     "fd_checker",
+    "gn_checker",
     "main",
     "rtol_for",
     "vjp_checker",
@@ -74,7 +87,7 @@ def main(argv: Sequence[str] | None = None, *, registry: Mapping[str, Family] | 
     """The CLI: ``python -m jaxcnn.gradcheck [options]``; returns the exit status.
 
     Options:
-      --configs N: total configs of the selected rows (default: their default sweep, 1,371 for
+      --configs N: total configs of the selected rows (default: their default sweep, 2,025 for
         every row); spread over the rows in proportion to their defaults, at least one each, so
         ``--only conv2d --configs 20`` checks 20 conv2d configs. A config is one value set of one
         static configuration (shapes and options); each static configuration is compiled once and
@@ -83,7 +96,7 @@ def main(argv: Sequence[str] | None = None, *, registry: Mapping[str, Family] | 
       --dtype float32|float64: dtype of every array (float64 switches x64 on for the run).
       --json PATH: write every config to PATH, atomically (temporary file + ``os.replace``):
         top level ``tool, format, argv, seed, dtype, backend, device, jax, precision, wall_s,
-        cpu_s, passed, summary, configs``; per config ``function, kind ("vjp"/"fd"), options,
+        cpu_s, passed, summary, configs``; per config ``function, kind ("vjp"/"fd"/"gn"), options,
         dtype, seed, shapes, status ("pass"/"fail"/"error"/"invalid"), rtol, worst_abs,
         worst_rel, errors`` (per output and per argument ``{"abs", "rel"}``), ``message``
         (format details in `jaxcnn.gradcheck.sweep`).

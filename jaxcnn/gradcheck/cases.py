@@ -12,6 +12,10 @@ its rows:
 * ``name`` — the custom VJP of the function against autodiff of `jaxcnn.reference`;
 * ``d2:name`` — second order: the function ``(args, u) -> vjp(f, args)(u)`` compared the same way,
   i.e. the VJP of the VJP (the backward rules are differentiable JAX);
+* ``gn:name`` — the second-order (diagonal Gauss-Newton) rule of `jaxcnn.curvature`, ``jax.vjp``
+  of the custom function traced under ``second_order()`` with a positive ``h`` as the cotangent,
+  against the squared-Jacobian oracle of ``jaxcnn._curvature_cases`` (the Hessian's diagonal for a
+  loss), on configurations small enough for a full Jacobian (`Entry.gn_draw`);
 * ``vmap:name`` — per-example gradients, ``vmap`` over the batch of the VJP of one example;
 * ``fd:name`` — central finite differences in float64 of the custom and of the reference function.
 
@@ -48,6 +52,9 @@ class Case:
       argnames: a name per positional argument.
       argnums: the differentiable positions (the rest, e.g. integer labels, are held fixed).
       batched: per argument, whether its leading axis is the batch (used by ``vmap:`` rows).
+      loss: a scalar loss: the ``gn:`` oracle is the Hessian's diagonal, not the squared Jacobian.
+      chain: a copy-padded conv (``padding_mode``): the ``gn:`` oracle is LeCun's rule through the
+        pad and the VALID conv, ``jaxcnn._curvature_cases.Case.chain`` (`padding_mode_chain`).
     """
 
     custom: Callable[..., Any]
@@ -56,6 +63,8 @@ class Case:
     argnames: tuple[str, ...]
     argnums: tuple[int, ...]
     batched: tuple[bool, ...]
+    loss: bool = False
+    chain: Any = None
 
 
 def _available() -> str | None:
@@ -73,7 +82,8 @@ class Family:
         validation) for a configuration the library rejects: the sweep counts it as invalid.
       configs: number of configs in the default sweep (scaled by ``--configs``).
       values_per_shape: value sets drawn per static configuration (one compilation each).
-      kind: ``"vjp"`` (`jaxcnn.gradcheck.vjp_checker`) or ``"fd"`` (`fd_checker`, float64).
+      kind: ``"vjp"`` (`jaxcnn.gradcheck.vjp_checker`), ``"fd"`` (`fd_checker`, float64) or ``"gn"``
+        (`gn_checker`: the second-order rule against the squared-Jacobian oracle).
       dtype: a dtype name forced for this row (``"float64"`` for ``fd:`` rows), else None.
       unavailable: ``() -> None`` or the reason the row cannot run (e.g. no `jaxcnn.models`).
     """
@@ -133,7 +143,8 @@ def draw_values(args: tuple[Arg, ...], dtype: str) -> Callable[[int], tuple[Any,
     return make_args
 
 
-def make_case(custom, reference, args: tuple[Arg, ...], dtype: str, argnums=None, batched=None) -> Case:
+def make_case(custom, reference, args: tuple[Arg, ...], dtype: str, argnums=None, batched=None, *,
+              loss: bool = False, chain: Any = None) -> Case:
     """A `Case` of `args`; by default every non-label argument is differentiated and only the first
     is batched (``vmap:`` rows)."""
     n = len(args)
@@ -146,6 +157,8 @@ def make_case(custom, reference, args: tuple[Arg, ...], dtype: str, argnums=None
         argnames=tuple(a.name for a in args),
         argnums=tuple(argnums),
         batched=tuple(batched) if batched is not None else (True,) + (False,) * (n - 1),
+        loss=loss,
+        chain=chain,
     )
 
 
@@ -270,6 +283,13 @@ def _finite_differences(base: Family, configs: int, values_per_shape: int,
                                values_per_shape=values_per_shape, kind="fd", dtype="float64")
 
 
+def _gauss_newton(base: Family, configs: int, values_per_shape: int,
+                  draw: Callable[[np.random.Generator, int], Options] | None) -> Family:
+    """The ``gn:`` row: `base`'s cases (drawn by `draw`, default `base`'s) checked by `gn_checker`."""
+    return dataclasses.replace(base, name="gn:" + base.name, draw=draw or base.draw, configs=configs,
+                               values_per_shape=values_per_shape, kind="gn")
+
+
 
 # ------------------------------------------------------------------------------ entries
 @dataclasses.dataclass(frozen=True)
@@ -287,6 +307,9 @@ class Entry:
       vmap: ``(configs, values)`` of the ``vmap:`` row, or None.
       fd: ``(configs, values)`` of the ``fd:`` row (every entry has one).
       d2_options: options fixed on every configuration of the ``d2:`` row.
+      gn: ``(configs, values)`` of the ``gn:`` row (the second-order rule), or None.
+      gn_draw: the ``gn:`` row's draw (default `draw`): configurations small enough for the
+        oracle's full Jacobian, ``(output size) x (argument size)`` per argument.
       network: a whole network: ``vmap:`` compares the per-example gradients only (not their VJP,
         whose compile time would dominate the sweep) and ``fd:`` perturbs the parameters only
         (each direction costs two forward passes).
@@ -302,17 +325,20 @@ class Entry:
     vmap: tuple[int, int] | None = None
     fd: tuple[int, int] = (3, 3)
     d2_options: Options | None = None
+    gn: tuple[int, int] | None = None
+    gn_draw: Callable[[np.random.Generator, int], Options] | None = None
     network: bool = False
     unavailable: Callable[[], str | None] = _available
 
 
 def expand(entries: Iterable[Entry], ops: Any) -> dict[str, Family]:
     """Every entry's rows, keyed by name: all ``name`` rows in table order, then the ``d2:``, the
-    ``vmap:`` and the ``fd:`` rows (each in table order), with `ops` as the custom side."""
+    ``gn:``, the ``vmap:`` and the ``fd:`` rows (each in table order), with `ops` as the custom side."""
     base = [(e, Family(e.name, e.draw, partial(e.build, ops), e.configs, e.values,
                        unavailable=e.unavailable)) for e in entries]
     rows = [family for _, family in base]
     rows += [_derived("d2:", family, _second_order, *e.d2, e.d2_options) for e, family in base if e.d2]
+    rows += [_gauss_newton(family, *e.gn, e.gn_draw) for e, family in base if e.gn]
     rows += [_derived("vmap:", family, partial(_per_example, second_order=not e.network), *e.vmap)
              for e, family in base if e.vmap]
     rows += [_finite_differences(family, *e.fd, (0,) if e.network else None) for e, family in base]

@@ -8,6 +8,10 @@
 * `check_finite_differences` — central differences in float64 of the custom *and* of the
   reference function along random directions ``v``, against ``<v, J^T u>`` from each one's VJP.
   `fd_checker` is its reusable form.
+* `compare_gauss_newton` — the second-order (diagonal Gauss-Newton) rule of `jaxcnn.curvature`
+  against the oracle of ``jaxcnn._curvature_cases`` (``sum_j J[j, i]**2 h[j]`` from ``jax.jacrev``
+  of the reference; the Hessian's diagonal for a loss), for one random positive ``h``, with the
+  same errors and tolerances as `compare_vjp`. `gn_checker` is its reusable form.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxcnn import _curvature_cases
 from jaxcnn._checks import fail
 from jaxcnn.gradcheck.errors import (
     DEFAULT_PRECISION,
@@ -35,7 +40,8 @@ from jaxcnn.gradcheck.errors import (
     rtol_for,
 )
 
-__all__ = ["check_finite_differences", "compare_vjp", "fd_checker", "vjp_checker"]
+__all__ = ["check_finite_differences", "compare_gauss_newton", "compare_vjp", "fd_checker", "gn_checker",
+           "vjp_checker"]
 
 
 # ------------------------------------------------------------------------------ internals
@@ -407,3 +413,123 @@ def check_finite_differences(
     check = fd_checker(custom_fn, reference_fn, argnums=argnums, argnames=argnames,
                        directions=directions, step=step, rtol=rtol, jit=jit, precision=precision)
     return check(args, seed=seed)
+
+
+# ------------------------------------------------------------------ second order (gn:)
+def _gn_pair(custom_fn, reference_fn, argnums, loss, chain, args, h):
+    """The second-order rule of `custom_fn` and its oracle (`jaxcnn._curvature_cases`), for the
+    arguments at `argnums`; compiled by `gn_checker`."""
+    diff = tuple(args[i] for i in argnums)
+    case = _curvature_cases.Case("gn", _restrict(custom_fn, args, argnums),
+                                 _restrict(reference_fn, args, argnums), tuple(jnp.shape(d) for d in diff),
+                                 loss=loss, chain=chain)
+    return _curvature_cases.rule_and_oracle(case, diff, h)
+
+
+def gn_checker(
+    custom_fn: Callable[..., Any],
+    reference_fn: Callable[..., Any],
+    *,
+    argnums: int | Sequence[int] | None = None,
+    argnames: Sequence[str] | None = None,
+    loss: bool = False,
+    chain: Any = None,
+    rtol: float | None = None,
+    jit: bool = True,
+    precision: str | None = DEFAULT_PRECISION,
+) -> Callable[..., CheckResult]:
+    """`compare_gauss_newton` as a reusable callable ``check(args, *, seed=0, h=None)``, compiled
+    once per argument structure. Arguments as in `compare_gauss_newton`."""
+    prepared: dict[Any, _Prepared] = {}
+    compiled: dict[tuple[int, ...], Callable[..., Any]] = {}
+
+    def prepare(args: tuple[Any, ...]) -> _Prepared:
+        key = _struct_key(args)
+        if key not in prepared:
+            nums = _resolve_argnums("compare_gauss_newton", args, argnums)
+            names = _argnames("compare_gauss_newton", custom_fn, len(args), argnames)
+            out = jax.eval_shape(reference_fn, *_struct(args))
+            problems = [] if isinstance(out, jax.ShapeDtypeStruct) else \
+                [f"output: one array expected (the rule's h has the output's shape), got {out}"]
+            problems += [f"argument {names[i]}: one array expected, got a pytree" for i in nums
+                         if len(jax.tree_util.tree_leaves(args[i])) != 1 or not hasattr(args[i], "shape")]
+            prepared[key] = _Prepared(nums, out, ["output"], [names[i] for i in nums], problems)
+        return prepared[key]
+
+    def check(args: Sequence[Any], *, seed: int = 0, h: Any = None) -> CheckResult:
+        args = tuple(args)
+        with _precision(precision):
+            p = prepare(args)
+            if p.problems or not p.argnums:
+                return CheckResult((), (), tuple(p.problems), seed)
+            if h is None:
+                rng = np.random.default_rng([seed, 5])
+                h = jnp.asarray(np.asarray(rng.uniform(0.5, 2.0, p.out.shape), dtype=p.out.dtype))
+            else:
+                bad = _mismatches("h", p.out_names, h, p.out)
+                if bad:
+                    raise fail("compare_gauss_newton", "`h` must match the output: " + "; ".join(bad))
+                seed = None
+            if p.argnums not in compiled:
+                fn = partial(_gn_pair, custom_fn, reference_fn, p.argnums, bool(loss), chain)
+                compiled[p.argnums] = jax.jit(fn) if jit else fn
+            got, want = jax.device_get(compiled[p.argnums](args, h))
+        primals = tuple(args[i] for i in p.argnums)
+        problems = _mismatches("curvature", p.grad_names, got, primals)
+        problems += _mismatches("oracle", p.grad_names, want, primals)
+        if problems:
+            return CheckResult((), (), tuple(problems), seed)
+        return CheckResult((), tuple(_stats(p.grad_names, got, want, rtol)), (), seed)
+
+    return check
+
+
+def compare_gauss_newton(
+    custom_fn: Callable[..., Any],
+    reference_fn: Callable[..., Any],
+    args: Sequence[Any],
+    *,
+    argnums: int | Sequence[int] | None = None,
+    argnames: Sequence[str] | None = None,
+    loss: bool = False,
+    chain: Any = None,
+    rtol: float | None = None,
+    seed: int = 0,
+    h: Any = None,
+    jit: bool = True,
+    precision: str | None = DEFAULT_PRECISION,
+) -> CheckResult:
+    r"""Compare the second-order rule of `custom_fn` with the squared-Jacobian oracle at `args`.
+
+    The rule is ``jax.vjp`` of `custom_fn` traced under `jaxcnn.curvature.second_order` applied to
+    ``h`` (one positive array of the output's shape, uniform in [0.5, 2) from `seed`, unless
+    given); the oracle, from ``jax.jacrev`` of `reference_fn` (``jaxcnn._curvature_cases.oracle``):
+
+    .. math::
+        h^{x}_{i} = \sum_j J_{j,i}^2\, h_j
+
+    per differentiable argument; for a scalar loss (`loss`) ``h`` times the Hessian's diagonal; for
+    a copy-padded conv (`chain`, see ``jaxcnn._curvature_cases.padding_mode_chain``) LeCun's rule
+    through the pad and the VALID conv. Errors and tolerances as in `compare_vjp`.
+
+    Args:
+      custom_fn, reference_fn, args, argnums, argnames, rtol, seed, jit, precision: as in
+        `compare_vjp`; every differentiable argument and the output must be single arrays.
+      loss: `custom_fn` is a scalar loss (the oracle is the Hessian's diagonal).
+      chain: ``(jnp.pad mode, pads, VALID conv options)`` of a ``padding_mode`` conv, or None.
+      h: an explicit ``h`` (the output's shape and dtype).
+
+    Returns:
+      A `CheckResult` whose ``grads`` are the rule's ``h`` of each argument against the oracle's
+      (no ``forward``: the first-order rows compare the outputs).
+
+    >>> import jax.numpy as jnp, jaxcnn
+    >>> x = jnp.linspace(-2.0, 2.0, 12).reshape(3, 4)
+    >>> compare_gauss_newton(jaxcnn.tanh, jaxcnn.reference.tanh, (x,)).passed
+    True
+    >>> compare_gauss_newton(jaxcnn.reference.tanh, jaxcnn.reference.tanh, (x,)).passed  # J, not J**2
+    False
+    """
+    check = gn_checker(custom_fn, reference_fn, argnums=argnums, argnames=argnames, loss=loss, chain=chain,
+                       rtol=rtol, jit=jit, precision=precision)
+    return check(args, seed=seed, h=h)

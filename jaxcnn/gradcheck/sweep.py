@@ -16,8 +16,10 @@ JSON (``--json``), format 1::
 
 ``status`` is "pass", "fail", "error" (an exception while checking: a failure) or "invalid" (the
 library rejected the configuration; seed null). ``errors`` holds, for ``vjp`` configs,
-``{"forward": {name: {"abs", "rel"}}, "grads": {name: {"abs", "rel"}}, "problems": [...]}`` and
-for ``fd`` configs ``{"custom": {name: {"abs", "rel", "fd", "vjp"}}, "reference": {...}}``.
+``{"forward": {name: {"abs", "rel"}}, "grads": {name: {"abs", "rel"}}, "problems": [...]}``, for
+``fd`` configs ``{"custom": {name: {"abs", "rel", "fd", "vjp"}}, "reference": {...}}`` and for
+``gn`` configs (the second-order rule against the squared-Jacobian oracle, per argument)
+``{"curvature": {name: {"abs", "rel"}}, "problems": [...]}``.
 Non-finite errors are written as the strings "inf"/"nan" (JSON has no such numbers).
 """
 
@@ -40,7 +42,7 @@ import numpy as np
 
 from jaxcnn._io import atomic_write
 from jaxcnn.gradcheck.cases import Family, allocate, default_configs
-from jaxcnn.gradcheck.compare import _leaf_names, _struct, fd_checker, vjp_checker
+from jaxcnn.gradcheck.compare import _leaf_names, _struct, fd_checker, gn_checker, vjp_checker
 from jaxcnn.gradcheck.errors import DEFAULT_PRECISION, CheckResult, FDResult
 
 FORMAT = 1
@@ -60,6 +62,11 @@ def _errors_vjp(res: CheckResult) -> dict[str, Any]:
         return {s.name: {"abs": _jf(s.max_abs), "rel": _jf(s.max_rel)} for s in stats}
 
     return {"forward": group(res.forward), "grads": group(res.grads), "problems": list(res.problems)}
+
+
+def _errors_gn(res: CheckResult) -> dict[str, Any]:
+    return {"curvature": {s.name: {"abs": _jf(s.max_abs), "rel": _jf(s.max_rel)} for s in res.grads},
+            "problems": list(res.problems)}
 
 
 def _errors_fd(res: FDResult) -> dict[str, Any]:
@@ -110,6 +117,9 @@ def _run_static(family: Family, options: dict[str, Any], dtype: str, seeds: Sequ
     shapes = _shapes(example, case.argnames)
     if family.kind == "fd":
         check = fd_checker(case.custom, case.reference, argnums=case.argnums, argnames=case.argnames)
+    elif family.kind == "gn":
+        check = gn_checker(case.custom, case.reference, argnums=case.argnums, argnames=case.argnames,
+                           loss=case.loss, chain=case.chain)
     else:
         check = vjp_checker(case.custom, case.reference, argnums=case.argnums, argnames=case.argnames)
     timing.setup_s += time.perf_counter() - t0
@@ -128,7 +138,7 @@ def _run_static(family: Family, options: dict[str, Any], dtype: str, seeds: Sequ
                 rtol=_rtol(res),
                 worst_abs=_jf(res.worst_abs),
                 worst_rel=_jf(res.worst_rel),
-                errors=_errors_fd(res) if family.kind == "fd" else _errors_vjp(res),
+                errors={"fd": _errors_fd, "gn": _errors_gn}.get(family.kind, _errors_vjp)(res),
             )
             if not res.passed and isinstance(res, CheckResult) and res.problems:
                 record["message"] = "; ".join(res.problems)

@@ -3,9 +3,11 @@
 Adding a function to the sweep is one row of `ENTRIES`: its name, how to draw a static
 configuration, how to build the `Case` (the custom function and its `jaxcnn.reference` twin with
 those options bound, and its arguments), its default configs and value sets per configuration, and
-which derived rows (``d2:``, ``vmap:``, ``fd:``) it gets. Activations and pools come from the op
-table (`jaxcnn.registry`): one row each, their float/bool options (``negative_slope``,
-``count_include_pad``) found from the function's signature, so a new activation needs no row here.
+which derived rows (``d2:``, ``gn:``, ``vmap:``, ``fd:``) it gets; a ``gn:`` row draws with
+``small=True`` (shapes whose full Jacobian, the oracle of the second-order rule, stays small).
+Activations and pools come from the op table (`jaxcnn.registry`): one row each, their float/bool
+options (``negative_slope``, ``count_include_pad``) found from the function's signature, so a new
+activation needs no row here.
 
 `default_registry(ops)` expands the table with ``ops`` (default: the `jaxcnn` module) as the
 custom side; the reference side is always `jaxcnn.reference`. A namespace with a planted wrong
@@ -26,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxcnn
-from jaxcnn import _lowering, models, registry
+from jaxcnn import _curvature_cases, _lowering, models, registry
 from jaxcnn import reference as _ref
 from jaxcnn.gradcheck.cases import (
     Arg,
@@ -83,22 +85,26 @@ def _hw_near(rng: np.random.Generator, extent: int, below: int = 2, above: int =
     return int(rng.integers(max(1, extent - below), extent + above))
 
 
-# Kernel taps and input sizes per number of spatial dims: 3-D configs stay small (each compiles).
+# Kernel taps and input sizes per number of spatial dims: 3-D configs stay small (each compiles);
+# `small` (gn: rows, whose oracle is a full Jacobian): smaller still, batch 1-2, channels 1-4.
 _MAX_K = {1: 9, 2: 7, 3: 3}
 _ABOVE = {1: 9, 2: 7, 3: 3}
+_SMALL_K = {1: 5, 2: 4, 3: 2}
+_SMALL_ABOVE = {1: 5, 2: 4, 3: 3}
 
 
 def _draw_conv(rng: np.random.Generator, i: int, *, bias: bool = True, pad_value: bool = True,
-               nd: int = 2) -> Options:
+               nd: int = 2, small: bool = False) -> Options:
+    max_k, above, chans, batch = (_SMALL_K, _SMALL_ABOVE, 4, 2) if small else (_MAX_K, _ABOVE, 8, 4)
     groups = int(rng.choice([1, 1, 1, 2, 3, 4]))
-    c_g = int(rng.integers(1, 8 // groups + 1))
-    d_g = int(rng.integers(1, 8 // groups + 1))
-    k = [int(v) for v in rng.integers(1, _MAX_K[nd] + 1, nd)]  # non-square as often as not
+    c_g = int(rng.integers(1, max(1, chans // groups) + 1))
+    d_g = int(rng.integers(1, max(1, chans // groups) + 1))
+    k = [int(v) for v in rng.integers(1, max_k[nd] + 1, nd)]  # non-square as often as not
     stride = _int_or_pair(rng, 1, 3, nd)
     dilation = _int_or_pair(rng, 1, 2, nd)
     extent = [d * (kk - 1) + 1 for d, kk in zip(_per_dim(dilation, nd), k, strict=True)]
     options: Options = {
-        "x_shape": [int(rng.integers(1, 5)), *(_hw_near(rng, e, above=_ABOVE[nd]) for e in extent),
+        "x_shape": [int(rng.integers(1, batch + 1)), *(_hw_near(rng, e, above=above[nd]) for e in extent),
                     groups * c_g],
         "w_shape": [*k, c_g, groups * d_g],
         "stride": stride,
@@ -127,30 +133,34 @@ def _draw_conv_nd(rng: np.random.Generator, i: int, **kw: Any) -> Options:
 _PADDING_MODES = ("reflect", "replicate", "circular")
 
 
-def _draw_padding_mode(rng: np.random.Generator, i: int) -> Options:
-    """A `conv` configuration in 1-3 dims whose border copies input units (``padding_mode``)."""
-    options = _draw_conv_nd(rng, i)
-    options.update(pad_value=0.0, padding_mode=_PADDING_MODES[(i // 3) % 3])
+def _draw_padding_mode(rng: np.random.Generator, i: int, small: bool = False) -> Options:
+    """A `conv` configuration in 1-3 dims whose border copies input units (``padding_mode``);
+    `small` (gn: rows, tiny kernels): 1-2 copied units on every side, whatever the kernel."""
+    options = _draw_conv_nd(rng, i, small=small)
+    options.update(pad_value=0.0, padding_mode=_PADDING_MODES[((i + i // 3) if small else i // 3) % 3])
+    if small:  # few configs: every mode within the first three
+        options["padding"] = [[int(v) for v in rng.integers(1, 3, 2)] for _ in options["w_shape"][:-2]]
     return options
 
 
-def _draw_transpose(rng: np.random.Generator, i: int) -> Options:
+def _draw_transpose(rng: np.random.Generator, i: int, small: bool = False) -> Options:
     """A `conv_transpose` configuration in 1, 2 or 3 spatial dims: the padding of the convolution
     being transposed (at most its kernel's extent less one), an output_padding below the stride
     or the dilation, tied/untied/no bias, every lowering."""
     nd = (1, 2, 3)[i % 3]
+    sizes, chans, batch = ((4, 3, 2), 4, 2) if small else ((6, 5, 3), 8, 3)
     groups = int(rng.choice([1, 1, 2, 3]))
-    c_g = int(rng.integers(1, 8 // groups + 1))
-    d_g = int(rng.integers(1, 8 // groups + 1))
-    k = [int(v) for v in rng.integers(1, (6, 5, 3)[nd - 1] + 1, nd)]
+    c_g = int(rng.integers(1, max(1, chans // groups) + 1))
+    d_g = int(rng.integers(1, max(1, chans // groups) + 1))
+    k = [int(v) for v in rng.integers(1, sizes[nd - 1] + 1, nd)]
     stride = _int_or_pair(rng, 1, 3, nd)
     dilation = _int_or_pair(rng, 1, 2, nd)
     strides, dilations = _per_dim(stride, nd), _per_dim(dilation, nd)
     max_pad = tuple(d * (kk - 1) for d, kk in zip(dilations, k, strict=True))
     form = ("int", "pair", "explicit")[(i // 3) % 3]
     options: Options = {
-        "x_shape": [int(rng.integers(1, 4)), *(int(v) for v in rng.integers(1, (6, 5, 3)[nd - 1] + 1, nd)),
-                    groups * d_g],
+        "x_shape": [int(rng.integers(1, batch + 1)),
+                    *(int(v) for v in rng.integers(1, sizes[nd - 1] + 1, nd)), groups * d_g],
         "w_shape": [*k, c_g, groups * d_g],
         "stride": stride,
         "padding": _padding(rng, form, max_pad),
@@ -218,17 +228,20 @@ def _keywords(name: str, kind: type) -> dict[str, tuple[str, Any]]:
             for p in params if type(p.default) is kind}
 
 
-def _draw_pool(name: str, rng: np.random.Generator, i: int, nd: int = 2) -> Options:
+def _draw_pool(name: str, rng: np.random.Generator, i: int, nd: int = 2, small: bool = False) -> Options:
     """A pooling configuration in `nd` spatial dims; inputs quantised to 5 values every other config
     (``ties`` of max pool; for l2 pool all-zero windows, ``zeros``); every bool option of `name`
-    both ways."""
+    both ways. `small`: 1, 2 and 3 spatial dims in turn (`nd` ignored), batch 1-2, channels 1-3."""
+    if small:
+        nd = (2, 3, 1)[(i + i // 3) % 3]  # not in step with the stride's i % 3
     quantised = _QUANTISED_OPTION.get(name, "ties")
     window = _int_or_pair(rng, 1, 4 if nd < 3 else 3, nd)
     win = _per_dim(window, nd)
     stride = None if i % 3 == 0 else _int_or_pair(rng, 1, 3, nd)  # None: the window (the article's case)
+    above = (4 if nd < 3 else 2) if small else (8 if nd < 3 else 3)
     options: Options = {
-        "x_shape": [int(rng.integers(1, 5)), *(_hw_near(rng, w, 1, 8 if nd < 3 else 3) for w in win),
-                    int(rng.integers(1, 9))],
+        "x_shape": [int(rng.integers(1, 3 if small else 5)), *(_hw_near(rng, w, 1, above) for w in win),
+                    int(rng.integers(1, 4 if small else 9))],
         "window": window,
         "stride": stride,
         "padding": _padding(rng, _PADDINGS[(i // 2) % 6], tuple(w - 1 for w in win)),
@@ -241,14 +254,15 @@ def _draw_pool(name: str, rng: np.random.Generator, i: int, nd: int = 2) -> Opti
     return options
 
 
-def _draw_activation(name: str, rng: np.random.Generator, i: int) -> Options:
+def _draw_activation(name: str, rng: np.random.Generator, i: int, small: bool = False) -> Options:
     """An activation's input shape (rank 4 or 2), scale, exact zeros (the kinks), and every float
     option of `name` (``negative_slope``) drawn from 1, 10 and 30 times its default."""
+    n, m = (3, 5) if small else (5, 9)
     if i % 2 == 0:
-        shape = [int(rng.integers(1, 5)), int(rng.integers(1, 9)), int(rng.integers(1, 9)),
-                 int(rng.integers(1, 9))]
+        shape = [int(rng.integers(1, n)), int(rng.integers(1, m)), int(rng.integers(1, m)),
+                 int(rng.integers(1, m))]
     else:
-        shape = [int(rng.integers(1, 5)), int(rng.integers(1, 33))]
+        shape = [int(rng.integers(1, n)), int(rng.integers(1, 4 * m - 3))]
     options: Options = {"x_shape": shape, "scale": float(rng.choice([1.0, 3.0])), "zeros": True}
     for key, (_, default) in _keywords(name, float).items():
         options[key] = float(rng.choice([default, 10 * default, 30 * default]))
@@ -278,7 +292,11 @@ def _build_conv(name: str, ops: Any, o: Options, dtype: str) -> Case:
     out = out_shape(getattr(_ref, name), [x_shape, w_shape], dtype, **kw)
     args = [Arg("x", x_shape), Arg("w", w_shape), *_bias_arg(o, out, w_shape[-1])]
     custom = _with_lowering(partial(getattr(ops, name), **kw), o)
-    return make_case(custom, partial(getattr(_ref, name), **kw), tuple(args), dtype)
+    chain = None  # a copy-padded conv: the gn: row's oracle goes through the pad (_curvature_cases)
+    if kw.get("padding_mode", "zeros") != "zeros":
+        chain = _curvature_cases.padding_mode_chain(
+            x_shape, w_shape, **{k: v for k, v in kw.items() if k != "pad_value"})
+    return make_case(custom, partial(getattr(_ref, name), **kw), tuple(args), dtype, chain=chain)
 
 
 def _build_input_grad(name: str, ops: Any, o: Options, dtype: str) -> Case:
@@ -355,9 +373,10 @@ def _build_dense(ops: Any, o: Options, dtype: str) -> Case:
     return make_case(ops.dense, _ref.dense, tuple(args), dtype)
 
 
-def _draw_flatten(rng: np.random.Generator, i: int) -> Options:
+def _draw_flatten(rng: np.random.Generator, i: int, small: bool = False) -> Options:
     rank = (4, 2, 3, 5)[i % 4]
-    return {"x_shape": [int(rng.integers(1, 5))] + [int(v) for v in rng.integers(1, 6, rank - 1)]}
+    return {"x_shape": [int(rng.integers(1, 3 if small else 5))] +
+            [int(v) for v in rng.integers(1, 4 if small else 6, rank - 1)]}
 
 
 def _build_flatten(ops: Any, o: Options, dtype: str) -> Case:
@@ -375,7 +394,7 @@ def _build_squared_error(ops: Any, o: Options, dtype: str) -> Case:
     shape = tuple(o["shape"])
     args = (Arg("y", shape), Arg("t", shape))
     return make_case(partial(ops.squared_error, **kw), partial(_ref.squared_error, **kw), args, dtype,
-                 batched=(True, True))
+                     batched=(True, True), loss=True)
 
 
 def _draw_cross_entropy(rng: np.random.Generator, i: int) -> Options:
@@ -389,7 +408,7 @@ def _build_cross_entropy(ops: Any, o: Options, dtype: str) -> Case:
     labels = Arg("labels", (n,), kind="labels", scale=k) if o["labels"] == "int" else \
         Arg("labels", (n, k), kind="onehot")
     return make_case(ops.softmax_cross_entropy, _ref.softmax_cross_entropy, (logits, labels), dtype,
-                 batched=(True, True))
+                     batched=(True, True), loss=True)
 
 
 
@@ -466,15 +485,20 @@ def _build_model(name: str, ops: Any, o: Options, dtype: str) -> Case:
 # the VJP is not the transpose of its own VJP (e.g. x = [[0, 1], [1, 1]], 2x2 windows, stride
 # (2, 1), right padding 1). jaxcnn's rule is consistent: first-order ties are checked by the
 # max_pool row, and its second order at ties equals the exact transpose (tests/test_gradcheck.py).
+#
+# gn: rows (the second-order rules of jaxcnn.curvature against the squared Jacobian) draw with
+# small=True: the oracle materialises each argument's Jacobian.
 ENTRIES: tuple[Entry, ...] = (
     Entry("conv2d", _draw_conv, partial(_build_conv, "conv2d"), 240, 15, d2=(40, 8), vmap=(30, 8),
-          fd=(4, 2)),
+          fd=(4, 2), gn=(12, 3), gn_draw=partial(_draw_conv, small=True)),
     Entry("conv1d", partial(_draw_conv, nd=1), partial(_build_conv, "conv1d"), 60, 10, d2=(12, 6),
-          vmap=(9, 6),
-          fd=(3, 2)),
-    Entry("conv3d", partial(_draw_conv, nd=3), partial(_build_conv, "conv3d"), 40, 8, d2=(8, 4), fd=(2, 2)),
-    Entry("conv_padding_mode", _draw_padding_mode, partial(_build_conv, "conv"), 30, 8, d2=(6, 4), fd=(2, 2)),
-    Entry("conv_transpose", _draw_transpose, _build_transpose, 90, 10, d2=(18, 6), vmap=(9, 6), fd=(3, 2)),
+          vmap=(9, 6), fd=(3, 2), gn=(6, 3), gn_draw=partial(_draw_conv, nd=1, small=True)),
+    Entry("conv3d", partial(_draw_conv, nd=3), partial(_build_conv, "conv3d"), 40, 8, d2=(8, 4), fd=(2, 2),
+          gn=(4, 2), gn_draw=partial(_draw_conv, nd=3, small=True)),
+    Entry("conv_padding_mode", _draw_padding_mode, partial(_build_conv, "conv"), 30, 8, d2=(6, 4), fd=(2, 2),
+          gn=(8, 2), gn_draw=partial(_draw_padding_mode, small=True)),
+    Entry("conv_transpose", _draw_transpose, _build_transpose, 90, 10, d2=(18, 6), vmap=(9, 6), fd=(3, 2),
+          gn=(6, 2), gn_draw=partial(_draw_transpose, small=True)),
     Entry("conv2d_input_grad", partial(_draw_conv, bias=False, pad_value=False),
           partial(_build_input_grad, "conv2d_input_grad"), 60, 15),
     Entry("conv2d_weight_grad", partial(_draw_conv, bias=False),
@@ -486,22 +510,26 @@ ENTRIES: tuple[Entry, ...] = (
     Entry("correlate2d", _draw_plain_2d, partial(_build_plain_2d, "correlate2d"), 30, 10),
     Entry("convolve2d", _draw_plain_2d, partial(_build_plain_2d, "convolve2d"), 30, 10),
     *(Entry(name, partial(_draw_activation, name), partial(_build_activation, name), 24, 12, d2=(12, 6),
-            vmap=(12, 6) if name in _VMAP_ACTIVATIONS else None)
+            vmap=(12, 6) if name in _VMAP_ACTIVATIONS else None, gn=(4, 2),
+            gn_draw=partial(_draw_activation, name, small=True))
       for name in registry.ACTIVATIONS),
     *(Entry(name, partial(_draw_pool, name), partial(_build_pool, name), 100 if name == "max_pool" else 60,
             10, d2=(24, 6), vmap=(12, 6), fd=(4, 2) if name == "max_pool" else (3, 3),
-            d2_options={"ties": False} if name == "max_pool" else None)
+            d2_options={"ties": False} if name == "max_pool" else None,
+            gn=(8, 2), gn_draw=partial(_draw_pool, name, small=True))  # 1-3 spatial dims
       for name in registry.POOLS),
     # the same pools over 1 and 3 spatial dims (rows `max_pool_1d`, `max_pool_3d`, ...)
     *(Entry(f"{name}_{nd}d", partial(_draw_pool, name, nd=nd), partial(_build_pool, name),
             30 if nd == 1 else 20, 10, d2=(6, 3), fd=(2, 2),
             d2_options={"ties": False} if name == "max_pool" else None)
       for name in registry.POOLS for nd in (1, 3)),
-    Entry("dense", _draw_dense, _build_dense, 40, 10, d2=(18, 6), vmap=(12, 6)),
-    Entry("flatten", _draw_flatten, _build_flatten, 20, 10),
-    Entry("squared_error", _draw_squared_error, _build_squared_error, 40, 10, d2=(18, 6), vmap=(12, 6)),
+    Entry("dense", _draw_dense, _build_dense, 40, 10, d2=(18, 6), vmap=(12, 6), gn=(6, 3)),
+    Entry("flatten", _draw_flatten, _build_flatten, 20, 10, gn=(4, 2),
+          gn_draw=partial(_draw_flatten, small=True)),
+    Entry("squared_error", _draw_squared_error, _build_squared_error, 40, 10, d2=(18, 6), vmap=(12, 6),
+          gn=(4, 2)),
     Entry("softmax_cross_entropy", _draw_cross_entropy, _build_cross_entropy, 40, 10, d2=(18, 6),
-          vmap=(12, 6)),
+          vmap=(12, 6), gn=(4, 2)),
     *(Entry(name, partial(_draw_model, name), partial(_build_model, name), 20, 10, vmap=(10, 5),
             network=True) for name in _NETWORKS),
 )
@@ -517,7 +545,7 @@ def default_registry(ops: Any = None) -> dict[str, Family]:
 
     Returns:
       ``{name: Family}``: every public differentiable function, then the second-order (``d2:``),
-      per-example (``vmap:``) and finite-difference (``fd:``) rows, and the networks of
-      `jaxcnn.models` (`ENTRIES` expanded by `jaxcnn.gradcheck.cases.expand`).
+      Gauss-Newton rule (``gn:``), per-example (``vmap:``) and finite-difference (``fd:``) rows,
+      and the networks of `jaxcnn.models` (`ENTRIES` expanded by `jaxcnn.gradcheck.cases.expand`).
     """
     return expand(ENTRIES, jaxcnn if ops is None else ops)
