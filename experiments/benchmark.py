@@ -90,6 +90,10 @@ def interleaved(
 ) -> dict[str, list[float]]:
     """Wall-clock seconds of each thunk, `repeats` times, the thunks alternated within each repeat.
 
+    Each timed call follows an untimed call of the same thunk, as in a training loop: PyTorch's
+    OpenMP threads keep spinning after an op and slowed the JAX call after them (depthwise row:
+    14.9 ms right after torch calls, 11.7 ms without torch, 9.9 ms after its own warm call; sleeping
+    0.2 s between calls instead slowed both frameworks, torch 3-D from 10.5 to 20.5 ms).
     Each thunk must block until its work is done. Warm-up: `warmup` calls and at least `WARMUP_S`
     seconds per thunk (the first calls of a torch op or an XLA executable pay for fresh pages).
     The order rotates from repeat to repeat.
@@ -104,6 +108,7 @@ def interleaved(
     for r in range(repeats):
         for k in range(len(names)):
             name = names[(r + k) % len(names)]
+            thunks[name]()  # untimed: the previous framework's spinning worker threads settle first
             start = time.perf_counter()
             thunks[name]()
             times[name].append(time.perf_counter() - start)
