@@ -25,7 +25,7 @@ Lowerings (the names of the private switch, see `force`):
   separably, `jaxcnn._windows.gather`), make each sum *one* matmul: ``y = P @ W``,
   ``dE/dw = P^T @ delta`` (Eq 13's sum, exactly), ``dE/dx = col2im(delta @ W^T)``
   (`jaxcnn._windows.scatter`: Eq 20's sum over the taps). When ``P`` would exceed twice a small
-  budget (2 MiB, `Plan.chunk_bytes`) the batch goes through a `lax.scan` in chunks, so that the
+  budget (4 MiB, `Plan.chunk_bytes`) the batch goes through a `lax.scan` in chunks, so that the
   patches stay in cache and the compiled temporary memory stays small.
   When one example's patches alone exceed twice the budget, the scan runs over blocks of output
   rows of each example instead (Eq 7 and Eq 13; ``force(rows=False)`` keeps the batch chunks).
@@ -65,7 +65,11 @@ from jaxcnn._specs import ConvSpec
 
 LOWERINGS = ("auto", "xla", "taps", "patches", "phases", "fold")
 POOL_LOWERINGS = ("auto", "general")
-_CHUNK_BYTES = 1 << 21  # patches per scan step: 2 MiB stays in cache (measured: 1-3 MiB best)
+# Patches per scan step. Measured 1-3 MiB best on a 2-core EPYC; on a 2-core Xeon (quiet, ms, patches,
+# budget 2 / 4 / 8 MiB): 3x3 64->64 56x56 forward 22.1 / 11.9 / 12.1, weight grad 22.0 / 15.8 / 15.6
+# (the 2 MiB budget sent its 7 MiB per example through blocks of rows); 3x3/2 64->128 input grad
+# 8.0 / 6.8 / 15.1; 128 and 256 channels within 5%. 4 MiB is the best of both.
+_CHUNK_BYTES = 1 << 22
 
 
 class Plan(NamedTuple):
@@ -90,7 +94,7 @@ def force(name: str = "auto", *, pool: str = "auto", chunk_bytes: int | None = N
       name: conv lowering, "auto" (default: per platform and shape), "xla", "taps", "patches",
         "phases" or "fold"; forced lowerings apply on every backend.
       pool: "auto" (the reshape path when stride == window) or "general" (strided slices always).
-      chunk_bytes: batch-chunk budget of "taps"/"patches" (default 2 MiB); a tiny value (1) makes
+      chunk_bytes: batch-chunk budget of "taps"/"patches" (default 4 MiB); a tiny value (1) makes
         every batch of more than two examples run through the chunked `lax.scan`.
       rows: when one example's patches exceed twice the budget, scan over blocks of output rows
         (of every example) instead of batch chunks (Eq 7 and Eq 13; default True). With a tiny
@@ -167,6 +171,8 @@ def requested() -> Plan:
 #   3-D 16->32 4^3/2 16x32x32   7.2   13   10.9  11.3    7.9   31   32.7  13.3    8.0   78   11.4  12.9
 #   (the conv that "transpose 3-D 32->16 4^3/2 8x16x16" transposes)
 #   2-D 3x3 64->64 56x56        15.7  12.7 -     23.5    13.6  8.4  -     -       22.3  79   -     22.7
+#
+# Quiet, same Xeon: groups 4 3x3 128 28x28, input grad xla 4.3, phases 5.4, taps 7.1, patches 7.8.
 #   2-D 4x4/2 (transposed)      -    -     -         2.6  -     4.0     3.1      -    -     -
 #   depthwise 3x3 64 56x56      225  7.6   52        521  36    39      -        308  98*   155
 #   groups 4 3x3 128 28x28      37   32    30        27   26    54      -        976  36    20
@@ -180,6 +186,9 @@ _TINY = 2  # input channels per group up to which the forward pass may be broadc
 _MANY = 4096  # output positions (N * prod(out)) from which those taps pay
 _WIDE = 16  # input channels per group from which the forward pass is patches rather than XLA's
 _BIG = 4 << 20  # bytes of one example's patches from which a wide 1-D/2-D forward pass is XLA's
+# ... and its input gradient (Xeon, quiet: 3x3 128->128 28x28, 3.6 MiB, xla 7.3 ms vs patches 10.1;
+# 256->256 14x14, 1.8 MiB, xla 8.8 vs patches 7.8)
+_BIG_INPUT = 2 << 20
 # Above this many taps (prod(k)) the per-tap and patches forms unroll into too many slices: a 28x28
 # kernel compiled for ~15 s and ran 30x slower than XLA's convolution. Such kernels stay on "xla".
 _MAX_TAPS = 64
@@ -196,7 +205,7 @@ def choose(formula: str, spec: ConvSpec, n: int, c: int, d: int) -> str:
         if formula == "forward":
             return "taps" if _tiny(c_g) else "patches"
         if formula == "input":
-            return "phases" if _tiny(d_g) else "taps"
+            return "phases" if _tiny(d_g) else "xla"
         return "taps" if _tiny(c_g, d_g) else "patches"
     if formula == "forward" and c_g <= _TINY:
         return "taps" if n * math.prod(spec.out) >= _MANY else "patches"
@@ -204,12 +213,12 @@ def choose(formula: str, spec: ConvSpec, n: int, c: int, d: int) -> str:
         return "fold"
     if formula == "forward" and c_g < _WIDE:
         return "xla"
+    patch_bytes = _patch_bytes(spec, c, jnp.float32)
     if formula == "forward":
-        return "xla" if strided or _patch_bytes(spec, c, jnp.float32) > _BIG else "patches"
-    if formula == "input" and min(c, d) >= _WIDE and (strided or _patch_bytes(spec, c, jnp.float32) > _BIG):
+        return "xla" if strided or patch_bytes > _BIG else "patches"
+    if formula == "input" and min(c, d) >= _WIDE and (strided or patch_bytes > _BIG_INPUT):
         return "xla"  # strided: by phases (no inserted zeros); stride 1: a plain convolution
-    big = _patch_bytes(spec, c, jnp.float32) > _BIG
-    if formula == "weight" and spec.nd == 1 and min(c, d) >= _WIDE and big:
+    if formula == "weight" and spec.nd == 1 and min(c, d) >= _WIDE and patch_bytes > _BIG:
         return "xla"  # the wide 1-D weight gradient: XLA's 38.5 ms vs patches' 41 (1-D 32->64 k9 4000)
     return "patches"
 
