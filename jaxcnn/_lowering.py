@@ -25,9 +25,9 @@ Lowerings (the names of the private switch, see `force`):
   separably, `jaxcnn._windows.gather`), make each sum *one* matmul: ``y = P @ W``,
   ``dE/dw = P^T @ delta`` (Eq 13's sum, exactly), ``dE/dx = col2im(delta @ W^T)``
   (`jaxcnn._windows.scatter`: Eq 20's sum over the taps). When ``P`` would exceed twice a small
-  budget (4 MiB, `Plan.chunk_bytes`) the batch goes through a `lax.scan` in chunks, so that the
+  budget (2 MiB, `Plan.chunk_bytes`) the batch goes through a `lax.scan` in chunks, so that the
   patches stay in cache and the compiled temporary memory stays small.
-  When one example's patches alone exceed twice the budget, the scan runs over blocks of output
+  When one example's patches alone exceed 8 budgets (`_ROWS_AFTER`), the scan runs over blocks of output
   rows of each example instead (Eq 7 and Eq 13; ``force(rows=False)`` keeps the batch chunks).
 * ``"phases"`` — Eq 20 only (Eq 7 and Eq 13 as ``"patches"``): the input gradient of a stride-``s``
   conv as ``prod(s)`` stride-1 correlations of the deltas, one per phase ``r`` of the input units
@@ -65,11 +65,14 @@ from jaxcnn._specs import ConvSpec
 
 LOWERINGS = ("auto", "xla", "taps", "patches", "phases", "fold")
 POOL_LOWERINGS = ("auto", "general")
-# Patches per scan step. Measured 1-3 MiB best on a 2-core EPYC; on a 2-core Xeon (quiet, ms, patches,
-# budget 2 / 4 / 8 MiB): 3x3 64->64 56x56 forward 22.1 / 11.9 / 12.1, weight grad 22.0 / 15.8 / 15.6
-# (the 2 MiB budget sent its 7 MiB per example through blocks of rows); 3x3/2 64->128 input grad
-# 8.0 / 6.8 / 15.1; 128 and 256 channels within 5%. 4 MiB is the best of both.
-_CHUNK_BYTES = 1 << 22
+_CHUNK_BYTES = 1 << 21  # patches per scan step: 2 MiB stays in cache (measured: 1-3 MiB best)
+# Blocks of output rows only when one example's patches exceed this many budgets. On a 2-core Xeon
+# (quiet, ms; rows of 2 MiB blocks / batch chunks of two examples / the budget raised to 4 MiB):
+# 3x3 64->64 56x56 (7 MiB per example) forward 21.5 / 11.6 / 11.3, weight grad 21.9 / 15.6 / 15.6;
+# 1-D 32->64 k9 4000 (4.6 MiB) forward 14.2 / 10.3 / 9.7, weight grad 15.0 / 13.9 / 12.7. The rows
+# scan kept the temporary memory lower, batch chunks are faster; the 2 MiB budget stays (LeNet-5's
+# step: 9.2 MiB of temporaries, 23.6 MiB with 4 MiB).
+_ROWS_AFTER = 8
 
 
 class Plan(NamedTuple):
@@ -94,9 +97,9 @@ def force(name: str = "auto", *, pool: str = "auto", chunk_bytes: int | None = N
       name: conv lowering, "auto" (default: per platform and shape), "xla", "taps", "patches",
         "phases" or "fold"; forced lowerings apply on every backend.
       pool: "auto" (the reshape path when stride == window) or "general" (strided slices always).
-      chunk_bytes: batch-chunk budget of "taps"/"patches" (default 4 MiB); a tiny value (1) makes
+      chunk_bytes: batch-chunk budget of "taps"/"patches" (default 2 MiB); a tiny value (1) makes
         every batch of more than two examples run through the chunked `lax.scan`.
-      rows: when one example's patches exceed twice the budget, scan over blocks of output rows
+      rows: when one example's patches exceed 8 budgets, scan over blocks of output rows
         (of every example) instead of batch chunks (Eq 7 and Eq 13; default True). With a tiny
         `chunk_bytes` and ``rows=True`` every conv runs row by row; ``rows=False`` keeps the batch chunks.
 
@@ -290,11 +293,11 @@ def _sum_chunks(fn: Callable[..., jax.Array], size: int, *arrays: jax.Array) -> 
 
 
 def _rows(spec: ConvSpec, n: int, per_example_bytes: int, plan: Plan) -> int | None:
-    """Output rows (first spatial dim) per scan step when one example's patches exceed twice the
+    """Output rows (first spatial dim) per scan step when one example's patches exceed 8 times the
     budget (a batch chunk of one or two examples would not stay in cache, and its buffer would
     outgrow XLA's convolution's temporary memory): the largest divisor of the rows whose patches
     fit the budget. None: batch chunks (`_chunk`) do."""
-    if not plan.rows or n == 0 or per_example_bytes <= 2 * plan.chunk_bytes or spec.out[0] < 2:
+    if not plan.rows or n == 0 or per_example_bytes <= _ROWS_AFTER * plan.chunk_bytes or spec.out[0] < 2:
         return None
     per_row = per_example_bytes // spec.out[0]
     limit = max(1, plan.chunk_bytes // max(per_row, 1))
