@@ -189,9 +189,13 @@ _TINY = 2  # input channels per group up to which the forward pass may be broadc
 _MANY = 4096  # output positions (N * prod(out)) from which those taps pay
 _WIDE = 16  # input channels per group from which the forward pass is patches rather than XLA's
 _BIG = 4 << 20  # bytes of one example's patches from which a wide 1-D/2-D forward pass is XLA's
-# ... and its input gradient (Xeon, quiet: 3x3 128->128 28x28, 3.6 MiB, xla 7.3 ms vs patches 10.1;
-# 256->256 14x14, 1.8 MiB, xla 8.8 vs patches 7.8)
-_BIG_INPUT = 2 << 20
+# On a 2-core Xeon (quiet, ms, xla / patches) XLA's 2-D convolution won where an example has many
+# positions and the batch few of them in all: forward 128->128 28x28 N=8 6.3 / 8.9, the folded 3-D conv
+# (48->32 32x32 N=32) 6.3 / 8.9, 256->256 14x14 6.5 / 7.3, 512->512 7x7 14.4 / 8.7, 64->64 32x32 N=128
+# 93 / 70; input grad 128->128 28x28 6.5 / 10.2, the folded 3-D conv 4.1 / 10.3, 256->256 14x14
+# 7.9 / 6.9, 512->512 7x7 12.5 / 7.9, 64->64 32x32 N=128 53 / 78.
+_XLA_POSITIONS = 400  # positions per example from which XLA's 2-D convolution is taken
+_XLA_ROWS = 1 << 16  # ... for the forward pass, up to this many positions in the batch
 # Above this many taps (prod(k)) the per-tap and patches forms unroll into too many slices: a 28x28
 # kernel compiled for ~15 s and ran 30x slower than XLA's convolution. Such kernels stay on "xla".
 _MAX_TAPS = 64
@@ -216,10 +220,11 @@ def choose(formula: str, spec: ConvSpec, n: int, c: int, d: int) -> str:
         return "fold"
     if formula == "forward" and c_g < _WIDE:
         return "xla"
-    patch_bytes = _patch_bytes(spec, c, jnp.float32)
+    patch_bytes, positions = _patch_bytes(spec, c, jnp.float32), math.prod(spec.out)
     if formula == "forward":
-        return "xla" if strided or patch_bytes > _BIG else "patches"
-    if formula == "input" and min(c, d) >= _WIDE and (strided or patch_bytes > _BIG_INPUT):
+        many = positions >= _XLA_POSITIONS and n * positions <= _XLA_ROWS
+        return "xla" if strided or many or patch_bytes > _BIG else "patches"
+    if formula == "input" and min(c, d) >= _WIDE and (strided or math.prod(spec.size) >= _XLA_POSITIONS):
         return "xla"  # strided: by phases (no inserted zeros); stride 1: a plain convolution
     if formula == "weight" and spec.nd == 1 and min(c, d) >= _WIDE and patch_bytes > _BIG:
         return "xla"  # the wide 1-D weight gradient: XLA's 38.5 ms vs patches' 41 (1-D 32->64 k9 4000)
