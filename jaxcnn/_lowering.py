@@ -192,10 +192,13 @@ _BIG = 4 << 20  # bytes of one example's patches from which a wide 1-D/2-D forwa
 # On a 2-core Xeon (quiet, ms, xla / patches) XLA's 2-D convolution won where an example has many
 # positions and the batch few of them in all: forward 128->128 28x28 N=8 6.3 / 8.9, the folded 3-D conv
 # (48->32 32x32 N=32) 6.3 / 8.9, 256->256 14x14 6.5 / 7.3, 512->512 7x7 14.4 / 8.7, 64->64 32x32 N=128
-# 93 / 70; input grad 128->128 28x28 6.5 / 10.2, the folded 3-D conv 4.1 / 10.3, 256->256 14x14
-# 7.9 / 6.9, 512->512 7x7 12.5 / 7.9, 64->64 32x32 N=128 53 / 78.
-_XLA_POSITIONS = 400  # positions per example from which XLA's 2-D convolution is taken
-_XLA_ROWS = 1 << 16  # ... for the forward pass, up to this many positions in the batch
+# 93 / 70; input grad (by the size of the batch's col2im buffer, `delta @ W^T`) 128->128 28x28 (29 MiB)
+# 6.5 / 10.2, the folded 3-D conv (56 MiB) 4.1 / 10.3, wide LeNet's 14x14x32->64 5x5 N=128 (41 MiB)
+# 10.7 / 14.7, 64->64 32x32 N=128 (302 MiB) 53 / 78, 256->256 14x14 (14 MiB) 7.9 / 6.9, 512->512 7x7
+# (7 MiB) 12.5 / 7.9, 64->64 8x8 N=128 (19 MiB) 3.7 / 6.6.
+_XLA_POSITIONS = 400  # forward: positions per example from which XLA's 2-D convolution is taken,
+_XLA_ROWS = 1 << 16  # ... up to this many positions in the batch
+_XLA_COL2IM = 16 << 20  # input grad: bytes of the batch's col2im buffer from which XLA's is taken
 # Above this many taps (prod(k)) the per-tap and patches forms unroll into too many slices: a 28x28
 # kernel compiled for ~15 s and ran 30x slower than XLA's convolution. Such kernels stay on "xla".
 _MAX_TAPS = 64
@@ -224,7 +227,7 @@ def choose(formula: str, spec: ConvSpec, n: int, c: int, d: int) -> str:
     if formula == "forward":
         many = positions >= _XLA_POSITIONS and n * positions <= _XLA_ROWS
         return "xla" if strided or many or patch_bytes > _BIG else "patches"
-    if formula == "input" and min(c, d) >= _WIDE and (strided or math.prod(spec.size) >= _XLA_POSITIONS):
+    if formula == "input" and min(c, d) >= _WIDE and (strided or n * patch_bytes >= _XLA_COL2IM):
         return "xla"  # strided: by phases (no inserted zeros); stride 1: a plain convolution
     if formula == "weight" and spec.nd == 1 and min(c, d) >= _WIDE and patch_bytes > _BIG:
         return "xla"  # the wide 1-D weight gradient: XLA's 38.5 ms vs patches' 41 (1-D 32->64 k9 4000)
