@@ -164,6 +164,15 @@ def requested() -> Plan:
 #    (again, load 6)            25   58    47        28   42    38      -        39   47    41
 #   3-D 16->32 3^3 8x32x32 N=4  135  110   100       216  76    129     233      144  67    84
 #   3-D 4^3/2 (transposed) N=4  -    -     -         147  -     144     39       -    -     -
+#   2-D 4x4/2 (transposed)      -    -     -         2.6  -     4.0     3.1      -    -     -
+#   depthwise 3x3 64 56x56      225  7.6   52        521  36    39      -        308  98*   155
+#   groups 4 3x3 128 28x28      37   32    30        27   26    54      -        976  36    20
+#   C3 14x14x6->16 (N=128)      2.0  7.1   2.5       6.5  4.4   2.9     -        -    -     -
+#   (* the depthwise weight taps: per tap a product reduced over the channel-major data)
+#
+# XLA's convolution is fast for 1-D/2-D layers with many channels (it is at matmul speed there,
+# beating patches whose per-example buffer no longer fits the cache), and slow in 3-D, for
+# groups and for small channel counts; its weight gradient is slow everywhere.
 #
 # Folded (`fold_spec`: the depth's taps as channels of a 2-D conv, itself lowered by this table),
 # on a 2-core Xeon under a load average of ~3 (ms, medians of 5; through `jaxcnn.convolution`):
@@ -176,15 +185,6 @@ def requested() -> Plan:
 #   2-D 3x3 64->64 56x56        15.7  12.7 -     23.5    13.6  8.4  -     -       22.3  79   -     22.7
 #
 # Quiet, same Xeon: groups 4 3x3 128 28x28, input grad xla 4.3, phases 5.4, taps 7.1, patches 7.8.
-#   2-D 4x4/2 (transposed)      -    -     -         2.6  -     4.0     3.1      -    -     -
-#   depthwise 3x3 64 56x56      225  7.6   52        521  36    39      -        308  98*   155
-#   groups 4 3x3 128 28x28      37   32    30        27   26    54      -        976  36    20
-#   C3 14x14x6->16 (N=128)      2.0  7.1   2.5       6.5  4.4   2.9     -        -    -     -
-#   (* the depthwise weight taps: per tap a product reduced over the channel-major data)
-#
-# XLA's convolution is fast for 1-D/2-D layers with many channels (it is at matmul speed there,
-# beating patches whose per-example buffer no longer fits the cache), and slow in 3-D, for
-# groups and for small channel counts; its weight gradient is slow everywhere.
 _TINY = 2  # input channels per group up to which the forward pass may be broadcast taps
 _MANY = 4096  # output positions (N * prod(out)) from which those taps pay
 _WIDE = 16  # input channels per group from which the forward pass is patches rather than XLA's
@@ -587,17 +587,17 @@ def fold_input(x: jax.Array, spec: ConvSpec) -> jax.Array:
     return grouped.reshape(n * o, *rest, k * c)
 
 
-def unfold_input(dx3: jax.Array, spec: ConvSpec) -> jax.Array:
+def unfold_input(dx3: jax.Array, spec: ConvSpec, n: int) -> jax.Array:
     """The transpose of `fold_input`: each first-axis tap placed back at its units, summed,
-    the padding cropped: ``(N * out_1, *size[1:], k_1 * C)`` -> ``(N, *size, C)``."""
+    the padding cropped: ``(n * out_1, *size[1:], k_1 * C)`` -> ``(n, *size, C)``."""
     *lead, kc = dx3.shape
     k, g = spec.kernel[0], spec.groups
     taps = jnp.swapaxes(dx3.reshape(*lead, g, k, kc // (g * k)), -3, -2).reshape(
-        lead[0] // spec.out[0], spec.out[0], *lead[1:], k, kc // k)
+        n, spec.out[0], *lead[1:], k, kc // k)
     return _windows.scatter(taps, _first_axis(spec), (1,), dx3.ndim)
 
 
-def fold_kernel(kernel: jax.Array, spec: ConvSpec) -> jax.Array:
+def fold_kernel(kernel: jax.Array) -> jax.Array:
     """``(k_1, *k', C/G, D)`` -> ``(*k', k_1 * C/G, D)``."""
     k1, *rest, c_g, d = kernel.shape
     return jnp.moveaxis(kernel, 0, -3).reshape(*rest, k1 * c_g, d)

@@ -135,7 +135,8 @@ def _merge_first(a: jax.Array) -> jax.Array:
 # ------------------------------------------------------------------------------ Eq 7: forward
 def _forward(x: jax.Array, w: jax.Array, spec: ConvSpec, plan: _lowering.Plan) -> jax.Array:
     """Eq 7, ``y[i] = sum_t w[t] . x_pad[s*i + d*t]``: one XLA convolution, or on CPU its sum over
-    the taps as matmuls (`jaxcnn._lowering.forward`)."""
+    the taps as matmuls (`jaxcnn._lowering.forward`) or, in 3-D, Eq 7 of a 2-D conv over the depth's
+    taps (`folded`, `jaxcnn._lowering.fold_spec`)."""
     # Eq 7 (flip=False, cross-correlation) or Eq 6 (flip=True, convolution: rot180 first).
     kernel = _rotate(w, spec.nd) if spec.flip else w
     lhs, rhs = LAYOUTS[spec.nd]
@@ -147,7 +148,7 @@ def _forward(x: jax.Array, w: jax.Array, spec: ConvSpec, plan: _lowering.Plan) -
         return y[(slice(None), *(slice(0, o) for o in spec.out))]
 
     def folded(x, kernel):  # Eq 7 in one dim fewer, the first axis's taps as channels
-        y = _forward(_lowering.fold_input(x, spec), _lowering.fold_kernel(kernel, spec),
+        y = _forward(_lowering.fold_input(x, spec), _lowering.fold_kernel(kernel),
                      _lowering.fold_spec(spec), plan._replace(name="auto"))
         return y.reshape(x.shape[0], spec.out[0], *y.shape[1:])
 
@@ -159,7 +160,8 @@ def _forward(x: jax.Array, w: jax.Array, spec: ConvSpec, plan: _lowering.Plan) -
 def _input_grad(delta: jax.Array, w: jax.Array, spec: ConvSpec, plan: _lowering.Plan) -> jax.Array:
     """Eq 20-22, ``dE/dx``: Eq 22's full convolution of the stride-dilated deltas with the kernel
     (one XLA convolution), or on CPU Eq 20's sum over the taps, ``sum_t delta_{i'-t} w_t``, as one
-    matmul and col2im (`jaxcnn._lowering.input_grad`)."""
+    matmul and col2im (`jaxcnn._lowering.input_grad`), or in 3-D Eq 22 of a 2-D conv over the
+    depth's taps, each tap placed back (`folded`)."""
     kernel = _rotate(w, spec.nd) if spec.flip else w  # the kernel the forward pass correlated with
     lhs, rhs = LAYOUTS[spec.nd]
 
@@ -190,9 +192,9 @@ def _input_grad(delta: jax.Array, w: jax.Array, spec: ConvSpec, plan: _lowering.
         return dx_pad[(slice(None), *inputs)]
 
     def folded(delta, kernel):  # Eq 22 in one dim fewer, each first-axis tap placed back
-        dx3 = _input_grad(_merge_first(delta), _lowering.fold_kernel(kernel, spec),
+        dx3 = _input_grad(_merge_first(delta), _lowering.fold_kernel(kernel),
                           _lowering.fold_spec(spec), plan._replace(name="auto"))
-        return _lowering.unfold_input(dx3, spec)
+        return _lowering.unfold_input(dx3, spec, delta.shape[0])
 
     ncd = (delta.shape[0], kernel.shape[-2] * spec.groups, kernel.shape[-1])
     return _lowered("input", plan, spec, ncd, eq22, _lowering.input_grad, folded, delta, kernel)
@@ -211,7 +213,8 @@ def _swap_io(kernel: jax.Array, groups: int) -> jax.Array:
 def _weight_grad(x: jax.Array, delta: jax.Array, spec: ConvSpec, plan: _lowering.Plan) -> jax.Array:
     """Eq 13-14, ``dE/dw[t] = sum_i delta[i] o[s*i + d*t]``: Eq 14's correlation of the input with
     the deltas (one XLA convolution), or on CPU Eq 13's sum as one matmul ``P^T @ delta`` of the
-    input's patches (`jaxcnn._lowering.weight_grad`)."""
+    input's patches (`jaxcnn._lowering.weight_grad`), or in 3-D Eq 14 of a 2-D conv over the depth's
+    taps, read back per tap (`folded`)."""
     sp = LAYOUTS[spec.nd][0][1:-1]  # the spatial letters: W, HW or DHW
 
     def eq14(x, delta):
