@@ -411,6 +411,31 @@ def test_nd_every_lowering_matches_xla_and_reference(case, dtype):
         assert_dtype(out[name], dtype)
 
 
+@pytest.mark.parametrize("stride, dilation, pads, groups", [
+    (1, 1, (1, 1), 1), (2, 1, (0, 1), 2), (3, 2, (2, 0), 1), (2, 2, (1, 2), 3)])
+def test_fold_pieces_are_transposes(stride, dilation, pads, groups, x64):
+    """The "fold" lowering's machinery: `unfold_input` is the transpose of `fold_input` (zero
+    padding: <fold(x), z> = <x, unfold(z)>), `unfold_kernel` inverts `fold_kernel`, and the folded
+    2-D forward pass equals the 3-D one."""
+    x = normal(0, (2, 7, 5, 4, 3 * groups), jnp.float64)
+    w = normal(1, (3, 2, 2, 3, 2 * groups), jnp.float64)
+    spec = conv_spec("conv", x, w, None, stride=(stride, 1, 1), padding=(pads, (1, 0), (0, 1)),
+                     dilation=(dilation, 1, 1), groups=groups, flip=False, pad_value=0.0, nd=3)
+    x3 = _lowering.fold_input(x, spec)
+    assert x3.shape == (2 * spec.out[0], 5, 4, 3 * 3 * groups)
+    z = normal(2, x3.shape, jnp.float64)
+    back = _lowering.unfold_input(z, spec, 2)
+    assert back.shape == x.shape
+    np.testing.assert_allclose(jnp.vdot(x3, z), jnp.vdot(x, back), rtol=1e-12)
+    np.testing.assert_array_equal(_lowering.unfold_kernel(_lowering.fold_kernel(w), spec), w)
+    with _lowering.force("fold"):
+        folded = conv.conv3d(x, w, stride=(stride, 1, 1), padding=(pads, (1, 0), (0, 1)),
+                             dilation=(dilation, 1, 1), groups=groups)
+    direct = reference.conv3d(x, w, stride=(stride, 1, 1), padding=(pads, (1, 0), (0, 1)),
+                              dilation=(dilation, 1, 1), groups=groups)
+    assert_close(folded, direct)
+
+
 @pytest.mark.parametrize("stride, dilation, kernel", [(2, 1, 3), (3, 2, 4), (4, 2, 3), (2, 3, 5), (4, 1, 2)])
 def test_phases_cover_every_tap_once(stride, dilation, kernel):
     """Eq 22 by phases: each kernel tap belongs to exactly one phase, and a phase without taps
