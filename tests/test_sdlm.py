@@ -239,6 +239,13 @@ def test_sdlm_seeds_script_tiny(tmp_path, capsys, standard_promotion, experiment
     assert [s["optimizer"] for s in result["summaries"]] == ["sgd", "sdlm"]
     assert [len(r["history"]) for r in result["runs"]] == [2, 2]
     assert "sdlm" in capsys.readouterr().out
+    # the running estimate on a held-out part of the training digits
+    code = _load("sdlm_seeds").main(["--seeds", "1", "--epochs", "2", "--train-per-class", "4",
+                                     "--test-per-class", "2", "--optimizers", "sdlm", "--gamma", "0.1",
+                                     "--validation", "10", "--no-cost", "--out", str(out)])
+    result = json.loads(out.read_text())
+    assert code == 0 and result["settings"]["gamma"] == 0.1 and len(result["runs"]) == 1
+    assert "training on 30" in capsys.readouterr().out
 
 
 def test_lecun1989_sdlm_tiny(tmp_path, standard_promotion, experiments_path):
