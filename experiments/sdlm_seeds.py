@@ -1,13 +1,21 @@
 """LeCun et al. 1989's network trained by per-example SGD and by SDLM, over several seeds.
 
     python experiments/sdlm_seeds.py                 # 10 seeds each, 23 passes, default data
+    python experiments/sdlm_seeds.py --optimizers sdlm --gamma 0.01 --validation 500 --seeds 3
+                                                     # running estimate; test set untouched
 
 For every seed, `jaxcnn.models.lecun1989` (tanh, +-1 targets, Eq 9) is trained twice on the
 embedded 3,000 / 2,000 digits with the article's rules, in the same example order:
 
 * SGD — `jaxcnn.train.fit` with ``optax.sgd(lr)`` (the setting of ``experiments/lecun1989.py``);
 * SDLM — `jaxcnn.sdlm.fit`: the curvature (`jaxcnn.curvature`) averaged over `--samples`
-  examples before each pass, steps ``eps / (mu + h)``.
+  examples before each pass, steps ``eps / (mu + h)``; with `--gamma`, Efficient BackProp's running
+  estimate instead (``h <- (1 - gamma) h + gamma h_p`` after every example, from the 500-example
+  estimate before the first pass).
+
+`--validation N` trains on all but N of the training digits (a fixed random split, seed 0) and
+reports the error on those N where the table says "test": the test digits are not loaded. It is
+how `--gamma` was chosen.
 
 Prints one table (mean / min / max test error after the last pass, train error, passes to first
 reach `--target` test error, seconds) and writes ``--out`` (JSON: per run the history; the
@@ -53,6 +61,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--schedule", choices=("constant", "lecun"), default=SDLM_SCHEDULE,
                    help="SDLM rate: constant, or LeCun et al. 1998's steps (eps x 1, .4, .2, .1, .02)")
     p.add_argument("--samples", type=int, default=sdlm.DEFAULT_SAMPLES, help="curvature examples per pass")
+    p.add_argument("--gamma", type=float, default=None,
+                   help="SDLM running curvature estimate with this gamma (default: per-pass estimate)")
+    p.add_argument("--validation", type=int, default=0,
+                   help="hold out N training digits as the evaluation set (the test set is not used)")
     p.add_argument("--activation", choices=("tanh", "scaled_tanh"), default="tanh",
                    help="lecun1989's activation")
     p.add_argument("--target", type=float, default=0.055, help="test error whose first pass is reported")
@@ -81,7 +93,7 @@ def run(optimizer: str, seed: int, args: argparse.Namespace, data: tuple) -> dic
         rate = args.eps if args.schedule == "constant" else sdlm.lecun_schedule(args.eps, len(x_tr))
         optimizer_ = sdlm.sdlm(rate, mu=args.mu)
         result = sdlm.fit(model.apply, jaxcnn.squared_error, optimizer_, params, (x_tr, t_tr),
-                          samples=args.samples, **common)
+                          samples=args.samples, gamma=args.gamma, **common)
     last = result.history[-1]
     return {"optimizer": optimizer, "seed": seed, "train_error": last["train_error"],
             "test_error": last["test_error"], "passes_to_target": passes_to(result.history, args.target),
@@ -132,6 +144,11 @@ def curvature_cost(data: tuple, args: argparse.Namespace, repeats: int = 50) -> 
                             params, repeats=7)
     out["sdlm_pass"] = clock(lambda p: sdlm_epoch(copy(p), opt.init(p), x_tr, t_tr, order, sample)[2],
                              params, repeats=7)
+    if args.gamma is not None:
+        running_epoch = sdlm.make_sdlm_epoch(model.apply, jaxcnn.squared_error, opt, gamma=args.gamma)
+        out["sdlm_running_pass"] = clock(
+            lambda p: running_epoch(copy(p), opt.init(p), x_tr, t_tr, order)[2], params, repeats=7)
+        out["ratio_running_pass"] = out["sdlm_running_pass"] / out["sgd_pass"]
     out["ratio_1"] = out["curvature_1"] / out["gradient_1"]
     out["ratio_500"] = out["curvature_500"] / out["gradient_500"]
     out["ratio_pass"] = out["sdlm_pass"] / out["sgd_pass"]
@@ -155,6 +172,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     x_tr, y_tr, x_te, y_te = datasets.lecun1989_data(train_per_class=args.train_per_class,
                                                      test_per_class=args.test_per_class)
+    if args.validation:  # evaluate on held-out training digits; the test digits are dropped
+        if not 0 < args.validation < len(x_tr):
+            raise SystemExit(f"--validation must be in (0, {len(x_tr)}), got {args.validation}")
+        perm = np.random.default_rng(0).permutation(len(x_tr))
+        held, kept = perm[: args.validation], perm[args.validation:]
+        x_tr, y_tr, x_te, y_te = x_tr[kept], y_tr[kept], x_tr[held], y_tr[held]
+        print(f"validation split: training on {len(x_tr)}, 'test' columns are {len(x_te)} held-out "
+              "training digits", flush=True)
     data = (x_tr, datasets.one_hot_pm1(y_tr), x_te, datasets.one_hot_pm1(y_te))
     runs = []
     for seed in range(args.seeds):
@@ -181,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:
               "(of which the curvature "
               f"estimate on {args.samples} examples {cost['estimate_per_pass']:.3f} s) vs SGD "
               f"{cost['sgd_pass']:.3f} s = {cost['ratio_pass']:.2f}x")
+        if "sdlm_running_pass" in cost:
+            print(f"a running-estimate SDLM pass (gamma {args.gamma}): {cost['sdlm_running_pass']:.3f} s = "
+                  f"{cost['ratio_running_pass']:.2f}x an SGD pass")
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     result = {"settings": settings, "summaries": summaries, "curvature_cost_seconds": cost, "runs": runs,
               "machine": _report.machine_info(),

@@ -24,10 +24,14 @@ The pieces:
   current ``h`` (`SDLMState`), set by `set_curvature` (zero at init: plain SGD with rate
   ``lr / mu``);
 * `estimate_curvature` — ``h`` averaged over examples: one curvature pass per example (vmapped);
+* `running_curvature` — Efficient BackProp's (section 9.1) *running* estimate, after example ``p``
+  ``h <- (1 - gamma) h + gamma h_p``;
 * `make_sdlm_epoch` — one pass: estimate ``h`` on the given samples, set it, then per-example
-  steps through `jaxcnn.train.make_sgd_epoch` (the same jitted ``lax.scan``);
+  steps through `jaxcnn.train.make_sgd_epoch` (the same jitted ``lax.scan``); with ``gamma``,
+  every step also takes the example's curvature and updates ``h`` by `running_curvature`;
 * `fit` — `jaxcnn.train.fit`'s per-example protocol (same order of the examples, evaluation,
-  history, checkpoints and resume) with the curvature re-estimated before each pass.
+  history, checkpoints and resume) with the curvature re-estimated before each pass (or, with
+  ``gamma``, estimated once before the first pass and then kept as the running average).
 
 Curvature must come from a network of jaxcnn ops (see `jaxcnn.curvature` for the limits); with
 ``ops=jaxcnn.reference`` the "curvature" would silently be a gradient.
@@ -49,6 +53,7 @@ import optax
 
 from jaxcnn import curvature, train
 from jaxcnn._checks import fail
+from jaxcnn.train import steps as _steps
 
 __all__ = [
     "DEFAULT_MU",
@@ -59,6 +64,7 @@ __all__ = [
     "fit",
     "lecun_schedule",
     "make_sdlm_epoch",
+    "running_curvature",
     "sdlm",
     "set_curvature",
 ]
@@ -109,13 +115,43 @@ def sdlm(learning_rate: float | optax.Schedule, *, mu: float = DEFAULT_MU) -> op
 def set_curvature(opt_state: Any, hessian: Any) -> Any:
     """`opt_state` with the ``h`` of every `SDLMState` in it (also inside an ``optax.chain``)
     replaced by `hessian` (a pytree like the params)."""
+    return _map_curvature(opt_state, lambda old: hessian)
+
+
+def running_curvature(opt_state: Any, h_p: Any, gamma: float) -> Any:
+    r"""`opt_state` with every `SDLMState`'s ``h`` moved towards one example's curvature `h_p`.
+
+    .. math::
+        \bar h_{kk} \leftarrow (1 - \gamma)\, \bar h_{kk} + \gamma\, h^p_{kk}
+
+    (LeCun, Bottou, Orr & Mueller 1998, section 9.1: the running estimate, updated after every
+    example). `set_curvature` applied to the average; pure, so it runs inside ``jit``/``scan``.
+
+    Args:
+      opt_state: a state holding an `SDLMState` (also inside an ``optax.chain``).
+      h_p: a pytree like the params (each leaf the shape of its parameter): the example's diagonal
+        Gauss-Newton curvature (`jaxcnn.curvature.diag_gauss_newton` on a batch of one).
+      gamma: the averaging constant, a float in ``(0, 1]`` (1: ``h`` becomes ``h_p``).
+    """
+    _check_gamma("running_curvature", gamma)
+    return _map_curvature(opt_state, lambda old: jax.tree.map(
+        lambda h, hp: (1.0 - gamma) * h + gamma * jnp.asarray(hp, h.dtype), old, h_p))
+
+
+def _check_gamma(fn: str, gamma: Any) -> None:
+    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0 < gamma <= 1:
+        raise fail(fn, f"`gamma` must be a float in (0, 1], got {gamma!r}")
+
+
+def _map_curvature(opt_state: Any, new_h: Callable[[Any], Any]) -> Any:
+    """`opt_state` with the ``h`` of every `SDLMState` replaced by ``new_h(h)`` (cast to h's dtypes)."""
     if isinstance(opt_state, SDLMState):
         return opt_state._replace(hessian=jax.tree.map(lambda old, new: jnp.asarray(new, old.dtype),
-                                                       opt_state.hessian, hessian))
+                                                       opt_state.hessian, new_h(opt_state.hessian)))
     if isinstance(opt_state, tuple) and hasattr(opt_state, "_fields"):
-        return type(opt_state)(*(set_curvature(s, hessian) for s in opt_state))
+        return type(opt_state)(*(_map_curvature(s, new_h) for s in opt_state))
     if isinstance(opt_state, (tuple, list)):
-        return type(opt_state)(set_curvature(s, hessian) for s in opt_state)
+        return type(opt_state)(_map_curvature(s, new_h) for s in opt_state)
     return opt_state
 
 
@@ -155,23 +191,70 @@ def lecun_schedule(epsilon: float, steps_per_pass: int) -> optax.Schedule:
     return optax.piecewise_constant_schedule(epsilon, boundaries)
 
 
-def make_sdlm_epoch(apply_fn: ApplyFn, loss_fn: LossFn,
-                    optimizer: optax.GradientTransformation) -> Callable:
-    """One SDLM pass: ``epoch(params, opt_state, x, y, order, sample) -> (params, opt_state, losses)``.
+def make_sdlm_epoch(apply_fn: ApplyFn, loss_fn: LossFn, optimizer: optax.GradientTransformation,
+                    *, gamma: float | None = None) -> Callable:
+    r"""One SDLM pass: ``epoch(params, opt_state, x, y, order, sample) -> (params, opt_state, losses)``.
 
-    First the curvature is averaged over the examples ``x[sample]`` (`estimate_curvature`) and
-    set in `opt_state` (`set_curvature`); then `jaxcnn.train.make_sgd_epoch` visits
-    ``x[order]`` one example at a time with `optimizer` (an `sdlm`). `params` and `opt_state` are
-    donated to the per-example scan.
+    ``gamma=None`` (LeCun et al. 1998, Appendix C): first the curvature is averaged over the
+    examples ``x[sample]`` (`estimate_curvature`) and set in `opt_state` (`set_curvature`); then
+    `jaxcnn.train.make_sgd_epoch` visits ``x[order]`` one example at a time with `optimizer` (an
+    `sdlm`), ``h`` held fixed.
+
+    ``gamma`` a float in ``(0, 1]`` (Efficient BackProp, section 9.1, the running estimate): each
+    step of the per-example scan takes the example's gradient and its curvature ``h_p``
+    (`jaxcnn.curvature.diag_gauss_newton` on the same batch of one), updates
+    ``h <- (1 - gamma) h + gamma h_p`` (`running_curvature`), then steps
+    ``-eps / (mu + h) * g`` with the updated ``h``. ``h`` is carried in `opt_state` from pass to
+    pass; `sample` (``(S,)`` indices) first resets it to `estimate_curvature` on ``x[sample]``
+    (`fit` does so before the first pass only), ``sample=None`` continues from `opt_state`'s.
+
+    ``x`` is ``(N, ...)``, ``y`` ``(N, ...)``, ``order`` ``(T,)`` indices; ``losses`` is ``(T,)``,
+    each example's loss before its update. `params` and `opt_state` are donated to the scan.
     """
-    sgd_epoch = train.make_sgd_epoch(apply_fn, loss_fn, optimizer)
     estimate = _estimator(apply_fn, loss_fn)
+    if gamma is None:
+        sgd_epoch = train.make_sgd_epoch(apply_fn, loss_fn, optimizer)
 
-    def epoch(params, opt_state, x, y, order, sample):
-        h = estimate(params, jnp.take(x, sample, axis=0), jnp.take(y, sample, axis=0))
-        return sgd_epoch(params, set_curvature(opt_state, h), x, y, order)
+        def epoch(params, opt_state, x, y, order, sample):
+            h = estimate(params, jnp.take(x, sample, axis=0), jnp.take(y, sample, axis=0))
+            return sgd_epoch(params, set_curvature(opt_state, h), x, y, order)
 
-    return epoch
+        return epoch
+    _check_gamma("make_sdlm_epoch", gamma)
+    running = _running_epoch(apply_fn, loss_fn, apply_fn, loss_fn, optimizer, float(gamma))
+
+    def running_epoch(params, opt_state, x, y, order, sample=None):
+        if sample is not None:
+            h = estimate(params, jnp.take(x, sample, axis=0), jnp.take(y, sample, axis=0))
+            opt_state = set_curvature(opt_state, h)
+        return running(params, opt_state, x, y, order)
+
+    return running_epoch
+
+
+def _running_epoch(apply_fn: ApplyFn, loss_fn: LossFn, curvature_apply_fn: ApplyFn,
+                   curvature_loss_fn: LossFn, optimizer: optax.GradientTransformation,
+                   gamma: float) -> Callable:
+    """The jitted per-example scan of the running estimate (cached like `make_sgd_epoch`)."""
+    return _steps._memoized(_build_running_epoch, apply_fn, loss_fn, curvature_apply_fn,
+                                 curvature_loss_fn, optimizer, gamma)
+
+
+def _build_running_epoch(apply_fn, loss_fn, curvature_apply_fn, curvature_loss_fn, optimizer, gamma):
+    def epoch(params, opt_state, x, y, order):
+        def body(carry, i):
+            p, s = carry
+            xi = jax.lax.dynamic_index_in_dim(x, i, keepdims=True)
+            yi = jax.lax.dynamic_index_in_dim(y, i, keepdims=True)
+            h_p = curvature.diag_gauss_newton(lambda q: curvature_loss_fn(curvature_apply_fn(q, xi), yi), p)
+            s = running_curvature(s, h_p, gamma)
+            p, s, loss = _steps._update(apply_fn, loss_fn, optimizer, p, s, xi, yi)
+            return (p, s), loss
+
+        (params, opt_state), losses = jax.lax.scan(body, (params, opt_state), order)
+        return params, opt_state, losses
+
+    return jax.jit(epoch, donate_argnums=(0, 1))
 
 
 _ESTIMATORS: dict[tuple[Any, Any], Callable] = {}
@@ -203,6 +286,7 @@ def fit(
     batch_size: None = None,
     seed: int = 0,
     samples: int = DEFAULT_SAMPLES,
+    gamma: float | None = None,
     curvature_apply_fn: ApplyFn | None = None,
     curvature_loss_fn: LossFn | None = None,
     eval_sets: Mapping[str, tuple[Any, Any]] | None = None,
@@ -215,7 +299,8 @@ def fit(
     config: Mapping[str, Any] | None = None,
 ) -> train.FitResult:
     """Per-example SDLM training: `jaxcnn.train.fit`'s protocol (``batch_size=None``) with the
-    curvature re-estimated on `samples` training examples before every pass.
+    curvature re-estimated on `samples` training examples before every pass, or (``gamma``) kept
+    as a running average updated after every example.
 
     Pass ``e`` visits the examples in `jaxcnn.train.epoch_permutation` ``(seed, e)`` order (the
     order SGD's `fit` uses) and averages the curvature over `curvature_sample` ``(seed, e)``.
@@ -233,6 +318,9 @@ def fit(
         in `jaxcnn.train.fit`.
       progress: a `jaxcnn.train.Progress`, True (`jaxcnn.train.PrintProgress`) or False.
       samples: examples per curvature estimate (500 in LeCun et al. 1998).
+      gamma: None (the per-pass estimate), or a float in ``(0, 1]``: Efficient BackProp's running
+        estimate (`make_sdlm_epoch`), ``h`` estimated on `samples` examples before the first pass
+        only, then ``h <- (1 - gamma) h + gamma h_p`` after every example ``p``.
       curvature_apply_fn, curvature_loss_fn: the network and loss the curvature is taken through
         (default `apply_fn`, `loss_fn`): the jaxcnn ones when `apply_fn`/`loss_fn` are their
         `jaxcnn.reference` twins, whose autodiff has no second-order rules.
@@ -253,6 +341,8 @@ def fit(
         raise fail(fn, f"`epochs` must be a positive int, got {epochs!r}")
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
         raise fail(fn, f"`samples` must be a positive int, got {samples!r}")
+    if gamma is not None:
+        _check_gamma(fn, gamma)
     eval_loss_fn = loss_fn if eval_loss_fn is None else eval_loss_fn
     eval_data = {k: (jnp.asarray(a), jnp.asarray(b)) for k, (a, b) in dict(eval_sets or {}).items()}
 
@@ -269,6 +359,7 @@ def fit(
     else:
         raise fail(fn, f"`progress` must be a bool or a jaxcnn.train.Progress, got {progress!r}", TypeError)
     meta_run = {"seed": int(seed), "batch_size": None, "n_train": n, "sdlm_samples": int(samples),
+                "sdlm_gamma": None if gamma is None else float(gamma),
                 "config": json.loads(json.dumps(dict(config or {})))}
     ckpt = None if checkpoint is None else Path(checkpoint)
     if ckpt is not None and resume and ckpt.exists():
@@ -285,8 +376,12 @@ def fit(
     sample0, order0 = curvature_sample(seed, 0, n, samples), train.epoch_permutation(seed, 0, n)
     estimate = _estimator(curvature_apply_fn, curvature_loss_fn).lower(
         params, x_train[sample0], y_train[sample0]).compile()
-    sgd_epoch = train.make_sgd_epoch(apply_fn, loss_fn, optimizer).lower(
-        params, opt_state, x_train, y_train, order0).compile()
+    if gamma is None:
+        one_pass = train.make_sgd_epoch(apply_fn, loss_fn, optimizer)
+    else:
+        one_pass = _running_epoch(apply_fn, loss_fn, curvature_apply_fn, curvature_loss_fn, optimizer,
+                                  float(gamma))
+    one_pass = one_pass.lower(params, opt_state, x_train, y_train, order0).compile()
     compile_seconds = time.perf_counter() - t0
 
     eval_seconds = 0.0
@@ -296,11 +391,12 @@ def fit(
     try:
         for epoch in range(start, epochs):
             t0 = time.perf_counter()
-            sample = curvature_sample(seed, epoch, n, samples)
-            h = estimate(params, x_train[sample], y_train[sample])
-            opt_state = set_curvature(opt_state, h)
-            params, opt_state, losses = sgd_epoch(params, opt_state, x_train, y_train,
-                                                  train.epoch_permutation(seed, epoch, n))
+            if gamma is None or epoch == 0:  # running: h_bar starts from pass 1's estimate
+                sample = curvature_sample(seed, epoch, n, samples)
+                h = estimate(params, x_train[sample], y_train[sample])
+                opt_state = set_curvature(opt_state, h)
+            params, opt_state, losses = one_pass(params, opt_state, x_train, y_train,
+                                                 train.epoch_permutation(seed, epoch, n))
             losses = np.asarray(jax.device_get(losses))
             seconds = time.perf_counter() - t0
             train_seconds += seconds

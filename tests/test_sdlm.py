@@ -129,6 +129,94 @@ def test_fit_resume_reproduces_an_uninterrupted_run(tmp_path):
         sdlm.fit(apply, jaxcnn.squared_error, sdlm.sdlm(0.002), params, (x, t), batch_size=4, **kw)
 
 
+def _one_curvature(apply):
+    return jax.jit(lambda p, xi, ti: curvature.diag_gauss_newton(
+        lambda p: jaxcnn.squared_error(apply(p, xi[None]), ti[None]), p))
+
+
+def _running_by_hand(apply, params, h0, x, t, order, eps, mu, gamma):
+    """A Python loop of the running SDLM: the curvatures h_p met on the way, the final params and h."""
+    one = _one_curvature(apply)
+    grad = jax.jit(jax.grad(lambda p, xi, ti: jaxcnn.squared_error(apply(p, xi[None]), ti[None])))
+    p, h, seen = params, h0, []
+    for i in order:
+        h_p = one(p, x[i], t[i])
+        seen.append(h_p)
+        h = jax.tree.map(lambda a, b: (1 - gamma) * a + gamma * b, h, h_p)
+        g = grad(p, x[i], t[i])
+        p = jax.tree.map(lambda w, gw, hw: w - eps / (mu + hw) * gw, p, g, h)
+    return seen, p, h
+
+
+def test_running_estimate_is_the_exponential_average_of_per_example_curvatures():
+    apply, params, x, t = _mlp()
+    gamma, eps, mu, order = 0.3, 0.002, 0.02, [5, 1, 7, 2, 9, 0]
+    h0 = jax.tree.map(lambda w: jnp.full_like(w, 0.25), params)
+    opt = sdlm.sdlm(eps, mu=mu)
+    epoch = sdlm.make_sdlm_epoch(apply, jaxcnn.squared_error, opt, gamma=gamma)
+    state = jax.tree.map(jnp.array, sdlm.set_curvature(opt.init(params), h0))  # donated: a copy
+    p, state, losses = epoch(jax.tree.map(jnp.array, params), state, x, t, jnp.array(order))
+    seen, p_hand, h_hand = _running_by_hand(apply, params, h0, x, t, order, eps, mu, gamma)
+    k = len(order)  # closed form: (1-g)^k h0 + sum_j g (1-g)^(k-1-j) h_j
+    closed = jax.tree.map(lambda a, *hs: (1 - gamma) ** k * a + sum(
+        gamma * (1 - gamma) ** (k - 1 - j) * hj for j, hj in enumerate(hs)), h0, *seen)
+    assert_close(state.hessian, closed)
+    assert_close(h_hand, closed)
+    assert_close(p, p_hand)  # each step used the h updated with its own example
+    assert losses.shape == (k,) and int(state.count) == k
+    assert not np.allclose(np.asarray(state.hessian["w2"]), 0.25)
+
+
+def test_running_estimate_with_gamma_one_is_the_last_examples_curvature():
+    apply, params, x, t = _mlp()
+    opt = sdlm.sdlm(0.002)
+    epoch = sdlm.make_sdlm_epoch(apply, jaxcnn.squared_error, opt, gamma=1.0)
+    order = jnp.array([3, 4, 8])
+    # `sample` resets h to the estimate first; with gamma = 1 nothing of it survives a step
+    p, state, _ = epoch(jax.tree.map(jnp.array, params), opt.init(params), x, t, order, jnp.arange(16))
+    h0 = sdlm.estimate_curvature(apply, jaxcnn.squared_error, params, x[:16], t[:16])
+    seen, p_hand, _ = _running_by_hand(apply, params, h0, x, t, [3, 4, 8], 0.002, sdlm.DEFAULT_MU, 1.0)
+    assert_close(state.hessian, seen[-1])
+    assert_close(p, p_hand)
+    # the pure helper alone, also inside a chain
+    chain = optax.chain(optax.identity(), sdlm.sdlm(0.1))
+    s = sdlm.running_curvature(sdlm.set_curvature(chain.init(params), h0), seen[0], 1.0)
+    assert_close(s[1].hessian, seen[0])
+    s = sdlm.running_curvature(sdlm.set_curvature(chain.init(params), h0), seen[0], 0.5)
+    assert_close(s[1].hessian, jax.tree.map(lambda a, b: (a + b) / 2, h0, seen[0]))
+
+
+@pytest.mark.parametrize("bad", [0.0, -0.1, 1.5, float("nan"), True, "0.1"])
+def test_bad_gamma(bad):
+    apply, params, x, t = _mlp()
+    opt = sdlm.sdlm(0.002)
+    with pytest.raises(ValueError, match=r"`make_sdlm_epoch`: `gamma` must be a float in \(0, 1\]"):
+        sdlm.make_sdlm_epoch(apply, jaxcnn.squared_error, opt, gamma=bad)
+    with pytest.raises(ValueError, match="`sdlm.fit`: `gamma` must be"):
+        sdlm.fit(apply, jaxcnn.squared_error, opt, params, (x, t), epochs=1, gamma=bad, progress=False)
+    with pytest.raises(ValueError, match="`running_curvature`: `gamma` must be"):
+        sdlm.running_curvature(opt.init(params), params, bad)
+
+
+def test_fit_running_resumes_exactly_and_differs_from_the_per_pass_estimate(tmp_path):
+    apply, params, x, t = _mlp()
+    kw = dict(epochs=3, seed=1, samples=8, gamma=0.05, eval_sets={"train": (x, t)}, progress=False)
+    full = sdlm.fit(apply, jaxcnn.squared_error, sdlm.sdlm(0.002), params, (x, t), **kw)
+    ckpt = tmp_path / "c.npz"
+    sdlm.fit(apply, jaxcnn.squared_error, sdlm.sdlm(0.002), params, (x, t), checkpoint=ckpt,
+             **{**kw, "epochs": 2})
+    resumed = sdlm.fit(apply, jaxcnn.squared_error, sdlm.sdlm(0.002), params, (x, t), checkpoint=ckpt, **kw)
+    assert_close(resumed.params, full.params)
+    assert_close(resumed.opt_state.hessian, full.opt_state.hessian)  # h_bar travels in the checkpoint
+    assert full.history[-1]["train_loss"] < full.history[0]["train_loss"]
+    per_pass = sdlm.fit(apply, jaxcnn.squared_error, sdlm.sdlm(0.002), params, (x, t),
+                        **{**kw, "gamma": None})
+    assert not np.allclose(np.asarray(per_pass.params["w1"]), np.asarray(full.params["w1"]))
+    with pytest.raises(ValueError, match="sdlm_gamma"):  # a checkpoint of the other variant
+        sdlm.fit(apply, jaxcnn.squared_error, sdlm.sdlm(0.002), params, (x, t), checkpoint=ckpt,
+                 **{**kw, "gamma": None})
+
+
 @pytest.fixture
 def experiments_path(monkeypatch):
     """The scripts import experiments/_report.py from their folder (on sys.path when run)."""
@@ -151,6 +239,13 @@ def test_sdlm_seeds_script_tiny(tmp_path, capsys, standard_promotion, experiment
     assert [s["optimizer"] for s in result["summaries"]] == ["sgd", "sdlm"]
     assert [len(r["history"]) for r in result["runs"]] == [2, 2]
     assert "sdlm" in capsys.readouterr().out
+    # the running estimate on a held-out part of the training digits
+    code = _load("sdlm_seeds").main(["--seeds", "1", "--epochs", "2", "--train-per-class", "4",
+                                     "--test-per-class", "2", "--optimizers", "sdlm", "--gamma", "0.1",
+                                     "--validation", "10", "--no-cost", "--out", str(out)])
+    result = json.loads(out.read_text())
+    assert code == 0 and result["settings"]["gamma"] == 0.1 and len(result["runs"]) == 1
+    assert "training on 30" in capsys.readouterr().out
 
 
 def test_lecun1989_sdlm_tiny(tmp_path, standard_promotion, experiments_path):
