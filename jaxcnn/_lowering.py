@@ -40,8 +40,8 @@ Lowerings (the names of the private switch, see `force`):
 * Groups: every form batches its products over the groups, with the group axis moved first
   (one einsum, no loop); depthwise convs (one channel per group) are broadcast products that XLA
   fuses with the sum over the taps.
-* ``"auto"`` (default) — on CPU the measured best per formula and shape (`choose`); on every other
-  platform ``"xla"``, by ``lax.platform_dependent``, so GPUs keep cuDNN.
+* ``"auto"`` (default) — on CPU the measured best per formula and shape (`jaxcnn._choice.choose`);
+  on every other platform ``"xla"``, by ``lax.platform_dependent``, so GPUs keep cuDNN.
 
 Every lowering is differentiable ``lax``/``jnp`` code (``jax.grad`` of a backward rule works),
 keeps the input dtype and accumulates bfloat16/float16 products in float32.
@@ -128,110 +128,6 @@ def requested() -> Plan:
     from jaxcnn import curvature  # a leaf module (imports jax only); read at trace time
 
     return _forced._replace(curvature=True) if curvature.active() else _forced
-
-
-# ------------------------------------------------------------------------------- the choice
-# Measured on a 2-core AVX-512 CPU, quiet (experiments/benchmark.py's 2-D shapes, batch 128 unless
-# N = 1; jax 0.10; ms, best of 15):
-#
-#                         forward               input grad           weight grad
-#                     xla   taps  patches   xla   taps  patches   xla   taps  patches
-#   C1  28x28x1->6    2.1   0.60  1.18      4.8   2.7   1.15      2.0   5.1   0.91
-#   C3  14x14x6->16   0.48  2.2   0.60      1.5   1.8   0.88      0.63  1.1   0.55
-#   64->64 3x3 32x32  68    43    37        40    42    37        290   64    35
-#   H1 (N=1) 16x16x1  .004  .002  .003      .004  .007  .003      .002  .011  .002
-#   H2 (N=1) 8x8x12   .003  .014  .003      .012  .013  .003      .011  .013  .005
-#
-# XLA's CPU convolution is slow for the input gradient (a convolution of the stride-dilated
-# deltas) and the weight gradient (whose "kernel" is the whole delta map) at every size, and
-# for a forward pass with one input channel or with many; chunked patches match or beat it there.
-# A one-channel forward pass over many positions is fastest as broadcast taps that XLA fuses
-# into one loop (no patch buffer); over a few positions (one example) the patches' single small
-# matmul is. In the LeNet-5 step the small-channel forward pass of C3 is a little faster as XLA's.
-#
-# The shapes people train (issue 11; experiments/benchmark.py's suite, batch 8 unless noted; ms,
-# medians of 3-5 interleaved repeats on the same 2-core CPU under a load average of ~9, so only
-# the ratios within a line mean anything; "phases" is Eq 22 as stride-1 correlations, `by_phases`;
-# "xla" of a strided Eq 22 is also by phases):
-#
-#                                  forward              input grad                  weight grad
-#                               xla  taps  patches   xla  taps  patches phases   xla  taps  patches
-#   3x3 64->64 56x56            42   68    84        35   -     86      85       134  88    64
-#   3x3 128->128 28x28          42   -     32        40   -     46      -        -    -     -
-#   3x3 256->256 14x14          44   49    42        51   -     48      47       67   55    47
-#   3x3/2 64->128 from 56x56    22   34    34        21   -     18      21       54   33    31
-#   1-D 32->64 k9 4000          31   53    52        33   -     37      97       50   55    52
-#    (again, load 6)            25   58    47        28   42    38      -        39   47    41
-#   3-D 16->32 3^3 8x32x32 N=4  135  110   100       216  76    129     233      144  67    84
-#   3-D 4^3/2 (transposed) N=4  -    -     -         147  -     144     39       -    -     -
-#   2-D 4x4/2 (transposed)      -    -     -         2.6  -     4.0     3.1      -    -     -
-#   depthwise 3x3 64 56x56      225  7.6   52        521  36    39      -        308  98*   155
-#   groups 4 3x3 128 28x28      37   32    30        27   26    54      -        976  36    20
-#   C3 14x14x6->16 (N=128)      2.0  7.1   2.5       6.5  4.4   2.9     -        -    -     -
-#   (* the depthwise weight taps: per tap a product reduced over the channel-major data)
-#
-# XLA's convolution is fast for 1-D/2-D layers with many channels (it is at matmul speed there,
-# beating patches whose per-example buffer no longer fits the cache), and slow in 3-D, for
-# groups and for small channel counts; its weight gradient is slow everywhere.
-#
-# Folded (`fold_spec`: the depth's taps as channels of a 2-D conv, itself lowered by this table),
-# on a 2-core Xeon under a load average of ~3 (ms, medians of 5; through `jaxcnn.convolution`):
-#
-#                                  forward              input grad            weight grad
-#                               fold  xla  taps patches  fold  xla  taps  phases  fold  xla  taps patches
-#   3-D 16->32 3^3 8x32x32 N=4  15.9  44   18.8  28.8    18.5  112  20.5  -       16.3  67   21.7  33.2
-#   3-D 16->32 4^3/2 16x32x32   7.2   13   10.9  11.3    7.9   31   32.7  13.3    8.0   78   11.4  12.9
-#   (the conv that "transpose 3-D 32->16 4^3/2 8x16x16" transposes)
-#   2-D 3x3 64->64 56x56        15.7  12.7 -     23.5    13.6  8.4  -     -       22.3  79   -     22.7
-#
-# Quiet, same Xeon: groups 4 3x3 128 28x28, input grad xla 4.3, phases 5.4, taps 7.1, patches 7.8.
-_TINY = 2  # input channels per group up to which the forward pass may be broadcast taps
-_MANY = 4096  # output positions (N * prod(out)) from which those taps pay
-_WIDE = 16  # input channels per group from which the forward pass is patches rather than XLA's
-_BIG = 4 << 20  # bytes of one example's patches from which a wide 1-D/2-D forward pass is XLA's
-# On a 2-core Xeon (quiet, ms, xla / patches) XLA's 2-D convolution won where an example has many
-# positions and the batch few of them in all: forward 128->128 28x28 N=8 6.3 / 8.9, the folded 3-D conv
-# (48->32 32x32 N=32) 6.3 / 8.9, 256->256 14x14 6.5 / 7.3, 512->512 7x7 14.4 / 8.7, 64->64 32x32 N=128
-# 93 / 70; input grad (by the size of the batch's col2im buffer, `delta @ W^T`) 128->128 28x28 (29 MiB)
-# 6.5 / 10.2, the folded 3-D conv (56 MiB) 4.1 / 10.3, wide LeNet's 14x14x32->64 5x5 N=128 (41 MiB)
-# 10.7 / 14.7, 64->64 32x32 N=128 (302 MiB) 53 / 78, 256->256 14x14 (14 MiB) 7.9 / 6.9, 512->512 7x7
-# (7 MiB) 12.5 / 7.9, 64->64 8x8 N=128 (19 MiB) 3.7 / 6.6.
-_XLA_POSITIONS = 400  # forward: positions per example from which XLA's 2-D convolution is taken,
-_XLA_ROWS = 1 << 16  # ... up to this many positions in the batch
-_XLA_COL2IM = 16 << 20  # input grad: bytes of the batch's col2im buffer from which XLA's is taken
-# Above this many taps (prod(k)) the per-tap and patches forms unroll into too many slices: a 28x28
-# kernel compiled for ~15 s and ran 30x slower than XLA's convolution. Such kernels stay on "xla".
-_MAX_TAPS = 64
-
-
-def choose(formula: str, spec: ConvSpec, n: int, c: int, d: int) -> str:
-    """The CPU lowering of `formula` ("forward", "input", "weight") for a batch of `n`, C -> D."""
-    g = spec.groups
-    c_g, d_g = c // g, d // g
-    strided = any(s > 1 for s in spec.stride)
-    if math.prod(spec.kernel) > _MAX_TAPS:
-        return "xla"
-    if g > 1:  # grouped: batched over the groups; depthwise: broadcast products
-        if formula == "forward":
-            return "taps" if _tiny(c_g) else "patches"
-        if formula == "input":
-            return "phases" if _tiny(d_g) else "xla"
-        return "taps" if _tiny(c_g, d_g) else "patches"
-    if formula == "forward" and c_g <= _TINY:
-        return "taps" if n * math.prod(spec.out) >= _MANY else "patches"
-    if spec.nd == 3:  # XLA's 3-D convolution is slow: 2-D convolutions over the depth's taps
-        return "fold"
-    if formula == "forward" and c_g < _WIDE:
-        return "xla"
-    patch_bytes, positions = _patch_bytes(spec, c, jnp.float32), math.prod(spec.out)
-    if formula == "forward":
-        many = positions >= _XLA_POSITIONS and n * positions <= _XLA_ROWS
-        return "xla" if strided or many or patch_bytes > _BIG else "patches"
-    if formula == "input" and min(c, d) >= _WIDE and (strided or n * patch_bytes >= _XLA_COL2IM):
-        return "xla"  # strided: by phases (no inserted zeros); stride 1: a plain convolution
-    if formula == "weight" and spec.nd == 1 and min(c, d) >= _WIDE and patch_bytes > _BIG:
-        return "xla"  # the wide 1-D weight gradient: XLA's 38.5 ms vs patches' 41 (1-D 32->64 k9 4000)
-    return "patches"
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -362,6 +258,9 @@ def _group_kernel(kernel: jax.Array, groups: int) -> jax.Array:
 def _lift(a: jax.Array, lead: int) -> jax.Array:
     """`a` with `lead` unit axes in front (explicit broadcasting: no implicit rank promotion)."""
     return a.reshape((1,) * lead + a.shape)
+
+
+_TINY = 2  # channels per group up to which a group's products are broadcast multiplies, not matmuls
 
 
 def _tiny(*sizes: int) -> bool:
@@ -566,7 +465,7 @@ def input_grad(delta: jax.Array, kernel: jax.Array, spec: ConvSpec, plan: Plan) 
 # (N-1)-d conv read back (`unfold_kernel`), and Eq 22 is its Eq 22 with each first-axis tap placed
 # back at its units and summed (`unfold_input`, the transpose of `fold_input`). In 3-D this turns
 # XLA's slow 3-D convolutions and the 27-tap sums into 2-D convolutions over 3x the channels
-# (measured in `choose`'s table). Groups keep their channels together: ``(G, t_1, C/G)``.
+# (measured in `jaxcnn._choice`'s table). Groups keep their channels together: ``(G, t_1, C/G)``.
 def fold_spec(spec: ConvSpec) -> ConvSpec:
     """The (N-1)-d convolution over the trailing spatial dims (its kernel is the one correlated)."""
     return spec._replace(kernel=spec.kernel[1:], stride=spec.stride[1:], pads=spec.pads[1:],

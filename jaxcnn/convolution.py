@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxcnn import _lowering, _windows
+from jaxcnn import _choice, _lowering, _windows
 from jaxcnn._checks import check_plain_2d, fail
 from jaxcnn._specs import (
     LAYOUTS,
@@ -113,12 +113,12 @@ def _lowered(formula: str, plan: _lowering.Plan, spec: ConvSpec, ncd: tuple[int,
     """``xla_form(*args)`` (one XLA convolution, as written in this module),
     ``matmul_form(*args, spec, plan)`` (`jaxcnn._lowering`'s sum over the taps) or ``folded(*args)``
     (the same formula of a conv with one spatial dim fewer, `jaxcnn._lowering.fold_spec`): the forced
-    lowering, or for "auto" the CPU's measured choice (`jaxcnn._lowering.choose`), XLA's on other
+    lowering, or for "auto" the CPU's measured choice (`jaxcnn._choice.choose`), XLA's on other
     platforms."""
     if plan.name == "fold" and spec.nd == 1:  # folding the only axis leaves a matmul: the patches'
         plan = plan._replace(name="patches")
     if plan.name == "auto":
-        plan = plan._replace(name=_lowering.choose(formula, spec, *ncd))
+        plan = plan._replace(name=_choice.choose(formula, spec, *ncd))
         if plan.name != "xla":
             cpu = folded if plan.name == "fold" else (lambda *a: matmul_form(*a, spec, plan))
             return lax.platform_dependent(*args, cpu=cpu, default=xla_form)

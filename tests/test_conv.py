@@ -79,7 +79,7 @@ GRID = [
         (1, 4, 4, 5), (2, 2, 5, 1), "untied",
         {"padding": "FULL", "dilation": 2, "pad_value": -1.0},
     ),
-    # On CPU these reach the default ("auto") lowering's other paths (jaxcnn._lowering.choose):
+    # On CPU these reach the default ("auto") lowering's other paths (jaxcnn._choice.choose):
     # a one-channel forward over >= 4096 positions as fused taps, and patches over 4 MiB, so
     # the batch goes through the chunked lax.scan.
     ("cpu-taps-c1-batch20-pad-minus1", (20, 16, 16, 1), (3, 3, 1, 4), "tied",

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxcnn import _lowering, pooling, reference
+from jaxcnn import _choice, _lowering, pooling, reference
 from jaxcnn import convolution as conv
 from jaxcnn._specs import conv_spec, pool_spec
 from tests.tolerances import assert_close, assert_dtype, normal
@@ -248,7 +248,7 @@ def test_auto_on_cpu_uses_the_matmul_forms_and_elsewhere_xla():
 def test_cpu_choice(formula, n, c, d, groups, expected):
     spec = conv_spec("conv2d", jnp.zeros((n, 8, 8, c)), jnp.zeros((3, 3, c // groups, d)), None,
                      stride=1, padding="SAME", dilation=1, groups=groups, flip=False, pad_value=0.0)
-    assert _lowering.choose(formula, spec, n, c, d) == expected
+    assert _choice.choose(formula, spec, n, c, d) == expected
 
 
 def test_force_validates_and_restores():
@@ -323,7 +323,7 @@ def test_large_kernels_stay_on_xla(kernel, expected):
     """More than 64 taps: the unrolled per-tap/patches forms compile too slowly; XLA's conv is used."""
     spec = conv_spec("conv2d", jnp.zeros((1, 32, 32, 1)), jnp.zeros((*kernel, 1, 1)), None,
                      stride=1, padding="VALID", dilation=1, groups=1, flip=False, pad_value=0.0)
-    assert _lowering.choose("weight", spec, 1, 1, 1) == expected
+    assert _choice.choose("weight", spec, 1, 1, 1) == expected
 
 
 @pytest.mark.parametrize(
@@ -341,7 +341,7 @@ def test_cpu_choice_measured_shapes(x_shape, w_shape, options, expected):
     x, w = jnp.zeros(x_shape), jnp.zeros(w_shape)
     spec = conv_spec("conv", x, w, None, stride=options.get("stride", 1), padding=options["padding"],
                      dilation=1, groups=1, flip=False, pad_value=0.0, nd=None)
-    got = tuple(_lowering.choose(f, spec, x_shape[0], x_shape[-1], w_shape[-1])
+    got = tuple(_choice.choose(f, spec, x_shape[0], x_shape[-1], w_shape[-1])
                 for f in ("forward", "input", "weight"))
     assert got == expected
 
