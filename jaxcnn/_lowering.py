@@ -367,8 +367,6 @@ def weight_grad(x: jax.Array, delta: jax.Array, spec: ConvSpec, plan: Plan) -> j
             xp = _windows.pad(x, spec.pads, spec.pad_value)
             return stacked([_einsum("...c,...d->cd", _windows.tap(xp, g, t, _spatial(spec)), delta)
                             for t in _tap_indices(spec)])
-        if _tiny(c_g, d_g):
-            return tiny(x, delta)
         xp, dl = _windows.pad(_lead(x, groups), spec.pads, spec.pad_value, 2), _lead(delta, groups)
         dk = jnp.stack([_einsum("g...c,g...d->gcd", _windows.tap(xp, g, t, _spatial(spec, 2)), dl)
                         for t in _tap_indices(spec)], axis=1)  # (G, K, C/G, D/G)
@@ -376,8 +374,6 @@ def weight_grad(x: jax.Array, delta: jax.Array, spec: ConvSpec, plan: Plan) -> j
 
     def patches(x, delta):  # im2col: dE/dW = P^T @ delta, (K*C, D)
         rows = delta.shape[0] * math.prod(spec.out)
-        if groups > 1 and _tiny(c_g, d_g):  # no patches: a broadcast product per tap
-            return tiny(x, delta)
         # P^T is built directly as ([G,] *k, C/G, N, *out) from the channel-major input
         # ([G,] C/G, N, *size), so that the matmul contracts the long axis without a transpose.
         if groups == 1:
@@ -391,8 +387,8 @@ def weight_grad(x: jax.Array, delta: jax.Array, spec: ConvSpec, plan: Plan) -> j
         dk = _einsum("gkm,gmd->gkd", pt.reshape(groups, k * c_g, rows), dl)
         return from_groups(dk.reshape(groups, *spec.kernel, c_g, d_g))
 
-    if groups > 1 and _tiny(c_g, d_g):
-        return tiny(x, delta).astype(x.dtype)  # no patches: its own scan over the examples
+    if groups > 1 and _tiny(c_g, d_g):  # every lowering: no patches, its own scan over the examples
+        return tiny(x, delta).astype(x.dtype)
     per_example = _patch_bytes(spec, x.shape[-1], x.dtype)
     rows = _rows(spec, x.shape[0], per_example, plan)
     if rows is not None:  # a scan over (example, block of output rows), summing
