@@ -212,12 +212,16 @@ def make_sdlm_epoch(apply_fn: ApplyFn, loss_fn: LossFn, optimizer: optax.Gradien
     each example's loss before its update. `params` and `opt_state` are donated to the scan.
     """
     estimate = _estimator(apply_fn, loss_fn)
+
+    def reset(params, opt_state, x, y, sample):  # h <- its average over x[sample]
+        h = estimate(params, jnp.take(x, sample, axis=0), jnp.take(y, sample, axis=0))
+        return set_curvature(opt_state, h)
+
     if gamma is None:
         sgd_epoch = train.make_sgd_epoch(apply_fn, loss_fn, optimizer)
 
         def epoch(params, opt_state, x, y, order, sample):
-            h = estimate(params, jnp.take(x, sample, axis=0), jnp.take(y, sample, axis=0))
-            return sgd_epoch(params, set_curvature(opt_state, h), x, y, order)
+            return sgd_epoch(params, reset(params, opt_state, x, y, sample), x, y, order)
 
         return epoch
     _check_gamma("make_sdlm_epoch", gamma)
@@ -225,8 +229,7 @@ def make_sdlm_epoch(apply_fn: ApplyFn, loss_fn: LossFn, optimizer: optax.Gradien
 
     def running_epoch(params, opt_state, x, y, order, sample=None):
         if sample is not None:
-            h = estimate(params, jnp.take(x, sample, axis=0), jnp.take(y, sample, axis=0))
-            opt_state = set_curvature(opt_state, h)
+            opt_state = reset(params, opt_state, x, y, sample)
         return running(params, opt_state, x, y, order)
 
     return running_epoch
