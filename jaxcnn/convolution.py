@@ -148,9 +148,12 @@ def _forward(x: jax.Array, w: jax.Array, spec: ConvSpec, plan: _lowering.Plan) -
         return y[(slice(None), *(slice(0, o) for o in spec.out))]
 
     def folded(x, kernel):  # Eq 7 in one dim fewer, the first axis's taps as channels
-        y = _forward(_lowering.fold_input(x, spec), _lowering.fold_kernel(kernel),
-                     _lowering.fold_spec(spec), plan._replace(name="auto"))
-        return y.reshape(x.shape[0], spec.out[0], *y.shape[1:])
+        def chunk(x):
+            y = _forward(_lowering.fold_input(x, spec), _lowering.fold_kernel(kernel),
+                         _lowering.fold_spec(spec), plan._replace(name="auto"))
+            return y.reshape(x.shape[0], spec.out[0], *y.shape[1:])
+
+        return _lowering.fold_chunks(chunk, spec, plan, x.shape[-1], x)
 
     ncd = (x.shape[0], x.shape[-1], w.shape[-1])
     return _lowered("forward", plan, spec, ncd, eq7, _lowering.forward, folded, x, kernel)
@@ -192,9 +195,12 @@ def _input_grad(delta: jax.Array, w: jax.Array, spec: ConvSpec, plan: _lowering.
         return dx_pad[(slice(None), *inputs)]
 
     def folded(delta, kernel):  # Eq 22 in one dim fewer, each first-axis tap placed back
-        dx3 = _input_grad(_merge_first(delta), _lowering.fold_kernel(kernel),
-                          _lowering.fold_spec(spec), plan._replace(name="auto"))
-        return _lowering.unfold_input(dx3, spec, delta.shape[0])
+        def chunk(delta):
+            dx3 = _input_grad(_merge_first(delta), _lowering.fold_kernel(kernel),
+                              _lowering.fold_spec(spec), plan._replace(name="auto"))
+            return _lowering.unfold_input(dx3, spec, delta.shape[0])
+
+        return _lowering.fold_chunks(chunk, spec, plan, ncd[1], delta)
 
     ncd = (delta.shape[0], kernel.shape[-2] * spec.groups, kernel.shape[-1])
     return _lowered("input", plan, spec, ncd, eq22, _lowering.input_grad, folded, delta, kernel)
@@ -228,9 +234,12 @@ def _weight_grad(x: jax.Array, delta: jax.Array, spec: ConvSpec, plan: _lowering
                           rhs_dilation=spec.stride, batch_groups=spec.groups)
 
     def folded(x, delta):  # Eq 14 in one dim fewer, read back per first-axis tap
-        dk3 = _weight_grad(_lowering.fold_input(x, spec), _merge_first(delta), _lowering.fold_spec(spec),
-                           plan._replace(name="auto"))
-        return _lowering.unfold_kernel(dk3, spec)
+        def chunk(x, delta):
+            dk3 = _weight_grad(_lowering.fold_input(x, spec), _merge_first(delta), _lowering.fold_spec(spec),
+                               plan._replace(name="auto"))
+            return _lowering.unfold_kernel(dk3, spec)
+
+        return _lowering.fold_chunks(chunk, spec, plan, x.shape[-1], x, delta, summed=True)
 
     ncd = (x.shape[0], x.shape[-1], delta.shape[-1])
     dk = _lowered("weight", plan, spec, ncd, eq14, _lowering.weight_grad, folded, x, delta)
