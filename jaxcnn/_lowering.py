@@ -181,8 +181,9 @@ def _patch_bytes(spec: ConvSpec, c: int, dtype) -> int:
 
 def _split_chunks(fn: Callable[..., jax.Array], size: int, arrays) -> tuple[list[jax.Array], Callable]:
     """The arrays split into `lax.scan`'s steps of `size` examples, and `fn` of one step's slices.
-    One example per step is scanned over the batch axis itself, `fn` getting it as a batch of one: a unit chunk axis made XLA copy both whole arrays into another layout first (12 MiB for
-    the 3x3 64->64 56x56 weight gradient)."""
+    One example per step is scanned over the batch axis itself, `fn` getting it as a batch of one:
+    a unit chunk axis made XLA copy both whole arrays into another layout first (12 MiB for the 3x3
+    64->64 56x56 weight gradient)."""
     if size == 1:
         return list(arrays), lambda *xs: fn(*(a[None] for a in xs))
     return [a.reshape(a.shape[0] // size, size, *a.shape[1:]) for a in arrays], fn

@@ -331,7 +331,8 @@ def test_chunks_of_two_examples(case, dtype):
     with _lowering.force("patches", chunk_bytes=per_example, rows=False):
         custom = jit(lambda x, w, ct: (conv_vjp(conv, x, w, None, ct, options),
                                        public_grads(conv, x, w, ct, options)))(x, w, ct)
-    assert_close(custom, (conv_vjp(reference, x, w, None, ct, options), public_grads(reference, x, w, ct, options)))
+    expected = conv_vjp(reference, x, w, None, ct, options), public_grads(reference, x, w, ct, options)
+    assert_close(custom, expected)
     assert_dtype(custom, dtype)
 
 
