@@ -156,14 +156,15 @@ def _spatial(spec: ConvSpec, first: int = 1) -> tuple[int, ...]:
 
 # ------------------------------------------------------------------------------- batch chunks
 def _chunk(n: int, per_example_bytes: int, budget: int) -> int:
-    """Examples per scan step: the largest divisor of n whose patches fit `budget` bytes (but at
-    least two examples that fit it: one-example steps of small examples cost more than they save).
-    An example over the budget goes alone: on a 2-core EPYC, the 3x3 64->64 56x56 weight gradient
-    (7 MiB of patches per example) took 8.3 ms one by one, 9.6 ms two by two, with half the
-    temporaries (10.0 / 20.1 MiB); 128->128 28x28, 6.7 / 6.9 ms, 5.1 / 10.1 MiB."""
+    """Examples per scan step: the largest divisor of n whose patches fit `budget` bytes, one when
+    even one example's do not. Steps of one example (they once were two at least) halved the
+    temporaries of the large ResNet convs at the same speed, on a 2-core EPYC (ms / MiB, one by one
+    vs two by two): the 3x3 64->64 56x56 weight gradient (7 MiB of patches per example) 8.3 / 10.0
+    vs 9.6 / 20.1, 128->128 28x28 6.7 / 5.1 vs 6.9 / 10.1; 256->256 14x14 (1.8 MiB) forward,
+    input and weight gradients 5.6, 5.7, 6.7 ms vs 5.4, 5.5, 6.6 ms, its step 5.7 vs 7.6 MiB."""
     if n * per_example_bytes <= 2 * budget:
         return n  # small enough in one piece (an empty batch too); a loop would only add overhead
-    limit = max(1 if per_example_bytes > budget else 2, budget // max(per_example_bytes, 1))
+    limit = max(1, budget // max(per_example_bytes, 1))
     return max(c for c in range(1, min(n, limit) + 1) if n % c == 0)
 
 
@@ -420,7 +421,11 @@ def weight_grad(x: jax.Array, delta: jax.Array, spec: ConvSpec, plan: Plan) -> j
         total, _ = lax.scan(step, jnp.zeros((*spec.kernel, c_g, d), acc), jnp.arange(steps))
         return total.astype(x.dtype)
     fn = taps if plan.name == "taps" else patches
-    size = _chunk(x.shape[0], per_example, plan.chunk_bytes)
+    # a scan step holds its sum and the running total, kernel-sized: no point in smaller patches
+    # (512->512 7x7 N=8, 9 MiB of kernel, on a 2-core EPYC: by two examples 7.3 ms and 10.9 MiB of
+    # temporaries, the whole batch at once 5.1 ms and 6.9 MiB)
+    kernel_bytes = k * c_g * d * jnp.dtype(acc).itemsize
+    size = _chunk(x.shape[0], per_example, max(plan.chunk_bytes, kernel_bytes))
     return _sum_chunks(fn, size, x, delta).astype(x.dtype)
 
 

@@ -313,22 +313,23 @@ def test_pool_paths_forced_through_the_public_functions(hw, window, padding, dty
 def test_chunk_sizes():
     assert _lowering._chunk(128, 1000, 1 << 20) == 128  # small: one piece
     assert _lowering._chunk(128, 80_000, 1 << 20) == 8  # 13 fit, 8 divides 128
-    assert _lowering._chunk(128, 800_000, 1 << 20) == 2  # fits alone: at least two per step
+    assert _lowering._chunk(128, 500_000, 1 << 20) == 2  # two fit
+    assert _lowering._chunk(128, 800_000, 1 << 20) == 1  # one fits
     assert _lowering._chunk(128, 3 << 20, 1 << 20) == 1  # over the budget alone: one at a time
-    assert _lowering._chunk(7, 800_000, 1 << 20) == 1  # a prime batch: one at a time
+    assert _lowering._chunk(7, 300_000, 1 << 20) == 1  # a prime batch: one at a time
     assert np.all([128 % _lowering._chunk(128, p, 1 << 20) == 0 for p in (1, 10**4, 10**5, 10**6)])
 
 
 @pytest.mark.parametrize("case", [CASES[k] for k in PUBLIC_CASES], ids=PUBLIC_CASES)
 def test_chunks_of_two_examples(case, dtype):
-    """A budget of one example's patches: scan steps of two examples (the forced one-byte budget of
+    """A budget of two examples' patches: scan steps of two examples (the forced one-byte budget of
     the grids runs one example per step), for the VJP and the public grads."""
     x, w, _, options, ct = make_args(case, dtype, seed=4)
     full = {"stride": 1, "padding": "VALID", "dilation": 1, "groups": 1, "flip": False, "pad_value": 0.0}
     spec = conv_spec("conv2d", x, w, None, **{**full, **options})
     per_example = _lowering._patch_bytes(spec, x.shape[-1], dtype)
-    assert _lowering._chunk(x.shape[0], per_example, per_example) == 2 < x.shape[0]
-    with _lowering.force("patches", chunk_bytes=per_example, rows=False):
+    assert _lowering._chunk(x.shape[0], per_example, 2 * per_example) == 2 < x.shape[0]
+    with _lowering.force("patches", chunk_bytes=2 * per_example, rows=False):
         custom = jit(lambda x, w, ct: (conv_vjp(conv, x, w, None, ct, options),
                                        public_grads(conv, x, w, ct, options)))(x, w, ct)
     expected = conv_vjp(reference, x, w, None, ct, options), public_grads(reference, x, w, ct, options)
