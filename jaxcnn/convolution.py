@@ -184,14 +184,15 @@ def _input_grad(delta: jax.Array, w: jax.Array, spec: ConvSpec, plan: _lowering.
         # Eq 22: the deltas, dilated by the stride (s - 1 zeros between them) and zero-padded by
         # extent - 1 on every side ("full"), cross-correlated with rot180(kernel) — i.e. a full
         # convolution with the kernel, in/out channels swapped group by group. Units the forward
-        # windows never reached get zeros (the extra high-side padding); the forward padding's
-        # units are not inputs, their gradients are dropped: lo and hi fewer "full" units (a
-        # negative pad crops), so that XLA makes no buffer of the padded input's size.
-        full = [(0, 0, 0)] + [(e - 1 - lo, e - 1 + n + lo - u, 0) for e, n, (lo, hi), u in zip(
+        # windows never reached get zeros (the extra high-side padding); then the padding is
+        # cropped: padded units are not inputs, their gradients are dropped.
+        full = [(0, 0, 0)] + [(e - 1, e - 1 + n + lo + hi - u, 0) for e, n, (lo, hi), u in zip(
             spec.extent, spec.size, spec.pads, spec.used, strict=True)] + [(0, 0, 0)]
         dilated = lax.pad(_windows.dilate(delta, spec.stride), jnp.zeros((), delta.dtype), full)
-        return _correlate(dilated, _swap_io(_rotate(kernel, spec.nd), spec.groups), dims=(lhs, rhs, lhs),
-                          strides=(1,) * spec.nd, rhs_dilation=spec.dilation, feature_groups=spec.groups)
+        dx_pad = _correlate(dilated, _swap_io(_rotate(kernel, spec.nd), spec.groups), dims=(lhs, rhs, lhs),
+                            strides=(1,) * spec.nd, rhs_dilation=spec.dilation, feature_groups=spec.groups)
+        inputs = (slice(lo, lo + n) for n, (lo, _) in zip(spec.size, spec.pads, strict=True))
+        return dx_pad[(slice(None), *inputs)]
 
     def folded(delta, kernel):  # Eq 22 in one dim fewer, each first-axis tap placed back
         def chunk(delta):
