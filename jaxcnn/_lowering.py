@@ -507,8 +507,11 @@ def fold_chunks(fn: Callable[..., jax.Array], spec: ConvSpec, plan: Plan, c: int
                 summed: bool = False) -> jax.Array:
     """``fn`` of a folded formula over batch chunks (a `lax.scan`) whose folded input (`fold_input`,
     ``k_1`` times the input's units, `c` channels) fits the budget: results concatenated, or summed
-    (Eq 14). On a 2-core EPYC the 3-D 16->32 3x3x3 8x32x32 N=4 conv's formulas held 6.1 / 6.8 / 10.9
-    MiB of temporaries for the whole batch at once, XLA's 3-D convolution's 0 / 2.8 / 6.9."""
+    (Eq 14). Eq 7 and Eq 14 only: on a 2-core EPYC the 3-D 16->32 3x3x3 8x32x32 N=4 conv's forward
+    and weight gradient held 6.1 and 10.9 MiB of temporaries for the whole batch at once, 2.6 and
+    5.0 MiB by one example (5.4 and 6.2 ms then 5.5 and 7.1 ms), its training step 19.3 -> 10.8 MiB
+    (XLA's 3-D convolutions: 10.8). Eq 22 in chunks fell below the batch from which its 2-D formula
+    is XLA's convolution (`jaxcnn._choice`): 7.2 instead of 3.6 ms."""
     itemsize = jnp.dtype(_acc_dtype(arrays[0].dtype)).itemsize
     per_example = spec.out[0] * spec.kernel[0] * math.prod(spec.size[1:]) * c * itemsize
     size = _chunk(arrays[0].shape[0], per_example, plan.chunk_bytes)

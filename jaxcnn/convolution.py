@@ -195,12 +195,9 @@ def _input_grad(delta: jax.Array, w: jax.Array, spec: ConvSpec, plan: _lowering.
         return dx_pad[(slice(None), *inputs)]
 
     def folded(delta, kernel):  # Eq 22 in one dim fewer, each first-axis tap placed back
-        def chunk(delta):
-            dx3 = _input_grad(_merge_first(delta), _lowering.fold_kernel(kernel),
-                              _lowering.fold_spec(spec), plan._replace(name="auto"))
-            return _lowering.unfold_input(dx3, spec, delta.shape[0])
-
-        return _lowering.fold_chunks(chunk, spec, plan, ncd[1], delta)
+        dx3 = _input_grad(_merge_first(delta), _lowering.fold_kernel(kernel),
+                          _lowering.fold_spec(spec), plan._replace(name="auto"))
+        return _lowering.unfold_input(dx3, spec, delta.shape[0])
 
     ncd = (delta.shape[0], kernel.shape[-2] * spec.groups, kernel.shape[-1])
     return _lowered("input", plan, spec, ncd, eq22, _lowering.input_grad, folded, delta, kernel)
