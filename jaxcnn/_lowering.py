@@ -157,11 +157,14 @@ def _spatial(spec: ConvSpec, first: int = 1) -> tuple[int, ...]:
 # ------------------------------------------------------------------------------- batch chunks
 def _chunk(n: int, per_example_bytes: int, budget: int) -> int:
     """Examples per scan step: the largest divisor of n whose patches fit `budget` bytes, one when
-    even one example's do not. Steps of one example (they once were two at least) halved the
-    temporaries of the large ResNet convs at the same speed, on a 2-core EPYC (ms / MiB, one by one
-    vs two by two): the 3x3 64->64 56x56 weight gradient (7 MiB of patches per example) 8.3 / 10.0
-    vs 9.6 / 20.1, 128->128 28x28 6.7 / 5.1 vs 6.9 / 10.1; 256->256 14x14 (1.8 MiB) forward,
-    input and weight gradients 5.6, 5.7, 6.7 ms vs 5.4, 5.5, 6.6 ms, its step 5.7 vs 7.6 MiB."""
+    even one example's do not. Steps of one example (they once were two at least) keep the
+    compiled temporaries of a training step at or below XLA's convolutions' (issue 11's target),
+    sometimes at a price. experiments/benchmark.py's rows on a quiet 2-core EPYC, forward and
+    backward, ms and MiB of temporaries, one example per step / two (jax.grad's temporaries):
+    3x3 64->64 56x56 (7 MiB of patches per example) 19.6 / 21.0 ms, 10.0 / 20.1 MiB (13.3);
+    128->128 28x28 18.3 / 18.1 ms, 5.1 / 10.1 MiB (7.6); 256->256 14x14 (1.8 MiB) 16.9 / 15.7 ms,
+    5.7 / 7.6 MiB (6.2); the 3-D conv's folded formulas (`fold_chunks`) 15.1 / 14.3 ms, 10.8 / 13.9
+    MiB (10.8); grouped 3x3 128->128 28x28 11.0 / 10.4 ms, 8.2 / 13.2 MiB (7.2)."""
     if n * per_example_bytes <= 2 * budget:
         return n  # small enough in one piece (an empty batch too); a loop would only add overhead
     limit = max(1, budget // max(per_example_bytes, 1))
