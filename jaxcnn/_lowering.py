@@ -25,8 +25,9 @@ Lowerings (the names of the private switch, see `force`):
   separably, `jaxcnn._windows.gather`), make each sum *one* matmul: ``y = P @ W``,
   ``dE/dw = P^T @ delta`` (Eq 13's sum, exactly), ``dE/dx = col2im(delta @ W^T)``
   (`jaxcnn._windows.scatter`: Eq 20's sum over the taps). When ``P`` would exceed twice a small
-  budget (2 MiB, `Plan.chunk_bytes`) the batch goes through a `lax.scan` in chunks, so that the
-  patches stay in cache and the compiled temporary memory stays small.
+  budget (2 MiB, `Plan.chunk_bytes`) the batch goes through a `lax.scan` in chunks (of one example
+  when one example's patches exceed the budget), so that the patches stay in cache and the compiled
+  temporary memory stays small.
   When one example's patches alone exceed 8 budgets (`_ROWS_AFTER`), the scan runs over blocks of output
   rows of each example instead (Eq 7 and Eq 13; ``force(rows=False)`` keeps the batch chunks).
 * ``"phases"`` — Eq 20 only (Eq 7 and Eq 13 as ``"patches"``): the input gradient of a stride-``s``
@@ -98,7 +99,7 @@ def force(name: str = "auto", *, pool: str = "auto", chunk_bytes: int | None = N
         "phases" or "fold"; forced lowerings apply on every backend.
       pool: "auto" (the reshape path when stride == window) or "general" (strided slices always).
       chunk_bytes: batch-chunk budget of "taps"/"patches" (default 2 MiB); a tiny value (1) makes
-        every batch of more than two examples run through the chunked `lax.scan`.
+        every batch of more than one example run through the chunked `lax.scan`, one per step.
       rows: when one example's patches exceed 8 budgets, scan over blocks of output rows
         (of every example) instead of batch chunks (Eq 7 and Eq 13; default True). With a tiny
         `chunk_bytes` and ``rows=True`` every conv runs row by row; ``rows=False`` keeps the batch chunks.
@@ -512,9 +513,9 @@ def fold_chunks(fn: Callable[..., jax.Array], spec: ConvSpec, plan: Plan, c: int
     ``k_1`` times the input's units, `c` channels) fits the budget: results concatenated, or summed
     (Eq 14). Eq 7 and Eq 14 only: on a 2-core EPYC the 3-D 16->32 3x3x3 8x32x32 N=4 conv's forward
     and weight gradient held 6.1 and 10.9 MiB of temporaries for the whole batch at once, 2.6 and
-    5.0 MiB by one example (5.4 and 6.2 ms then 5.5 and 7.1 ms), its training step 19.3 -> 10.8 MiB
-    (XLA's 3-D convolutions: 10.8). Eq 22 in chunks fell below the batch from which its 2-D formula
-    is XLA's convolution (`jaxcnn._choice`): 7.2 instead of 3.6 ms."""
+    5.0 MiB by one example (forward 5.4 -> 5.5 ms, weight gradient 6.2 -> 7.1 ms), its training step
+    19.3 -> 10.8 MiB (XLA's 3-D convolutions: 10.8). Eq 22 in chunks fell below the batch from
+    which its 2-D formula is XLA's convolution (`jaxcnn._choice`): 7.2 instead of 3.6 ms."""
     itemsize = jnp.dtype(_acc_dtype(arrays[0].dtype)).itemsize
     per_example = spec.out[0] * spec.kernel[0] * math.prod(spec.size[1:]) * c * itemsize
     size = _chunk(arrays[0].shape[0], per_example, plan.chunk_bytes)

@@ -63,8 +63,8 @@ def _shift(x: jax.Array, axis: int, offset: int, stride: int, count: int) -> jax
 def _unshift(z: jax.Array, axis: int, offset: int, stride: int, size: int) -> jax.Array:
     """The transpose of `_shift` into an axis of length `size`: ``z[i]`` to unit ``offset + stride * i``;
     entries that land outside ``[0, size)`` are dropped by a slice first, so that the pad is never
-    negative (XLA turns a negative pad into a pad and a slice, and fused neither with the sum of
-    the placed taps: 5 buffers and 10 kernels for a 5-tap axis)."""
+    negative (XLA turned a negative pad into a pad to a larger buffer and a slice of it: the
+    lecun1989 per-example epoch held 90 KB of temporaries, 82 KB with the slice first)."""
     first = max(0, -(offset // stride))  # the first i with offset + stride * i >= 0
     last = min(z.shape[axis], (size - 1 - offset) // stride + 1)  # one past the last inside
     if last <= first:
