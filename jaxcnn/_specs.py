@@ -190,6 +190,7 @@ def conv_spec(
 
 
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+JNP_PAD_MODES = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}  # jnp.pad's names
 """`padding_mode` values of the convolution (PyTorch's names; Equinox's upper-case ones are accepted)."""
 
 

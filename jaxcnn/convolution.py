@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxcnn import _choice, _lowering, _windows
+from jaxcnn import _border, _choice, _lowering, _windows
 from jaxcnn._checks import check_plain_2d, fail
 from jaxcnn._specs import (
     LAYOUTS,
@@ -339,65 +339,6 @@ def conv2d_weight_grad(
                              dilation=dilation, groups=groups, flip=flip, pad_value=pad_value)
 
 
-# --------------------------------------------------------------------- padding modes (border copies)
-_JNP_MODES = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
-
-
-@partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4))
-def _copy_pad(x: jax.Array, axis: int, lo: int, hi: int, mode: str) -> jax.Array:
-    """`x` padded along `axis` with copies of its own units (``jnp.pad``'s reflect / edge / wrap)."""
-    config = [(0, 0)] * x.ndim
-    config[axis] = (lo, hi)
-    return jnp.pad(x, config, mode=_JNP_MODES[mode])
-
-
-def _copy_pad_fwd(x, axis, lo, hi, mode):
-    return _copy_pad(x, axis, lo, hi, mode), None
-
-
-def _copy_pad_bwd(axis, lo, hi, mode, res, delta):
-    """The deltas of the padded units fold back onto the units they copied (and add to theirs):
-
-    * reflect: left unit ``j < lo`` copied ``x[lo - j]``, right unit ``j`` copied ``x[n - 2 - j]``;
-    * replicate: every left unit copied ``x[0]``, every right unit ``x[n - 1]``;
-    * circular: the left units copied ``x[n - lo:]``, the right ones ``x[:hi]``.
-    """
-    del res
-    n = delta.shape[axis] - lo - hi
-    take = partial(lax.slice_in_dim, delta, axis=axis)
-    grad = take(lo, lo + n)
-    left, right = take(0, lo), take(lo + n, lo + n + hi)
-
-    def add(g, start, part):
-        index = [slice(None)] * g.ndim
-        index[axis] = slice(start, start + part.shape[axis])
-        return g.at[tuple(index)].add(part)
-
-    if mode == "reflect":
-        grad = add(grad, 1, lax.rev(left, (axis,)))
-        grad = add(grad, n - 1 - hi, lax.rev(right, (axis,)))
-    elif mode == "replicate":
-        grad = add(grad, 0, jnp.sum(left, axis=axis, keepdims=True))
-        grad = add(grad, n - 1, jnp.sum(right, axis=axis, keepdims=True))
-    else:  # circular
-        grad = add(grad, n - lo, left)
-        grad = add(grad, 0, right)
-    return (grad,)
-
-
-_copy_pad.defvjp(_copy_pad_fwd, _copy_pad_bwd)
-
-
-def _mode_pad(x: jax.Array, spec: ConvSpec, mode: str) -> tuple[jax.Array, ConvSpec]:
-    """For padding_mode other than "zeros": the border filled with copies of input units (one
-    differentiable pad step per spatial axis, whose rule folds the border's deltas back), and the
-    spec of the VALID convolution that follows."""
-    for axis, (lo, hi) in enumerate(spec.pads, start=1):
-        if lo or hi:
-            x = _copy_pad(x, axis, lo, hi, mode)
-    return x, spec._replace(pads=((0, 0),) * spec.nd, size=tuple(x.shape[1:-1]))
-
-
 # ------------------------------------------------------------------------------------ conv
 class _Residuals(NamedTuple):
     x: jax.Array  # the layer's input (o^{l-1} for Eq 13)
@@ -455,7 +396,7 @@ def _conv_call(fn: str, nd: int | None, x, w, b, *, padding_mode, **options) -> 
     tied = None if b is None else jnp.ndim(b) == 1
     x = jnp.asarray(x)
     if mode != "zeros":
-        x, spec = _mode_pad(x, spec, mode)
+        x, spec = _border.mode_pad(x, spec, mode)
     return _conv(spec, tied, _lowering.requested(), x, jnp.asarray(w), b)
 
 
@@ -493,7 +434,7 @@ def conv(
         the edge unit; each pad smaller than the input), ``"replicate"`` (the edge unit repeated) or
         ``"circular"`` (wrapped; each pad at most the input) — PyTorch's ``padding_mode``. The border
         then holds copies of input units, and their deltas fold back onto the units they copied
-        (`pad_value` must stay 0).
+        (`pad_value` must stay 0; the rule is `jaxcnn._border`'s).
 
     Returns:
       ``(N, *out, D)`` with ``out = (n + lo + hi - d*(k-1) - 1) // s + 1`` per dim, dtype of `x`.

@@ -27,6 +27,7 @@ from jax import lax
 from jaxcnn import _windows
 from jaxcnn._checks import check_bool, check_float, check_plain_2d, fail
 from jaxcnn._specs import (
+    JNP_PAD_MODES,
     LAYOUTS,
     conv_spec,
     dense_check,
@@ -76,7 +77,6 @@ def _bias(y: jax.Array, b: jax.Array | None) -> jax.Array:
     return y if b is None else y + b.reshape((1,) * (y.ndim - b.ndim) + b.shape)
 
 
-_JNP_MODES = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 
 
 def _conv(fn: str, nd: int | None, x, w, b, *, stride, padding, dilation, groups, flip, pad_value,
@@ -90,7 +90,7 @@ def _conv(fn: str, nd: int | None, x, w, b, *, stride, padding, dilation, groups
         x_pad = lax.pad(x, jnp.asarray(spec.pad_value, x.dtype),
                         [(0, 0, 0), *((lo, hi, 0) for lo, hi in spec.pads), (0, 0, 0)])
     else:
-        x_pad = jnp.pad(x, [(0, 0), *spec.pads, (0, 0)], mode=_JNP_MODES[mode])
+        x_pad = jnp.pad(x, [(0, 0), *spec.pads, (0, 0)], mode=JNP_PAD_MODES[mode])
     kernel = w[(slice(None, None, -1),) * spec.nd] if spec.flip else w
     lhs, rhs = LAYOUTS[spec.nd]
     y = lax.conv_general_dilated(x_pad, kernel, window_strides=spec.stride, padding="VALID",
