@@ -190,8 +190,9 @@ def conv_spec(
 
 
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
-JNP_PAD_MODES = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}  # jnp.pad's names
 """`padding_mode` values of the convolution (PyTorch's names; Equinox's upper-case ones are accepted)."""
+JNP_PAD_MODES = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+"""The same modes, other than zeros, by ``jnp.pad``'s names (the rules' border copies and the reference)."""
 
 
 def padding_mode_check(fn: str, padding_mode: Any, spec: ConvSpec) -> str:
