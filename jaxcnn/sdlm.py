@@ -244,20 +244,11 @@ def _running_epoch(apply_fn: ApplyFn, loss_fn: LossFn, curvature_apply_fn: Apply
 
 
 def _build_running_epoch(apply_fn, loss_fn, curvature_apply_fn, curvature_loss_fn, optimizer, gamma):
-    def epoch(params, opt_state, x, y, order):
-        def body(carry, i):
-            p, s = carry
-            xi = jax.lax.dynamic_index_in_dim(x, i, keepdims=True)
-            yi = jax.lax.dynamic_index_in_dim(y, i, keepdims=True)
-            h_p = curvature.diag_gauss_newton(lambda q: curvature_loss_fn(curvature_apply_fn(q, xi), yi), p)
-            s = running_curvature(s, h_p, gamma)
-            p, s, loss = _steps._update(apply_fn, loss_fn, optimizer, p, s, xi, yi)
-            return (p, s), loss
+    def prepare(p, s, xi, yi):  # h <- (1 - gamma) h + gamma h_p, before the example's step
+        h_p = curvature.diag_gauss_newton(lambda q: curvature_loss_fn(curvature_apply_fn(q, xi), yi), p)
+        return running_curvature(s, h_p, gamma)
 
-        (params, opt_state), losses = jax.lax.scan(body, (params, opt_state), order)
-        return params, opt_state, losses
-
-    return jax.jit(epoch, donate_argnums=(0, 1))
+    return _steps._build_sgd_epoch(apply_fn, loss_fn, optimizer, prepare)
 
 
 _ESTIMATORS: dict[tuple[Any, Any], Callable] = {}

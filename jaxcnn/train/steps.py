@@ -175,12 +175,17 @@ def make_sgd_epoch(
     return _memoized(_build_sgd_epoch, apply_fn, loss_fn, optimizer)
 
 
-def _build_sgd_epoch(apply_fn: ApplyFn, loss_fn: LossFn, optimizer: optax.GradientTransformation) -> Callable:
+def _build_sgd_epoch(apply_fn: ApplyFn, loss_fn: LossFn, optimizer: optax.GradientTransformation,
+                     prepare: Callable[[Any, Any, jax.Array, jax.Array], Any] | None = None) -> Callable:
+    """The jitted per-example scan; `prepare` ``(params, opt_state, x_i, y_i) -> opt_state`` runs
+    before each example's update (`jaxcnn.sdlm`'s running curvature estimate)."""
     def epoch(params: Any, opt_state: Any, x: jax.Array, y: jax.Array, order: jax.Array):
         def body(carry, i):
             p, s = carry
             xi = lax.dynamic_index_in_dim(x, i, keepdims=True)
             yi = lax.dynamic_index_in_dim(y, i, keepdims=True)
+            if prepare is not None:
+                s = prepare(p, s, xi, yi)
             p, s, loss = _update(apply_fn, loss_fn, optimizer, p, s, xi, yi)
             return (p, s), loss
 
