@@ -591,7 +591,8 @@ def phases(spec: ConvSpec) -> tuple[tuple[int, ...], list[Phase]]:
 
 
 def swap_io(kernel: jax.Array, groups: int) -> jax.Array:
-    """``(*k, C/G, D)`` -> ``(*k, D/G, C)``: the kernel read from outputs to inputs, group by group."""
+    """``(*k, C/G, D)`` -> ``(*k, D/G, C)``: the kernel read from outputs to inputs, group by group
+    (in/out channels swapped, as Eq 22 sends deltas from layer l+1 back to l; an involution)."""
     *k, c_g, d = kernel.shape
     nd = len(k)
     split = kernel.reshape(*k, c_g, groups, d // groups)

@@ -189,8 +189,9 @@ def _input_grad(delta: jax.Array, w: jax.Array, spec: ConvSpec, plan: _lowering.
         full = [(0, 0, 0)] + [(e - 1, e - 1 + n + lo + hi - u, 0) for e, n, (lo, hi), u in zip(
             spec.extent, spec.size, spec.pads, spec.used, strict=True)] + [(0, 0, 0)]
         dilated = lax.pad(_windows.dilate(delta, spec.stride), jnp.zeros((), delta.dtype), full)
-        dx_pad = _correlate(dilated, _swap_io(_rotate(kernel, spec.nd), spec.groups), dims=(lhs, rhs, lhs),
-                            strides=(1,) * spec.nd, rhs_dilation=spec.dilation, feature_groups=spec.groups)
+        swapped = _lowering.swap_io(_rotate(kernel, spec.nd), spec.groups)  # in/out swapped per group
+        dx_pad = _correlate(dilated, swapped, dims=(lhs, rhs, lhs), strides=(1,) * spec.nd,
+                            rhs_dilation=spec.dilation, feature_groups=spec.groups)
         inputs = (slice(lo, lo + n) for n, (lo, _) in zip(spec.size, spec.pads, strict=True))
         return dx_pad[(slice(None), *inputs)]
 
@@ -201,15 +202,6 @@ def _input_grad(delta: jax.Array, w: jax.Array, spec: ConvSpec, plan: _lowering.
 
     ncd = (delta.shape[0], kernel.shape[-2] * spec.groups, kernel.shape[-1])
     return _lowered("input", plan, spec, ncd, eq22, _lowering.input_grad, folded, delta, kernel)
-
-
-def _swap_io(kernel: jax.Array, groups: int) -> jax.Array:
-    """``(*k, C/g, D)`` -> ``(*k, D/g, C)``: the kernel read from outputs to inputs, group by group
-    (in/out channels swapped, as Eq 22 sends deltas from layer l+1 back to l)."""
-    *k, c_g, d = kernel.shape
-    nd = len(k)
-    split = kernel.reshape(*k, c_g, groups, d // groups)
-    return split.transpose(*range(nd), nd + 2, nd + 1, nd).reshape(*k, d // groups, groups * c_g)
 
 
 # ---------------------------------------------------------------------------- Eq 10-14: dE/dw

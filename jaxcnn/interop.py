@@ -22,6 +22,7 @@ import numpy as np
 from jax import lax
 
 import jaxcnn
+from jaxcnn import _lowering
 from jaxcnn._checks import fail, is_int
 
 __all__ = ["conv_general_dilated"]
@@ -167,20 +168,12 @@ def _transposed(x, w, base, strides, pads, dilation, extent, groups) -> jax.Arra
         conv_pads.append((e - 1 - lo, e - 1 - hi + op))
         extra.append(op)
     nd = len(base)
-    kernel = _swap_io(w[(slice(None, None, -1),) * nd], groups)
+    kernel = _lowering.swap_io(w[(slice(None, None, -1),) * nd], groups)
     y = jaxcnn.conv_transpose(x, kernel, stride=base, padding=tuple(conv_pads), output_padding=tuple(extra),
                               dilation=dilation, groups=groups)
     if strides != (1,) * nd:  # a strided correlation is the stride-1 one, subsampled
         y = y[(slice(None), *(slice(None, None, s) for s in strides), slice(None))]
     return y
-
-
-def _swap_io(kernel: jax.Array, groups: int) -> jax.Array:
-    """``(*k, C/g, D)`` -> ``(*k, D/g, C)``, group by group (an involution)."""
-    *k, c_g, d = kernel.shape
-    nd = len(k)
-    split = kernel.reshape(*k, c_g, groups, d // groups)
-    return split.transpose(*range(nd), nd + 2, nd + 1, nd).reshape(*k, d // groups, groups * c_g)
 
 
 # ------------------------------------------------------------------------------------ Equinox
