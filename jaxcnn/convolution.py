@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxcnn import _border, _choice, _lowering, _windows
+from jaxcnn import _border, _choice, _eq22, _lowering, _windows
 from jaxcnn._checks import check_plain_2d, fail
 from jaxcnn._specs import (
     LAYOUTS,
@@ -169,14 +169,14 @@ def _input_grad(delta: jax.Array, w: jax.Array, spec: ConvSpec, plan: _lowering.
     lhs, rhs = LAYOUTS[spec.nd]
 
     def eq22_phases(delta, kernel):
-        # Eq 22 for a strided conv without the inserted zeros (sub-pixel form, `_lowering.phases`):
+        # Eq 22 for a strided conv without the inserted zeros (sub-pixel form, `_eq22.phases`):
         # the input units s*q + r of each phase r are a stride-1 correlation of the deltas with
         # the kernel taps t where d*t = r (mod s); zero insertion (lhs dilation) is slow on CPU and GPU.
         def correlate(dl, sub_kernel, sub):
             return _correlate(_windows.pad(dl, sub.pads, 0.0), sub_kernel, dims=(lhs, rhs, lhs),
                               strides=(1,) * spec.nd, rhs_dilation=sub.dilation, feature_groups=spec.groups)
 
-        return _lowering.by_phases(delta, kernel, spec, correlate)
+        return _eq22.by_phases(delta, kernel, spec, correlate)
 
     def eq22(delta, kernel):
         if any(s > 1 for s in spec.stride):
@@ -189,7 +189,7 @@ def _input_grad(delta: jax.Array, w: jax.Array, spec: ConvSpec, plan: _lowering.
         full = [(0, 0, 0)] + [(e - 1, e - 1 + n + lo + hi - u, 0) for e, n, (lo, hi), u in zip(
             spec.extent, spec.size, spec.pads, spec.used, strict=True)] + [(0, 0, 0)]
         dilated = lax.pad(_windows.dilate(delta, spec.stride), jnp.zeros((), delta.dtype), full)
-        swapped = _lowering.swap_io(_rotate(kernel, spec.nd), spec.groups)  # in/out swapped per group
+        swapped = _eq22.swap_io(_rotate(kernel, spec.nd), spec.groups)  # in/out swapped per group
         dx_pad = _correlate(dilated, swapped, dims=(lhs, rhs, lhs), strides=(1,) * spec.nd,
                             rhs_dilation=spec.dilation, feature_groups=spec.groups)
         inputs = (slice(lo, lo + n) for n, (lo, _) in zip(spec.size, spec.pads, strict=True))

@@ -22,7 +22,7 @@ import numpy as np
 from jax import lax
 
 import jaxcnn
-from jaxcnn import _lowering
+from jaxcnn import _eq22
 from jaxcnn._checks import fail, is_int
 
 __all__ = ["conv_general_dilated"]
@@ -168,7 +168,7 @@ def _transposed(x, w, base, strides, pads, dilation, extent, groups) -> jax.Arra
         conv_pads.append((e - 1 - lo, e - 1 - hi + op))
         extra.append(op)
     nd = len(base)
-    kernel = _lowering.swap_io(w[(slice(None, None, -1),) * nd], groups)
+    kernel = _eq22.swap_io(w[(slice(None, None, -1),) * nd], groups)
     y = jaxcnn.conv_transpose(x, kernel, stride=base, padding=tuple(conv_pads), output_padding=tuple(extra),
                               dilation=dilation, groups=groups)
     if strides != (1,) * nd:  # a strided correlation is the stride-1 one, subsampled

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxcnn import _choice, _lowering, pooling, reference
+from jaxcnn import _choice, _eq22, _lowering, pooling, reference
 from jaxcnn import convolution as conv
 from jaxcnn._specs import conv_spec, pool_spec
 from tests.tolerances import assert_close, assert_dtype, normal
@@ -367,7 +367,7 @@ def test_cpu_choice_measured_shapes(x_shape, w_shape, options, expected):
 
 # ------------------------------------------------------- 1-3 spatial dims, groups, transposed
 # Every path forced, in 1-D, 2-D and 3-D: the grouped matmul forms (batched over the groups, and the
-# depthwise broadcast products), Eq 22 by phases (`_lowering.by_phases`: the "phases" lowering on
+# depthwise broadcast products), Eq 22 by phases (`_eq22.by_phases`: the "phases" lowering on
 # CPU, and the XLA form of a strided Eq 22), for conv and conv_transpose.
 ND_LOWERINGS = [
     ("xla", {"name": "xla"}),
@@ -461,7 +461,7 @@ def test_phases_cover_every_tap_once(stride, dilation, kernel):
     (possible when gcd(stride, dilation) > 1) is left out (its units get zeros)."""
     spec = conv_spec("conv", jnp.zeros((1, 20, 1)), jnp.zeros((kernel, 1, 1)), None, stride=stride, padding=1,
                      dilation=dilation, groups=1, flip=False, pad_value=0.0, nd=None)
-    _, parts = _lowering.phases(spec)
+    _, parts = _eq22.phases(spec)
     taps = sorted(t for p in parts for t in p.taps[0])
     assert taps == list(range(kernel))
     for p in parts:
