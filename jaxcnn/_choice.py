@@ -69,16 +69,23 @@ from jaxcnn._specs import ConvSpec
 #
 # Quiet, same Xeon: groups 4 3x3 128 28x28, input grad xla 4.3, phases 5.4, taps 7.1, patches 7.8.
 _MANY = 4096  # output positions (N * prod(out)) from which those taps pay
-_WIDE = 16  # input channels per group from which the forward pass is patches rather than XLA's
-_BIG = 4 << 20  # bytes of one example's patches from which a wide 1-D/2-D forward pass is XLA's
-# On a 2-core Xeon (quiet, ms, xla / patches) XLA's 2-D convolution won where an example has many
-# positions and the batch few of them in all: forward 128->128 28x28 N=8 6.3 / 8.9, the folded 3-D conv
-# (48->32 32x32 N=32) 6.3 / 8.9, 256->256 14x14 6.5 / 7.3, 512->512 7x7 14.4 / 8.7, 64->64 32x32 N=128
-# 93 / 70; input grad (by the size of the batch's col2im buffer, `delta @ W^T`) 128->128 28x28 (29 MiB)
-# 6.5 / 10.2, the folded 3-D conv (56 MiB) 4.1 / 10.3, wide LeNet's 14x14x32->64 5x5 N=128 (41 MiB)
-# 10.7 / 14.7, 64->64 32x32 N=128 (302 MiB) 53 / 78, 256->256 14x14 (14 MiB) 7.9 / 6.9, 512->512 7x7
-# (7 MiB) 12.5 / 7.9, 64->64 8x8 N=128 (19 MiB) 3.7 / 6.6.
-_XLA_POSITIONS = 400  # forward: positions per example from which XLA's 2-D convolution is taken,
+_WIDE = 16  # input channels per group from which a 1-D forward pass is patches rather than XLA's
+_BIG = 4 << 20  # bytes of one example's patches from which a wide 1-D forward pass is XLA's
+# On a 2-core Xeon (quiet, ms, xla / patches; XLA's 2-D convolutions were YNNPACK's, see `widen`)
+# XLA's convolution won where an example has many positions and the batch few of them in all:
+# forward 128->128 28x28 N=8 6.3 / 8.9, the folded 3-D conv (48->32 32x32 N=32) 6.3 / 8.9, 256->256
+# 14x14 6.5 / 7.3, 512->512 7x7 14.4 / 8.7, 64->64 32x32 N=128 93 / 70; input grad (by the size of
+# the batch's col2im buffer, `delta @ W^T`) 128->128 28x28 (29 MiB) 6.5 / 10.2, the folded 3-D conv
+# (56 MiB) 4.1 / 10.3, wide LeNet's 14x14x32->64 5x5 N=128 (41 MiB) 10.7 / 14.7, 64->64 32x32 N=128
+# (302 MiB) 53 / 78, 256->256 14x14 (14 MiB) 7.9 / 6.9, 512->512 7x7 (7 MiB) 12.5 / 7.9, 64->64 8x8
+# N=128 (19 MiB) 3.7 / 6.6.
+# XLA's own 2-D convolution (`widen`) then beat the patches forward on every 2-D shape measured (2-core
+# EPYC, ms, medians of 7-9 interleaved, xla / patches): 3x3 64->64 56x56 N=8 5.25 / 6.57, 128->128
+# 28x28 4.40 / 4.87, 256->256 14x14 4.38 / 4.57 (N=32 20.9 / 29.1), 512->512 7x7 4.68 / 4.52, 64->64
+# 32x32 N=128 47.8 / 81.9, 64->64 8x8 N=128 1.84 / 2.49, wide LeNet's 5x5 32->64 14x14 N=128 5.45 /
+# 7.56; groups 4 3x3 128->128 28x28 2.17 / 2.81, groups 2 64->64 56x56 4.91 / 4.97, groups 8 256->256
+# 14x14 1.37 / 1.94.
+_XLA_POSITIONS = 400  # forward (1-D): positions per example from which XLA's convolution is taken,
 _XLA_ROWS = 1 << 16  # ... up to this many positions in the batch
 _XLA_COL2IM = 16 << 20  # input grad: bytes of the batch's col2im buffer from which XLA's is taken
 # Above this many taps (prod(k)) the per-tap and patches forms unroll into too many slices: a 28x28
@@ -95,7 +102,7 @@ def choose(formula: str, spec: ConvSpec, n: int, c: int, d: int) -> str:
         return "xla"
     if g > 1:  # grouped: batched over the groups; depthwise: broadcast products
         if formula == "forward":
-            return "taps" if _tiny(c_g) else "patches"
+            return "taps" if _tiny(c_g) else ("xla" if spec.nd == 2 else "patches")
         if formula == "input":
             return "phases" if _tiny(d_g) else "xla"
         return "taps" if _tiny(c_g, d_g) else "patches"
@@ -103,7 +110,7 @@ def choose(formula: str, spec: ConvSpec, n: int, c: int, d: int) -> str:
         return "taps" if n * math.prod(spec.out) >= _MANY else "patches"
     if spec.nd == 3:  # XLA's 3-D convolution is slow: 2-D convolutions over the depth's taps
         return "fold"
-    if formula == "forward" and c_g < _WIDE:
+    if formula == "forward" and (c_g < _WIDE or spec.nd == 2):
         return "xla"
     patch_bytes, positions = _patch_bytes(spec, c, jnp.float32), math.prod(spec.out)
     if formula == "forward":
@@ -114,3 +121,38 @@ def choose(formula: str, spec: ConvSpec, n: int, c: int, d: int) -> str:
     if formula == "weight" and spec.nd == 1 and min(c, d) >= _WIDE and patch_bytes > _BIG:
         return "xla"  # the wide 1-D weight gradient: XLA's 38.5 ms vs patches' 41 (1-D 32->64 k9 4000)
     return "patches"
+
+
+# XLA's CPU compiler (jax 0.10.2) hands a 2-D convolution to YNNPACK when it has more than 16 input or
+# output channels, no batch groups, and no output wider than its input on any axis (its
+# ynn_support.cc); XLA's own (Eigen) convolution was faster on every such shape measured. One output
+# more than the input has along a stride-1 axis, cropped after, keeps the convolution XLA's. On a
+# 2-core AMD EPYC (forward, batch 8 unless noted, ms, medians of 9 interleaved; YNNPACK / widened):
+#   3x3 64->64 56x56 8.95 / 6.39, 128->128 28x28 5.61 / 5.46, 256->256 14x14 5.28 / 5.07, 512->512
+#   7x7 6.46 / 5.23, groups 4 3x3 128->128 28x28 13.3 / 2.62, 5x5 32->64 14x14 N=128 23.3 / 6.14;
+#   without YNNPACK at all (XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=) the strided ones ran
+#   faster too (3x3/2 64->128 56x56 5.24 / 2.51, 1x1/2 64->128 0.66 / 0.32), but widening a strided
+#   axis past its input doubles the work (measured 1.5-2.3x slower), so they stay YNNPACK's.
+_YNN_CHANNELS = 16
+
+
+Pads = tuple[tuple[int, int], ...]
+
+
+def widen(size: tuple[int, ...], extent: tuple[int, ...], stride: tuple[int, ...], pads: Pads,
+          channels: tuple[int, int]) -> tuple[Pads, tuple[int, int] | None]:
+    """The CPU's padding of a convolution over `size` (the kernel's `extent`, `stride`, `pads`,
+    (C, D) `channels`), and ``(axis, out)``, the outputs to keep on that spatial axis, when it adds
+    outputs to keep XLA's own convolution (see above); else `pads` unchanged and None."""
+    out = [(n + lo + hi - e) // s + 1 for n, e, s, (lo, hi) in zip(size, extent, stride, pads, strict=True)]
+    ynn = all(o <= n and e <= n for o, n, e in zip(out, size, extent, strict=True))
+    if len(size) != 2 or max(channels) <= _YNN_CHANNELS or not ynn:
+        return pads, None
+    unit = [i for i, s in enumerate(stride) if s == 1]
+    if not unit:
+        return pads, None
+    axis = max(unit, key=lambda i: out[i])  # the fewest extra outputs per output kept (rows or
+    # columns alike: 3x3 64->64 56x56 5.27 / 5.21 ms, 512->512 7x7 4.81 / 4.84)
+    lo, hi = pads[axis]
+    wider = (*pads[:axis], (lo, hi + size[axis] - out[axis] + 1), *pads[axis + 1:])
+    return wider, (axis, out[axis])

@@ -18,7 +18,9 @@ Lowerings (the names of the private switch, see `force`):
 
 * ``"xla"`` — one ``lax.conv_general_dilated`` per formula, written in `jaxcnn.convolution`. On
   GPU that is cuDNN; on CPU it is slow for small channel counts (LeNet's 1 -> 6 maps), for the input
-  gradient and for the weight gradient (whose "kernel" is the whole delta map).
+  gradient and for the weight gradient (whose "kernel" is the whole delta map). On CPU a 2-D one may
+  compute an extra output column, cropped, to stay XLA's own (`jaxcnn._choice.widen`), and a 1x1
+  one is a matmul of the strided input.
 * ``"taps"`` — the sums over ``t`` as written: one small matmul per tap, accumulated. With one
   input channel the forward taps are broadcast products that XLA fuses into a single loop.
 * ``"patches"`` — im2col: all taps stacked, ``P = [X_t]_t`` ``(N, *out, k_1, ..., k_nd, C)`` (built
@@ -140,6 +142,11 @@ def _acc_dtype(dtype) -> jnp.dtype:
 
 def _einsum(spec_str: str, a: jax.Array, b: jax.Array) -> jax.Array:
     return jnp.einsum(spec_str, a, b, preferred_element_type=_acc_dtype(a.dtype))
+
+
+def matmul(a: jax.Array, w: jax.Array) -> jax.Array:
+    """``a (..., C) @ w (C, D)`` in `a`'s dtype (16-bit floats accumulated in float32)."""
+    return _einsum("...c,cd->...d", a, w).astype(a.dtype)
 
 
 def geometry(spec: ConvSpec) -> _windows.Geometry:

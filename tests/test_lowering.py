@@ -58,6 +58,8 @@ GRID = [
     ("lecun-h1-s2-pad2-minus1", (4, 16, 16, 1), (5, 5, 1, 3), "untied",
      {"stride": 2, "padding": 2, "pad_value": -1.0}),
     ("stride-gaps-s3-k2", (4, 8, 8, 2), (2, 2, 2, 2), None, {"stride": 3}),  # unreached rows
+    # over 16 channels: the CPU's "xla" computes an extra output row, cropped (`_choice.widen`)
+    ("c20-d24-s1x2-same-tied", (2, 6, 7, 20), (3, 3, 20, 24), "tied", {"stride": (1, 2), "padding": "SAME"}),
 ]
 GRID_IDS = [g[0] for g in GRID]
 CASES = {g[0]: g for g in GRID}
@@ -232,7 +234,7 @@ def test_auto_on_cpu_uses_the_matmul_forms_and_elsewhere_xla():
         ("forward", 1, 1, 12, 1, "patches"),  # LeCun H1, one example
         ("forward", 128, 6, 16, 1, "xla"),  # LeNet C3
         ("forward", 1, 12, 12, 1, "xla"),  # LeCun H2, one example
-        ("forward", 128, 64, 64, 1, "patches"),
+        ("forward", 128, 64, 64, 1, "xla"),  # 2-D, XLA's own convolution (`_choice.widen`)
         ("input", 128, 6, 16, 1, "patches"),
         ("input", 128, 64, 64, 1, "xla"),  # 19 MiB col2im buffer (measured: xla 3.7 ms, patches 6.6)
         ("input", 8, 64, 64, 1, "patches"),  # 1.2 MiB
@@ -349,7 +351,7 @@ def test_large_kernels_stay_on_xla(kernel, expected):
     ("x_shape", "w_shape", "options", "expected"),
     [
         ((8, 56, 56, 64), (3, 3, 64, 64), {"padding": 1}, ("xla", "xla", "patches")),  # 7 MiB patches each
-        ((8, 14, 14, 256), (3, 3, 256, 256), {"padding": 1}, ("patches", "patches", "patches")),
+        ((8, 14, 14, 256), (3, 3, 256, 256), {"padding": 1}, ("xla", "patches", "patches")),
         ((8, 56, 56, 64), (3, 3, 64, 128), {"padding": 1, "stride": 2}, ("xla", "xla", "patches")),
         ((4, 8, 32, 32, 16), (3, 3, 3, 16, 32), {"padding": 1}, ("fold",) * 3),  # 3-D: 2-D convs
         ((4, 8, 16, 16, 16), (4, 4, 4, 16, 32), {"padding": 1, "stride": 2}, ("fold",) * 3),
@@ -466,6 +468,40 @@ def test_phases_cover_every_tap_once(stride, dilation, kernel):
     assert taps == list(range(kernel))
     for p in parts:
         assert all((dilation * t - p.offset[0]) % stride == 0 for t in p.taps[0])
+
+
+@pytest.mark.parametrize(
+    ("size", "extent", "stride", "pads", "channels", "expected"),
+    [
+        ((56, 56), (3, 3), (1, 1), ((1, 1), (1, 1)), (64, 64), (((1, 2), (1, 1)), (0, 56))),  # +1 row
+        ((6, 7), (3, 3), (1, 2), ((0, 0), (0, 0)), (20, 24), (((0, 3), (0, 0)), (0, 4))),  # the stride-1 axis
+        ((56, 56), (3, 3), (2, 2), ((1, 1), (1, 1)), (64, 64), (((1, 1), (1, 1)), None)),  # strided: kept
+        ((56, 56), (3, 3), (1, 1), ((1, 1), (1, 1)), (16, 16), (((1, 1), (1, 1)), None)),  # few channels
+        ((56, 56), (3, 3), (1, 1), ((2, 2), (2, 2)), (64, 64), (((2, 2), (2, 2)), None)),  # wider already
+        ((56,), (3,), (1,), ((1, 1),), (64, 64), (((1, 1),), None)),  # 1-D: never YNNPACK's
+    ],
+)
+def test_widen(size, extent, stride, pads, channels, expected):
+    """The CPU's padding of a 2-D XLA convolution: one output more than the input along a stride-1
+    axis (XLA keeps its own convolution then), or the padding unchanged."""
+    assert _choice.widen(size, extent, stride, pads, channels) == expected
+
+
+def test_cpu_xla_form_is_xla_own_convolution():
+    """On CPU the "xla" forward of a wide 2-D conv computes a wider output and crops it; a 1x1 conv
+    is a matmul of the strided input (no convolution at all); both equal the reference."""
+    x, w = normal(0, (2, 9, 9, 20), jnp.float32), normal(1, (3, 3, 20, 24), jnp.float32)
+    with _lowering.force("xla"):
+        f = jax.jit(functools.partial(conv.conv2d, padding=1))
+        hlo = f.lower(x, w).compile().as_text()  # the CPU's branch only
+    assert re.search(r"f32\[2,10,9,24\]\{[0-9,]*\} convolution\(", hlo)
+    assert_close(f(x, w), reference.conv2d(x, w, padding=1))
+    w1 = normal(2, (1, 1, 20, 24), jnp.float32)
+    with _lowering.force("xla"):
+        f = jax.jit(functools.partial(conv.conv2d, stride=2, padding=1, pad_value=-1.0))
+        hlo = f.lower(x, w1).compile().as_text()
+    assert "convolution(" not in hlo and " dot(" in hlo
+    assert_close(f(x, w1), reference.conv2d(x, w1, stride=2, padding=1, pad_value=-1.0))
 
 
 def test_strided_xla_input_grad_inserts_no_zeros():
