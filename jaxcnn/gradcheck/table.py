@@ -115,6 +115,10 @@ def _draw_conv(rng: np.random.Generator, i: int, *, bias: bool = True, pad_value
     }
     if pad_value:
         options["pad_value"] = float(rng.choice([0.0, -1.0]))
+    if not small and (i // 6) % 2 == 1:  # > 16 output channels and inputs no smaller than the window,
+        # in every padding form and lowering: the CPU's widened XLA convolution (`_choice.widen`)
+        options["w_shape"][-1] = groups * -(-17 // groups)
+        options["x_shape"][1:-1] = [max(n, e) for n, e in zip(options["x_shape"][1:-1], extent, strict=True)]
     if bias:
         options["bias"] = ("none", "tied", "untied")[(i + i // 6) % 3]  # all 18 with the padding
     lowerings = _lowerings()
