@@ -88,6 +88,16 @@ _BIG = 4 << 20  # bytes of one example's patches from which a wide 1-D forward p
 _XLA_POSITIONS = 400  # forward (1-D): positions per example from which XLA's convolution is taken,
 _XLA_ROWS = 1 << 16  # ... up to this many positions in the batch
 _XLA_COL2IM = 16 << 20  # input grad: bytes of the batch's col2im buffer from which XLA's is taken
+# A strided wide input gradient over few output positions per example is fastest as per-tap matmuls
+# scattered into the phases (2-core EPYC, 3x3/2 padding 1, batch 8 unless noted, ms, medians of 9
+# interleaved, xla (by phases) / taps / patches, temp MiB): 256->512 from 14x14 (7x7 out) 7.78 / 5.09 /
+# 5.78 (5.0 / 4.8 / 10.3), N=32 27.2 / 20.4 / 20.4, 512->512 from 14x14 15.2 / 11.4 / 11.2, 128->128
+# from 14x14 1.31 / 1.38 / 1.36, 256->256 from 14x14 3.58 / 2.91 / 5.14, 256->512 from 20x20 (10x10
+# out) 13.3 / 10.5 / 10.6; with fewer deltas' channels (the per-tap matmuls' depth) or 14x14 outputs
+# and more XLA's is as fast or faster: 128->128 from 14x14 1.30 / 1.40 / 0.97 (N=32 4.31 / 5.20 /
+# 3.54), 128->256 from 28x28 5.93 / 7.14 / 5.77, 64->128 from 56x56 6.60 / 6.04 / 7.04.
+_FEW = 100  # output positions per example up to which that strided input gradient is "taps"
+_DEEP = 256  # ... given at least this many deltas' channels
 # Above this many taps (prod(k)) the per-tap and patches forms unroll into too many slices: a 28x28
 # kernel compiled for ~15 s and ran 30x slower than XLA's convolution. Such kernels stay on "xla".
 _MAX_TAPS = 64
@@ -116,6 +126,8 @@ def choose(formula: str, spec: ConvSpec, n: int, c: int, d: int) -> str:
     if formula == "forward":
         many = positions >= _XLA_POSITIONS and n * positions <= _XLA_ROWS
         return "xla" if strided or many or patch_bytes > _BIG else "patches"
+    if formula == "input" and spec.nd == 2 and strided and d >= _DEEP and c >= _WIDE and positions <= _FEW:
+        return "taps"
     if formula == "input" and min(c, d) >= _WIDE and (strided or n * patch_bytes >= _XLA_COL2IM):
         return "xla"  # strided: by phases (no inserted zeros); stride 1: a plain convolution
     if formula == "weight" and spec.nd == 1 and min(c, d) >= _WIDE and patch_bytes > _BIG:

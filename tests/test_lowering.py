@@ -60,6 +60,8 @@ GRID = [
     ("stride-gaps-s3-k2", (4, 8, 8, 2), (2, 2, 2, 2), None, {"stride": 3}),  # unreached rows
     # over 16 channels: the CPU's "xla" computes an extra output row, cropped (`_choice.widen`)
     ("c20-d24-s1x2-same-tied", (2, 6, 7, 20), (3, 3, 20, 24), "tied", {"stride": (1, 2), "padding": "SAME"}),
+    # a strided input gradient with 256 deltas' channels over few positions: the CPU's "auto" is "taps"
+    ("c16-d256-s2-pad1", (2, 6, 5, 16), (3, 3, 16, 256), None, {"stride": 2, "padding": 1}),
 ]
 GRID_IDS = [g[0] for g in GRID]
 CASES = {g[0]: g for g in GRID}
@@ -353,6 +355,8 @@ def test_large_kernels_stay_on_xla(kernel, expected):
         ((8, 56, 56, 64), (3, 3, 64, 64), {"padding": 1}, ("xla", "xla", "patches")),  # 7 MiB patches each
         ((8, 14, 14, 256), (3, 3, 256, 256), {"padding": 1}, ("xla", "patches", "patches")),
         ((8, 56, 56, 64), (3, 3, 64, 128), {"padding": 1, "stride": 2}, ("xla", "xla", "patches")),
+        ((8, 14, 14, 256), (3, 3, 256, 512), {"padding": 1, "stride": 2}, ("xla", "taps", "patches")),
+        ((8, 14, 14, 128), (3, 3, 128, 128), {"padding": 1, "stride": 2}, ("xla", "xla", "patches")),
         ((4, 8, 32, 32, 16), (3, 3, 3, 16, 32), {"padding": 1}, ("fold",) * 3),  # 3-D: 2-D convs
         ((4, 8, 16, 16, 16), (4, 4, 4, 16, 32), {"padding": 1, "stride": 2}, ("fold",) * 3),
     ],
