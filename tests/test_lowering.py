@@ -491,6 +491,19 @@ def test_widen(size, extent, stride, pads, channels, expected):
     assert _choice.widen(size, extent, stride, pads, channels) == expected
 
 
+def test_own_loop_is_exact(dtype):
+    """`_own_loop` (which keeps the depthwise Eq 13's products out of YNNPACK) changes no value:
+    every bit of normals, subnormals, signed zeros, the extremes and infinities; NaN stays NaN."""
+    info = jnp.finfo(dtype)
+    special = np.array([0.0, -0.0, info.tiny, info.tiny / 4, info.max, -info.max, np.inf, -np.inf, 1 / 3],
+                       dtype=dtype)
+    p = np.concatenate([special, np.asarray(normal(0, (64,), dtype))])
+    got = np.asarray(jax.jit(_lowering._own_loop)(p))
+    assert got.dtype == p.dtype
+    assert got.tobytes() == p.tobytes()
+    assert np.isnan(np.asarray(jax.jit(_lowering._own_loop)(np.array([np.nan], dtype)))).all()
+
+
 def test_cpu_xla_form_is_xla_own_convolution():
     """On CPU the "xla" forward of a wide 2-D conv computes a wider output and crops it; a 1x1 conv
     is a matmul of the strided input (no convolution at all); both equal the reference."""
