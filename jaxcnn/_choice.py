@@ -11,6 +11,7 @@ import math
 
 import jax.numpy as jnp
 
+from jaxcnn._checks import Ints, Pads
 from jaxcnn._lowering import _TINY, _patch_bytes, _tiny
 from jaxcnn._specs import ConvSpec
 
@@ -148,10 +149,7 @@ def choose(formula: str, spec: ConvSpec, n: int, c: int, d: int) -> str:
 _YNN_CHANNELS = 16
 
 
-Pads = tuple[tuple[int, int], ...]
-
-
-def widen(size: tuple[int, ...], extent: tuple[int, ...], stride: tuple[int, ...], pads: Pads,
+def widen(size: Ints, extent: Ints, stride: Ints, pads: Pads,
           channels: tuple[int, int]) -> tuple[Pads, tuple[int, int] | None]:
     """The CPU's padding of a convolution over `size` (the kernel's `extent`, `stride`, `pads`,
     (C, D) `channels`), and ``(axis, out)``, the outputs to keep on that spatial axis, when it adds
