@@ -127,9 +127,9 @@ def choose(formula: str, spec: ConvSpec, n: int, c: int, d: int) -> str:
     if formula == "forward":
         many = positions >= _XLA_POSITIONS and n * positions <= _XLA_ROWS
         return "xla" if strided or many or patch_bytes > _BIG else "patches"
-    if formula == "input" and spec.nd == 2 and strided and d >= _DEEP and c >= _WIDE and positions <= _FEW:
-        return "taps"
     if formula == "input" and min(c, d) >= _WIDE and (strided or n * patch_bytes >= _XLA_COL2IM):
+        if strided and spec.nd == 2 and d >= _DEEP and positions <= _FEW:
+            return "taps"  # few positions, deep deltas: per-tap matmuls (measured above)
         return "xla"  # strided: by phases (no inserted zeros); stride 1: a plain convolution
     if formula == "weight" and spec.nd == 1 and min(c, d) >= _WIDE and patch_bytes > _BIG:
         return "xla"  # the wide 1-D weight gradient: XLA's 38.5 ms vs patches' 41 (1-D 32->64 k9 4000)
