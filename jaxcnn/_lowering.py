@@ -179,11 +179,10 @@ def _chunk(n: int, per_example_bytes: int, budget: int) -> int:
     return max(c for c in range(1, min(n, limit) + 1) if n % c == 0)
 
 
-def _input_chunk(x: jax.Array, spec: ConvSpec, plan: Plan, copies: int = 1) -> int:
-    """Examples per scan step of a form without patches (depthwise): `copies` of their input (the
-    taps a step holds at once) within the budget."""
+def _input_chunk(x: jax.Array, spec: ConvSpec, plan: Plan) -> int:
+    """Examples per scan step of a form without patches (depthwise): their input within the budget."""
     per_example = math.prod(spec.size) * x.shape[-1] * jnp.dtype(_acc_dtype(x.dtype)).itemsize
-    return _chunk(x.shape[0], copies * per_example, plan.chunk_bytes)
+    return _chunk(x.shape[0], per_example, plan.chunk_bytes)
 
 
 def _patch_bytes(spec: ConvSpec, c: int, dtype) -> int:
@@ -387,19 +386,23 @@ def weight_grad(x: jax.Array, delta: jax.Array, spec: ConvSpec, plan: Plan) -> j
         return _merge(jnp.moveaxis(dk, 0, -2))
 
     def tiny(x, delta):  # depthwise: per tap and input channel of a group, products summed
-        # channels last, a few examples per `lax.scan` step, so that the taps stay in cache
-        # (measured, depthwise 3x3 64 56x56 N=8: 5.3-5.8 ms by one, two or four examples; the whole
-        # batch at once 16.7 ms, channel-major as before 14 ms). XLA materialises each tap's products
-        # before its reduction, so a step holds k copies of its input: those fit the budget (one
-        # example there: 7.7 MiB of temporaries; by two 15.4 MiB, 5.5 against 6.4 ms in one noisy
-        # run). `_own_loop` keeps the products out of YNNPACK's fusion: 4.6-6.4 -> 3.4-3.6 ms.
+        # channels last, a `lax.scan` over the taps inside a scan over a few examples: one tap's
+        # products live at a time (XLA materialised all k before their reductions when the taps
+        # were unrolled: 7.7 MiB of temporaries for depthwise 3x3 64 56x56 N=8, one example per
+        # step; by the taps' scan 4.7 MiB, two examples per step, and 2.5-2.7 against 2.8-3.2 ms in
+        # three interleaved A/Bs on a 2-core EPYC; the whole batch per step 12.7 MiB, no faster).
+        # `_own_loop` keeps the products out of YNNPACK's fusion (4.9-5.0 ms without it).
+        every, taps = tuple(range(nd + 1)), jnp.asarray(_tap_indices(spec), jnp.int32)
+
         def one(x, delta):
             xp, dl = _windows.pad(x, spec.pads, spec.pad_value).astype(acc), delta.astype(acc)
-            every = tuple(range(nd + 1))
-            products = (_own_loop(_each_group(_windows.tap(xp, g, t, _spatial(spec)), c, c_g, d_g) * dl)
-                        for t in _tap_indices(spec) for c in range(c_g))
-            return jnp.stack([jnp.sum(p, axis=every) for p in products])
-        size = _input_chunk(x, spec, plan, copies=k)
+
+            def tap_sums(carry, t):  # (C/G, D): channel c of each group against its outputs
+                xt = _windows.tap_at(xp, g, t, _spatial(spec))
+                return carry, jnp.stack([jnp.sum(_own_loop(_each_group(xt, c, c_g, d_g) * dl), axis=every)
+                                         for c in range(c_g)])
+            return lax.scan(tap_sums, None, taps)[1]
+        size = _input_chunk(x, spec, plan)
         return _sum_chunks(one, size, x, delta).reshape(*spec.kernel, c_g, d)
 
     def taps(x, delta):  # one matmul per tap, contracting batch and positions

@@ -7,9 +7,10 @@ spacing ``d`` (the kernel dilation; 1 for a pool), the stride ``s`` and the outp
 
     X_t[b, i_1, ..., i_nd, c] = x_pad[b, s_1 i_1 + d_1 t_1, ..., s_nd i_nd + d_nd t_nd, c]
 
-(`tap`), and `place` is its transpose composed with the padding crop: ``z[b, i, c]`` goes to unit
-``s i + d t - lo`` of the unpadded input, zeros elsewhere (``lax.pad`` with interior padding
-``s - 1``; a negative low pad crops units that fall in the padding, whose gradients are dropped).
+(`tap`; `tap_at` for a traced ``t``), and `place` is its transpose composed with the padding crop:
+``z[b, i, c]`` goes to unit ``s i + d t - lo`` of the unpadded input, zeros elsewhere (``lax.pad``
+with interior padding ``s - 1``; a negative low pad crops units that fall in the padding, whose
+gradients are dropped).
 `gather` stacks all taps on ``nd`` new axes, separably (``k_1 + ... + k_nd`` slices rather than
 ``k_1 * ... * k_nd``); `scatter` is its transpose, the sum of the placed taps, separably too.
 Every function is plain differentiable ``lax`` code.
@@ -82,6 +83,17 @@ def tap(xp: jax.Array, g: Geometry, t: Sequence[int], axes: Sequence[int]) -> ja
     for axis, ti, d, s, o in zip(axes, t, g.spacing, g.stride, g.out, strict=True):
         start[axis], limit[axis], step[axis] = d * ti, d * ti + (o - 1) * s + 1, s
     return lax.slice(xp, start, limit, step)
+
+
+def tap_at(xp: jax.Array, g: Geometry, t: jax.Array, axes: Sequence[int]) -> jax.Array:
+    """`tap` for a traced tap index `t` ``(nd,)`` (a `lax.scan` over the taps): a dynamic slice of
+    the tap's extent, then the stride."""
+    start = [jnp.zeros((), t.dtype)] * xp.ndim
+    extent, step = list(xp.shape), [1] * xp.ndim
+    for i, (axis, d, s, o) in enumerate(zip(axes, g.spacing, g.stride, g.out, strict=True)):
+        start[axis], extent[axis], step[axis] = d * t[i], (o - 1) * s + 1, s
+    window = lax.dynamic_slice(xp, start, extent)
+    return window if all(v == 1 for v in step) else lax.slice(window, [0] * xp.ndim, extent, step)
 
 
 def place(z: jax.Array, g: Geometry, t: Sequence[int], axes: Sequence[int]) -> jax.Array:

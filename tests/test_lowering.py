@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxcnn import _choice, _eq22, _lowering, pooling, reference
+from jaxcnn import _choice, _eq22, _lowering, _windows, pooling, reference
 from jaxcnn import convolution as conv
 from jaxcnn._specs import conv_spec, pool_spec
 from tests.tolerances import assert_close, assert_dtype, normal
@@ -489,6 +489,25 @@ def test_widen(size, extent, stride, pads, channels, expected):
     """The CPU's padding of a 2-D XLA convolution: one output more than the input along a stride-1
     axis (XLA keeps its own convolution then), or the padding unchanged."""
     assert _choice.widen(size, extent, stride, pads, channels) == expected
+
+
+@pytest.mark.parametrize(
+    "size, kernel, stride, dilation",
+    [((7,), (3,), (2,), (1,)), ((9, 8), (3, 2), (1, 2), (2, 1)), ((5, 6, 7), (2, 3, 2), (2, 1, 3), (1, 2, 1))],
+)
+def test_tap_at_is_tap(size, kernel, stride, dilation):
+    """`_windows.tap_at` with a traced tap index (the depthwise Eq 13's scan over the taps) takes the
+    same strided window as `_windows.tap` at every tap."""
+    x = normal(3, (2, *size, 3), jnp.float32)
+    spec = conv_spec("conv", x, jnp.zeros((*kernel, 3, 4)), None, stride=stride, padding=1,
+                     dilation=dilation, groups=1, flip=False, pad_value=0.0)
+    g, axes = _lowering.geometry(spec), tuple(range(1, len(size) + 1))
+    xp = _windows.pad(x, spec.pads, 0.0)
+    taps = _lowering._tap_indices(spec)
+    got = jax.jit(lambda xp, ts: jax.vmap(lambda t: _windows.tap_at(xp, g, t, axes))(ts))(
+        xp, jnp.asarray(taps, jnp.int32))
+    for i, t in enumerate(taps):
+        np.testing.assert_array_equal(got[i], _windows.tap(xp, g, t, axes))
 
 
 def test_own_loop_is_exact(dtype):
