@@ -77,6 +77,16 @@ def _unshift(z: jax.Array, axis: int, offset: int, stride: int, size: int) -> ja
     return lax.pad(z, jnp.zeros((), z.dtype), config)
 
 
+def _taps_run(z: jax.Array, at: int, start: int, s: int) -> jax.Array:
+    """Taps ``start, ..., start + s - 1`` of `z`'s tap axis `at`, those past its end zeros."""
+    run = lax.slice_in_dim(z, start, min(start + s, z.shape[at]), axis=at)
+    if run.shape[at] == s:
+        return run
+    config = [(0, 0, 0)] * z.ndim
+    config[at] = (0, s - run.shape[at], 0)
+    return lax.pad(run, jnp.zeros((), z.dtype), config)
+
+
 def tap(xp: jax.Array, g: Geometry, t: Sequence[int], axes: Sequence[int]) -> jax.Array:
     """Tap `t` of the padded array `xp` (spatial axes `axes`): shape with ``o`` on those axes."""
     start, limit, step = [0] * xp.ndim, list(xp.shape), [1] * xp.ndim
@@ -128,9 +138,18 @@ def scatter(z: jax.Array, g: Geometry, axes: Sequence[int], at: int) -> jax.Arra
     out = z
     for i in range(nd):
         axis = axes[i] + (nd - 1 - i if at <= axes[i] else 0)  # tap axes left after this one
-        first = -g.pads[i][0]
-        out = total(_unshift(lax.index_in_dim(out, m, at, keepdims=False), axis,
-                             first + g.spacing[i] * m, g.stride[i], g.size[i]) for m in range(g.taps[i]))
+        first, k, s = -g.pads[i][0], g.taps[i], g.stride[i]
+        if g.spacing[i] != 1:
+            out = total(_unshift(lax.index_in_dim(out, m, at, keepdims=False), axis,
+                                 first + g.spacing[i] * m, s, g.size[i]) for m in range(k))
+            continue
+        # adjacent taps: tap m = s q + r of output j lands on unit first + s (j + q) + r, so for each q
+        # the (j, r) values are one contiguous run (the last one's missing taps zeros), placed with
+        # a shift of s q: ceil(k / s) placements without interior padding instead of k with
+        merged = [*out.shape[:at], *out.shape[at + 1:]]
+        merged[axis] *= s
+        out = total(_unshift(jnp.moveaxis(_taps_run(out, at, s * q, s), at, axis + 1).reshape(merged), axis,
+                             first + s * q, 1, g.size[i]) for q in range(-(-k // s)))
     return out
 
 

@@ -493,7 +493,8 @@ def test_widen(size, extent, stride, pads, channels, expected):
 
 @pytest.mark.parametrize(
     "size, kernel, stride, dilation",
-    [((7,), (3,), (2,), (1,)), ((9, 8), (3, 2), (1, 2), (2, 1)), ((5, 6, 7), (2, 3, 2), (2, 1, 3), (1, 2, 1))],
+    [((7,), (3,), (2,), (1,)), ((9, 8), (3, 2), (1, 2), (2, 1)),
+     ((5, 6, 7), (2, 3, 2), (2, 1, 3), (1, 2, 1))],
 )
 def test_tap_at_is_tap(size, kernel, stride, dilation):
     """`_windows.tap_at` with a traced tap index (the depthwise Eq 13's scan over the taps) takes the
