@@ -511,6 +511,29 @@ def test_tap_at_is_tap(size, kernel, stride, dilation):
         np.testing.assert_array_equal(got[i], _windows.tap(xp, g, t, axes))
 
 
+@pytest.mark.parametrize(
+    "size, kernel, stride, dilation, padding",
+    [((9,), (5,), (2,), (1,), 2), ((7,), (2,), (3,), (1,), 0), ((8, 7), (3, 4), (2, 1), (1, 2), 1),
+     ((6, 5, 7), (3, 2, 5), (3, 2, 2), (1, 1, 1), 1), ((10,), (4,), (2,), (1,), ((3, 0),))],
+)
+def test_scatter_is_gathers_transpose(size, kernel, stride, dilation, padding):
+    """`_windows.scatter` (col2im: runs of adjacent taps, or one placement per tap with dilation) is
+    the transpose of ``gather(pad(x))``: it equals JAX's transpose of that linear map on integer-valued
+    deltas (every sum exact, so equal to the bit)."""
+    x = jnp.zeros((2, *size, 3), jnp.float32)
+    spec = conv_spec("conv", x, jnp.zeros((*kernel, 3, 1)), None, stride=stride, padding=padding,
+                     dilation=dilation, groups=1, flip=False, pad_value=0.0)
+    g, axes, nd = _lowering.geometry(spec), tuple(range(1, len(size) + 1)), len(size)
+
+    def gather(x):
+        return _windows.gather(_windows.pad(x, spec.pads, 0.0), g, axes, nd + 1)
+
+    z = jnp.asarray(np.random.default_rng(5).integers(-4, 5, jax.eval_shape(gather, x).shape), jnp.float32)
+    want = jax.jit(jax.linear_transpose(gather, x))(z)[0]
+    got = jax.jit(lambda z: _windows.scatter(z, g, axes, nd + 1))(z)
+    np.testing.assert_array_equal(got, want)
+
+
 def test_own_loop_is_exact(dtype):
     """`_own_loop` (which keeps the depthwise Eq 13's products out of YNNPACK) changes no value:
     every bit of normals, subnormals, signed zeros, the extremes and infinities; NaN stays NaN."""
