@@ -392,7 +392,7 @@ def weight_grad(x: jax.Array, delta: jax.Array, spec: ConvSpec, plan: Plan) -> j
         # step; by the taps' scan 4.7 MiB, two examples per step, and 2.5-2.7 against 2.8-3.2 ms in
         # three interleaved A/Bs on a 2-core EPYC; the whole batch per step 12.7 MiB, no faster).
         # `_own_loop` keeps the products out of YNNPACK's fusion (4.9-5.0 ms without it).
-        every, taps = tuple(range(nd + 1)), jnp.asarray(_tap_indices(spec), jnp.int32)
+        every, indices = tuple(range(nd + 1)), jnp.asarray(_tap_indices(spec), jnp.int32)
 
         def one(x, delta):
             xp, dl = _windows.pad(x, spec.pads, spec.pad_value).astype(acc), delta.astype(acc)
@@ -401,7 +401,7 @@ def weight_grad(x: jax.Array, delta: jax.Array, spec: ConvSpec, plan: Plan) -> j
                 xt = _windows.tap_at(xp, g, t, _spatial(spec))
                 return carry, jnp.stack([jnp.sum(_own_loop(_each_group(xt, c, c_g, d_g) * dl), axis=every)
                                          for c in range(c_g)])
-            return lax.scan(tap_sums, None, taps)[1]
+            return lax.scan(tap_sums, None, indices)[1]
         size = _input_chunk(x, spec, plan)
         return _sum_chunks(one, size, x, delta).reshape(*spec.kernel, c_g, d)
 

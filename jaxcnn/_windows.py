@@ -80,11 +80,7 @@ def _unshift(z: jax.Array, axis: int, offset: int, stride: int, size: int) -> ja
 def _taps_run(z: jax.Array, at: int, start: int, s: int) -> jax.Array:
     """Taps ``start, ..., start + s - 1`` of `z`'s tap axis `at`, those past its end zeros."""
     run = lax.slice_in_dim(z, start, min(start + s, z.shape[at]), axis=at)
-    if run.shape[at] == s:
-        return run
-    config = [(0, 0, 0)] * z.ndim
-    config[at] = (0, s - run.shape[at], 0)
-    return lax.pad(run, jnp.zeros((), z.dtype), config)
+    return pad(run, ((0, s - run.shape[at]),), 0.0, first=at)
 
 
 def tap(xp: jax.Array, g: Geometry, t: Sequence[int], axes: Sequence[int]) -> jax.Array:
