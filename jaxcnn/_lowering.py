@@ -67,7 +67,7 @@ from jaxcnn import _eq22, _windows
 from jaxcnn._specs import ConvSpec
 
 LOWERINGS = ("auto", "xla", "taps", "patches", "phases", "fold")
-POOL_LOWERINGS = ("auto", "general")
+POOL_LOWERINGS = ("auto", "general", "stacked")
 _CHUNK_BYTES = 1 << 21  # patches per scan step: 2 MiB stays in cache (measured: 1-3 MiB best)
 # Blocks of output rows only when one example's patches exceed this many budgets. On a 2-core Xeon
 # (quiet, ms; rows of 2 MiB blocks / batch chunks of two examples / the budget raised to 4 MiB):
@@ -83,7 +83,7 @@ class Plan(NamedTuple):
 
     name: str = "auto"  # one of LOWERINGS
     chunk_bytes: int = _CHUNK_BYTES  # bytes of patches per batch chunk (one `lax.scan` step)
-    pool: str = "auto"  # one of POOL_LOWERINGS: "general" forces pooling's strided-slice path
+    pool: str = "auto"  # one of POOL_LOWERINGS: "general" strided slices, "stacked" the stacked taps
     rows: bool = True  # one example's patches over budget: scan over blocks of output rows too
     curvature: bool = False  # backward rules propagate d2E/dy2 (`jaxcnn.curvature.second_order`)
 
@@ -99,7 +99,9 @@ def force(name: str = "auto", *, pool: str = "auto", chunk_bytes: int | None = N
     Args:
       name: conv lowering, "auto" (default: per platform and shape), "xla", "taps", "patches",
         "phases" or "fold"; forced lowerings apply on every backend.
-      pool: "auto" (the reshape path when stride == window) or "general" (strided slices always).
+      pool: "auto" (the reshape path when stride == window; the forward pass by per-tap slices
+        up to 64 taps), "general" (strided slices always) or "stacked" (the forward pass reduces the
+        stacked taps, the path of wider windows).
       chunk_bytes: batch-chunk budget of "taps"/"patches" (default 2 MiB); a tiny value (1) makes
         every batch of more than one example run through the chunked `lax.scan`, one per step.
       rows: when one example's patches exceed 8 budgets, scan over blocks of output rows
@@ -134,14 +136,14 @@ def requested() -> Plan:
 
 
 # ------------------------------------------------------------------------------------ helpers
-def _acc_dtype(dtype) -> jnp.dtype:
+def acc_dtype(dtype) -> jnp.dtype:
     """float32 accumulation for the 16-bit floats, the dtype itself otherwise."""
     dtype = jnp.dtype(dtype)
     return jnp.dtype(jnp.float32) if dtype.itemsize < 4 else dtype
 
 
 def _einsum(spec_str: str, a: jax.Array, b: jax.Array) -> jax.Array:
-    return jnp.einsum(spec_str, a, b, preferred_element_type=_acc_dtype(a.dtype))
+    return jnp.einsum(spec_str, a, b, preferred_element_type=acc_dtype(a.dtype))
 
 
 def matmul(a: jax.Array, w: jax.Array) -> jax.Array:
@@ -181,13 +183,13 @@ def _chunk(n: int, per_example_bytes: int, budget: int) -> int:
 
 def _input_chunk(x: jax.Array, spec: ConvSpec, plan: Plan) -> int:
     """Examples per scan step of a form without patches (depthwise): their input within the budget."""
-    per_example = math.prod(spec.size) * x.shape[-1] * jnp.dtype(_acc_dtype(x.dtype)).itemsize
+    per_example = math.prod(spec.size) * x.shape[-1] * jnp.dtype(acc_dtype(x.dtype)).itemsize
     return _chunk(x.shape[0], per_example, plan.chunk_bytes)
 
 
 def _patch_bytes(spec: ConvSpec, c: int, dtype) -> int:
     """Bytes of one example's patches ``(*out, prod(k), C)``."""
-    return math.prod(spec.out) * math.prod(spec.kernel) * c * jnp.dtype(_acc_dtype(dtype)).itemsize
+    return math.prod(spec.out) * math.prod(spec.kernel) * c * jnp.dtype(acc_dtype(dtype)).itemsize
 
 
 def _split_chunks(fn: Callable[..., jax.Array], size: int, arrays) -> tuple[list[jax.Array], Callable]:
@@ -292,12 +294,13 @@ def _tiny(*sizes: int) -> bool:
     return math.prod(sizes) <= _TINY
 
 
-def _own_loop(p: jax.Array) -> jax.Array:
+def own_loop(p: jax.Array) -> jax.Array:
     """`p` unchanged: rounded to its own precision, which is exact (NaN and inf included). Products
     summed by a reduction pass through it so that jax 0.10.2's CPU compiler computes them in its own
     loop: it otherwise hands the multiply and the sum together to YNNPACK, whose fusion takes both
     factors whole, so every tap of the padded input and a copy of the deltas were written out first
-    (depthwise 3x3 64 56x56 N=8, Eq 13 on a 2-core EPYC: 4.6-6.4 ms that way, 3.4-3.6 ms this way)."""
+    (depthwise 3x3 64 56x56 N=8, Eq 13 on a 2-core EPYC: 4.6-6.4 ms that way, 3.4-3.6 ms this way).
+    Pooling's sums of tap slices pass through it for the same reason (each slice was copied out)."""
     f = jnp.finfo(p.dtype)
     return lax.reduce_precision(p, exponent_bits=f.nexp, mantissa_bits=f.nmant)
 
@@ -325,7 +328,7 @@ def forward(x: jax.Array, kernel: jax.Array, spec: ConvSpec, plan: Plan) -> jax.
     """
     g, groups, nd = geometry(spec), spec.groups, spec.nd
     k, c_g, d = math.prod(spec.kernel), kernel.shape[-2], kernel.shape[-1]
-    acc = _acc_dtype(x.dtype)
+    acc = acc_dtype(x.dtype)
 
     def taps(x):  # one matmul per tap, accumulated
         if groups == 1:
@@ -376,7 +379,7 @@ def weight_grad(x: jax.Array, delta: jax.Array, spec: ConvSpec, plan: Plan) -> j
     g, groups, nd = geometry(spec), spec.groups, spec.nd
     c_g, d = x.shape[-1] // groups, delta.shape[-1]
     k, d_g = math.prod(spec.kernel), d // groups
-    acc = _acc_dtype(x.dtype)
+    acc = acc_dtype(x.dtype)
 
     def stacked(dk):  # per-tap (C/G, D) blocks -> (*k, C/G, D)
         dk = jnp.stack(dk)
@@ -391,7 +394,7 @@ def weight_grad(x: jax.Array, delta: jax.Array, spec: ConvSpec, plan: Plan) -> j
         # were unrolled: 7.7 MiB of temporaries for depthwise 3x3 64 56x56 N=8, one example per
         # step; by the taps' scan 4.7 MiB, two examples per step, and 2.5-2.7 against 2.8-3.2 ms in
         # three interleaved A/Bs on a 2-core EPYC; the whole batch per step 12.7 MiB, no faster).
-        # `_own_loop` keeps the products out of YNNPACK's fusion (4.9-5.0 ms without it).
+        # `own_loop` keeps the products out of YNNPACK's fusion (4.9-5.0 ms without it).
         every, indices = tuple(range(nd + 1)), jnp.asarray(_tap_indices(spec), jnp.int32)
 
         def one(x, delta):
@@ -399,7 +402,7 @@ def weight_grad(x: jax.Array, delta: jax.Array, spec: ConvSpec, plan: Plan) -> j
 
             def tap_sums(carry, t):  # (C/G, D): channel c of each group against its outputs
                 xt = _windows.tap_at(xp, g, t, _spatial(spec))
-                return carry, jnp.stack([jnp.sum(_own_loop(_each_group(xt, c, c_g, d_g) * dl), axis=every)
+                return carry, jnp.stack([jnp.sum(own_loop(_each_group(xt, c, c_g, d_g) * dl), axis=every)
                                          for c in range(c_g)])
             return lax.scan(tap_sums, None, indices)[1]
         size = _input_chunk(x, spec, plan)
@@ -465,7 +468,7 @@ def input_grad(delta: jax.Array, kernel: jax.Array, spec: ConvSpec, plan: Plan) 
     g, groups, nd = geometry(spec), spec.groups, spec.nd
     k, c_g, d = math.prod(spec.kernel), kernel.shape[-2], kernel.shape[-1]
     d_g = d // groups
-    acc = _acc_dtype(delta.dtype)
+    acc = acc_dtype(delta.dtype)
 
     def taps(delta):  # per tap: delta @ kernel[t]^T, placed and accumulated
         axes = _spatial(spec)
@@ -538,7 +541,7 @@ def fold_chunks(fn: Callable[..., jax.Array], spec: ConvSpec, plan: Plan, c: int
     5.0 MiB by one example (forward 5.4 -> 5.5 ms, weight gradient 6.2 -> 7.1 ms), its training step
     19.3 -> 10.8 MiB (XLA's 3-D convolutions: 10.8). Eq 22 in chunks fell below the batch from
     which its 2-D formula is XLA's convolution (`jaxcnn._choice`): 7.2 instead of 3.6 ms."""
-    itemsize = jnp.dtype(_acc_dtype(arrays[0].dtype)).itemsize
+    itemsize = jnp.dtype(acc_dtype(arrays[0].dtype)).itemsize
     per_example = spec.out[0] * spec.kernel[0] * math.prod(spec.size[1:]) * c * itemsize
     size = _chunk(arrays[0].shape[0], per_example, plan.chunk_bytes)
     return (_sum_chunks if summed else _map_chunks)(fn, size, *arrays)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import re
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -301,17 +302,45 @@ def test_pool_paths_forced_through_the_public_functions(hw, window, padding, dty
         blockwise = vjps(pooling, x)
         with _lowering.force(pool="general"):
             general = vjps(pooling, x)
-        return blockwise, general
+        with _lowering.force(pool="stacked"):
+            stacked = vjps(pooling, x)
+        return blockwise, general, stacked
 
-    blockwise, general = run(x)
+    blockwise, general, stacked = run(x)
     expected = vjps(reference, x)
     assert_close(blockwise, expected)
     assert_close(general, expected)
-    assert_dtype((blockwise, general), dtype)
+    assert_close(stacked, expected)
+    chex.assert_trees_all_equal(stacked["max_pool"], blockwise["max_pool"])  # the same units win
+    assert_dtype((blockwise, general, stacked), dtype)
     spec = pool_spec("max_pool", x, window, None, padding)
     assert pooling._plan(spec).tiled
     with _lowering.force(pool="general"):
         assert not pooling._plan(spec).tiled
+    with _lowering.force(pool="stacked"):
+        assert pooling._plan(spec).tiled and not pooling._plan(spec).sliced
+
+
+@pytest.mark.parametrize("nd, window, stride, sliced", [
+    (2, 2, None, True),  # 4 taps: sliced whatever the geometry
+    (3, (1, 2, 2), None, True),
+    (1, 4, None, True),
+    (2, 3, 2, True),  # windows that overlap, 1-2 dims, up to 16 taps
+    (2, 4, 2, True),
+    (1, 3, 2, True),
+    (2, 3, None, False),  # tiling with more than 4 taps: stacked
+    (1, 8, None, False),
+    (3, 2, None, False),
+    (3, 3, 2, False),  # overlapping in 3-D
+    (2, 5, 2, False),  # 25 taps
+    (2, 7, None, False),  # a global pool
+])
+def test_pool_forward_sliced_by_the_measured_rule(nd, window, stride, sliced):
+    x = jnp.zeros((1, *(9,) * nd, 1))
+    spec = pool_spec("max_pool", x, window, stride, "VALID")
+    assert pooling._plan(spec).sliced is sliced
+    with _lowering.force(pool="stacked"):
+        assert not pooling._plan(spec).sliced
 
 
 def test_chunk_sizes():
@@ -535,16 +564,16 @@ def test_scatter_is_gathers_transpose(size, kernel, stride, dilation, padding):
 
 
 def test_own_loop_is_exact(dtype):
-    """`_own_loop` (which keeps the depthwise Eq 13's products out of YNNPACK) changes no value:
+    """`own_loop` (which keeps the depthwise Eq 13's products out of YNNPACK) changes no value:
     every bit of normals, subnormals, signed zeros, the extremes and infinities; NaN stays NaN."""
     info = jnp.finfo(dtype)
     special = np.array([0.0, -0.0, info.tiny, info.tiny / 4, info.max, -info.max, np.inf, -np.inf, 1 / 3],
                        dtype=dtype)
     p = np.concatenate([special, np.asarray(normal(0, (64,), dtype))])
-    got = np.asarray(jax.jit(_lowering._own_loop)(p))
+    got = np.asarray(jax.jit(_lowering.own_loop)(p))
     assert got.dtype == p.dtype
     assert got.tobytes() == p.tobytes()
-    assert np.isnan(np.asarray(jax.jit(_lowering._own_loop)(np.array([np.nan], dtype)))).all()
+    assert np.isnan(np.asarray(jax.jit(_lowering.own_loop)(np.array([np.nan], dtype)))).all()
 
 
 def test_cpu_xla_form_is_xla_own_convolution():

@@ -7,6 +7,7 @@ plain autodiff oracle, runs eagerly (no transformation of ours between it and `j
 from __future__ import annotations
 
 import inspect
+import itertools
 import math
 from functools import lru_cache, partial
 
@@ -17,7 +18,7 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from jaxcnn import pooling, reference
+from jaxcnn import _lowering, pooling, reference
 from jaxcnn._specs import pool_spec
 from tests.tolerances import assert_close, assert_dtype, normal
 
@@ -132,26 +133,28 @@ def test_grid_reaches_both_lowerings():
 @pytest.mark.parametrize("variant", VARIANTS, ids=VARIANT_IDS)
 @pytest.mark.parametrize("config", [c for c in CONFIGS if c[-1]], ids=str)
 def test_blockwise_and_general_lowerings_agree(config, variant):
-    """Force each lowering on the same blockwise spec: identical values and gradients."""
+    """Force each lowering (reshape or strided slices; the forward by tap slices or by the stacked
+    taps) on the same blockwise spec: identical values and gradients."""
     hw, window, stride, padding, _ = config
     name, extra = variant
     x = _normal(2, (2, *hw, 3), jnp.float32)
     spec = pool_spec(name, x, window, stride, padding)
     g = _cotangent(name, x, _kw(window, stride, padding, extra))
 
-    @partial(jax.jit, static_argnums=0)
-    def run(blockwise, x, g):
-        plan = pooling._Plan(spec, blockwise)
+    @partial(jax.jit, static_argnums=(0, 1))
+    def run(blockwise, sliced, x, g):
+        plan = pooling._Plan(spec, blockwise, sliced=sliced)
         fn = getattr(pooling, "_" + name)
         args = (plan, dict(extra)["count_include_pad"]) if extra else (plan,)
         y, vjp = jax.vjp(lambda x_: fn(x_, *args), x)
         return y, vjp(g)[0]
 
-    fast, general = run(True, x, g), run(False, x, g)
-    if name == "max_pool":
-        chex.assert_trees_all_equal(fast, general)
-    else:
-        assert_close(fast, general)
+    fast = run(True, True, x, g)
+    for other in (run(False, True, x, g), run(True, False, x, g), run(False, False, x, g)):
+        if name == "max_pool":
+            chex.assert_trees_all_equal(fast, other)
+        else:
+            assert_close(fast, other)
 
 
 @pytest.mark.parametrize(
@@ -265,7 +268,15 @@ def test_l2_pool_by_hand_including_zero_window():
 
 
 # ---------------------------------------------------------------------------- conventions
-def test_tie_goes_to_first_unit_in_row_major_order():
+@pytest.fixture(params=["auto", "stacked"])
+def pool_forward(request):
+    """Traces pools with both forward forms: by tap slices ("auto" on these small windows) and by
+    the stacked taps (the form of wide windows)."""
+    with _lowering.force(pool=request.param):
+        yield request.param
+
+
+def test_tie_goes_to_first_unit_in_row_major_order(pool_forward):
     x = _nhwc([[1, 1, 2, 0],
                [1, 1, 0, 2],
                [0, 3, 3, 5],
@@ -308,7 +319,7 @@ def test_ties_agree_with_reference(config):
         assert_close(jnp.sum(dx), jnp.sum(g))
 
 
-def test_nan_wins_and_propagates():
+def test_nan_wins_and_propagates(pool_forward):
     x = _nhwc([[1, np.nan, 2, 0],
                [np.nan, 5, 1, 3]])
     y, vjp = jax.vjp(lambda x_: pooling.max_pool(x_, 2), x)
@@ -321,7 +332,7 @@ def test_nan_wins_and_propagates():
     np.testing.assert_array_equal(_hw(vjp(_nhwc([[7, 9]]))[0]), [[0, 7, 0, 0], [0, 0, 0, 9]])
 
 
-def test_minus_inf_windows():
+def test_minus_inf_windows(pool_forward):
     inf = np.inf
     x = _nhwc([[-inf, -inf, -inf, 2],
                [-inf, -inf, 1, -inf]])
@@ -340,8 +351,8 @@ def test_minus_inf_window_with_padding_routes_to_a_real_unit():
     (the reference's autodiff picks the padding there and drops the delta)."""
     x = jnp.full((1, 2, 2, 1), -jnp.inf)
     delta = _nhwc([[1, 2], [3, 4]])
-    for blockwise in (True, False):
-        plan = pooling._Plan(pool_spec("max_pool", x, 2, None, 1), blockwise)
+    for blockwise, sliced in itertools.product((True, False), repeat=2):
+        plan = pooling._Plan(pool_spec("max_pool", x, 2, None, 1), blockwise, sliced=sliced)
         y, vjp = jax.vjp(lambda x_, plan=plan: pooling._max_pool(x_, plan), x)
         np.testing.assert_array_equal(_hw(y), np.full((2, 2), -np.inf))
         np.testing.assert_array_equal(_hw(vjp(delta)[0]), [[1, 2], [3, 4]])

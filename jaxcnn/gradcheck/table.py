@@ -186,12 +186,15 @@ def _lowerings() -> tuple[str, ...]:
 
 
 def _with_lowering(fn: Callable[..., Any], o: Options) -> Callable[..., Any]:
-    """`fn` traced under ``jaxcnn._lowering.force(o["lowering"])`` (the choice is baked into the
-    conv's static configuration at trace time, so its backward uses the same lowering)."""
-    name, chunks = o.get("lowering", "auto"), o.get("chunks", "whole")
-    if name == "auto" and chunks == "whole":
+    """`fn` traced under ``jaxcnn._lowering.force(o["lowering"], pool=o["pool"])`` (the choice is
+    baked into the conv's or pool's static configuration at trace time, so its backward uses the
+    same lowering)."""
+    name, chunks, pool = o.get("lowering", "auto"), o.get("chunks", "whole"), o.get("pool", "auto")
+    if name == "auto" and chunks == "whole" and pool == "auto":
         return fn
     options: dict[str, Any] = {} if chunks == "whole" else {"chunk_bytes": 1, "rows": chunks == "rows"}
+    if pool != "auto":
+        options["pool"] = pool
 
     def lowered(*args: Any) -> Any:
         with _lowering.force(name, **options):
@@ -255,6 +258,9 @@ def _draw_pool(name: str, rng: np.random.Generator, i: int, nd: int = 2, small: 
         options[key] = (i // 2) % 4 < 2
     for key in _keywords(name, int):  # the window's dilation (max_pool)
         options[key] = int(rng.integers(1, 3))
+    pools = tuple(getattr(_lowering, "POOL_LOWERINGS", ("auto",)))
+    if len(pools) > 1:  # every pooling lowering: the reshape or strided slices; sliced or stacked taps
+        options["pool"] = pools[(i // 3) % len(pools)]
     return options
 
 
@@ -362,7 +368,8 @@ def _build_pool(name: str, ops: Any, o: Options, dtype: str) -> Case:
     out_shape(getattr(_ref, name), [x_shape], dtype, **kw)
     quantised = bool(o.get(_QUANTISED_OPTION.get(name, "ties"), False)) and not _smooth(o)
     x = Arg("x", x_shape, kind="quant" if quantised else "normal", scale=0.5 if quantised else 1.0)
-    return make_case(partial(getattr(ops, name), **kw), partial(getattr(_ref, name), **kw), (x,), dtype)
+    return make_case(_with_lowering(partial(getattr(ops, name), **kw), o), partial(getattr(_ref, name), **kw),
+                     (x,), dtype)
 
 
 def _draw_dense(rng: np.random.Generator, i: int) -> Options:
