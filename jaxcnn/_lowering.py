@@ -67,7 +67,7 @@ from jaxcnn import _eq22, _windows
 from jaxcnn._specs import ConvSpec
 
 LOWERINGS = ("auto", "xla", "taps", "patches", "phases", "fold")
-POOL_LOWERINGS = ("auto", "general", "stacked")
+POOL_LOWERINGS = ("auto", "general", "stacked", "sliced")
 _CHUNK_BYTES = 1 << 21  # patches per scan step: 2 MiB stays in cache (measured: 1-3 MiB best)
 # Blocks of output rows only when one example's patches exceed this many budgets. On a 2-core Xeon
 # (quiet, ms; rows of 2 MiB blocks / batch chunks of two examples / the budget raised to 4 MiB):
@@ -83,7 +83,7 @@ class Plan(NamedTuple):
 
     name: str = "auto"  # one of LOWERINGS
     chunk_bytes: int = _CHUNK_BYTES  # bytes of patches per batch chunk (one `lax.scan` step)
-    pool: str = "auto"  # one of POOL_LOWERINGS: "general" strided slices, "stacked" the stacked taps
+    pool: str = "auto"  # one of POOL_LOWERINGS: "general" strided slices; "stacked", "sliced" forward
     rows: bool = True  # one example's patches over budget: scan over blocks of output rows too
     curvature: bool = False  # backward rules propagate d2E/dy2 (`jaxcnn.curvature.second_order`)
 
@@ -100,8 +100,8 @@ def force(name: str = "auto", *, pool: str = "auto", chunk_bytes: int | None = N
       name: conv lowering, "auto" (default: per platform and shape), "xla", "taps", "patches",
         "phases" or "fold"; forced lowerings apply on every backend.
       pool: "auto" (the reshape path when stride == window; the forward pass by per-tap slices
-        up to 64 taps), "general" (strided slices always) or "stacked" (the forward pass reduces the
-        stacked taps, the path of wider windows).
+        where measured faster, see `jaxcnn.pooling`), "general" (strided slices always), "stacked"
+        (the forward pass reduces the stacked taps) or "sliced" (it combines per-tap slices).
       chunk_bytes: batch-chunk budget of "taps"/"patches" (default 2 MiB); a tiny value (1) makes
         every batch of more than one example run through the chunked `lax.scan`, one per step.
       rows: when one example's patches exceed 8 budgets, scan over blocks of output rows

@@ -17,13 +17,13 @@ dropped.
 
 Lowering (static, from the spec): every function views its padded input as ``P = prod(p)`` window
 *taps*, tap ``t`` holding the unit at row-major offset ``t`` of each window. The forward pass
-combines the taps as ``P`` strided slices ``(N, *out, C)`` elementwise (`_tap_slices`: the max and
-the first tap that reaches it, or the sum) where that was measured faster, and otherwise reduces
-them stacked on a trailing axis ``(N, *out, C, P)`` (`_gather`); the backward places the per-tap
-deltas back and crops the padding (`_scatter`, the transpose of `_gather`). All come from the
-shared window machinery `jaxcnn._windows`: a reshape when the windows tile the input (stride ==
-window, the article's case; `_windows.tile`), strided slices otherwise (`_windows.gather`;
-overlapping windows add up in `_windows.scatter`).
+reduces them stacked on a trailing axis ``(N, *out, C, P)`` (`_gather`), or, where that was measured
+slower (strided, overlapping 2-D windows over 16 or more channels), combines them as ``P`` strided slices
+``(N, *out, C)`` elementwise (`_tap_slices`: the max and the first tap that reaches it, or the sum).
+The backward places the per-tap deltas back and crops the padding (`_scatter`, the transpose of
+`_gather`). All come from the shared window machinery `jaxcnn._windows`: a reshape when the windows
+tile the input (stride == window, the article's case; `_windows.tile`), strided slices otherwise
+(`_windows.gather`; overlapping windows add up in `_windows.scatter`).
 
 No variadic ``lax.reduce_window`` carrying argmax indices is used (it crashed under ``jit`` on CPU
 inside a custom VJP, jax issue 9961). Every backward is written in differentiable ``lax``/``jnp``
@@ -59,7 +59,7 @@ class _Plan(NamedTuple):
     spec: PoolSpec
     tiled: bool  # True: the reshape lowering (windows tile the input); False: strided slices
     curvature: bool = False  # the backward propagates d2E/dy2 (`jaxcnn.curvature.second_order`)
-    sliced: bool = True  # the forward combines per-tap slices elementwise; False: reduces `_gather`'s
+    sliced: bool = False  # the forward combines per-tap slices elementwise; False: reduces `_gather`'s
 
     @property
     def geometry(self) -> _windows.Geometry:
@@ -71,30 +71,31 @@ class _Plan(NamedTuple):
         return math.prod(self.spec.window)
 
 
-# The forward pass by per-tap slices (`_tap_slices`) beat the stacked taps' reduction where its result
-# is cheap to recompute: XLA fuses the slices into the backward's per-tap consumers, so each result is
-# recomputed once per tap (P^2 work per window). fwd + bwd of ``sum(sin(pool(x)))`` on a 2-core EPYC,
-# sliced / stacked: 2x2 windows tiling (128, 28, 28, 32) max 0.77-0.81, avg 0.93-1.05, l2 0.64-0.86,
-# 1-D windows of 2 and 4 tiling (32, 4000, 64) 0.78-0.88, (1, 2, 2) in 3-D 0.57-1.08; windows that
-# overlap: 3x3/2 on (8, 112, 112, 64) 0.73-0.89, 3x3/1 on (32, 56, 56, 64) 0.73-1.01, 4x4/2 on
-# (32, 28, 28, 64) 0.60-0.68, 3/2 in 1-D 0.56-0.99. Slower: tiling 2x4, 3x3 and 8 in 1-D 1.02-1.15,
-# 4x4 1.37-1.49, 2x2x2 1.06-1.40, global 7x7 and 8x8 2.4-7.7; 3x3x3 windows overlapping 1.45-1.86.
-# Forward alone 0.03-0.45 (max), 0.29-0.83 (avg). Inside ``tanh(pool(relu(x + b)))``: 2x2 max 0.78-0.91,
-# avg 0.95, 3x3/2 on (8, 112, 112, 64) max 0.94, avg 0.61; the LeNet-5 and wide LeNet training steps
-# did not move beyond the noise of two interleaved runs (0.97-1.08).
-_SLICED_TAPS = 4  # any window up to this many taps
-_SLICED_OVERLAPPING = 16  # ... and windows that do not tile (measured: overlapping) in 1-2 dims
+# The forward pass by per-tap slices (`_tap_slices`) against the stacked taps' reduction (`_gather`):
+# alone it is 3-30x faster (no stacked copy, no argmax and gather), but XLA fuses the slices into the
+# backward's per-tap consumers, recomputing each window's result once per tap. Measured inside
+# ``tanh(pool(relu(x + b)))``, value and both gradients, on a 2-core EPYC (ms, medians of 15
+# interleaved, stacked / sliced): 3x3/2 windows on (32, 56, 56, 16) max 6.27 / 3.66, 5.34 / 3.29, avg
+# 5.51 / 2.21, 2.40 / 2.25; on (8, 112, 112, 64) max 64.5 / 46.3, 56.7 / 40.8, avg 55.3 / 36.9, 58.8 /
+# 35.9; 4x4/2 on (32, 28, 28, 64) max 17.6 / 5.9. Slower or no faster sliced: 3x3/1 on (32, 56, 56, 64)
+# max 160.0 / 222.9 (avg 128.2 / 69.4); 3x3/2 on (128, 28, 28, 6) max 3.38 / 6.16; 1-D 3/2 on (32, 4000,
+# 16) max 6.90 / 13.9; the tiling 2x2 on (128, 28, 28, 6) max 1.99 / 3.25, on (128, 28, 28, 32) 3.25 /
+# 3.58 (the LeNet-5 training step 8.4 / 9.3, wide LeNet's 56.6 / 54.9); and alone, fwd + bwd of
+# ``sum(sin(pool(x)))``: 4x4 tiling 1.4-1.5x, global 7x7 and 8x8 2.4-7.7x, 3x3x3 overlapping 1.5-1.9x.
+_SLICED_CHANNELS = 16  # sliced: 2-D strided windows that do not tile, over at least this many channels,
+_SLICED_TAPS = 16  # ... with at most this many taps
 
 
-def _plan(spec: PoolSpec) -> _Plan:
+def _plan(spec: PoolSpec, channels: int) -> _Plan:
     """The reshape lowering applies when windows tile the padded input: stride == window (unless
-    the private switch ``jaxcnn._lowering.force(pool="general")`` asks for the strided slices);
-    the forward pass is sliced where that was measured faster (above; unless ``force(pool="stacked")``)."""
+    the private switch ``jaxcnn._lowering.force(pool="general")`` asks for the strided slices).
+    The forward pass is sliced where that was measured faster (above), or always under
+    ``force(pool="sliced")``; ``force(pool="stacked")`` never slices it."""
     tiles = spec.stride == spec.window and spec.spacing == (1,) * spec.nd
     requested = _lowering.requested()
-    taps = math.prod(spec.window)
-    sliced = taps <= _SLICED_TAPS or (not tiles and spec.nd <= 2 and taps <= _SLICED_OVERLAPPING)
-    sliced = sliced and requested.pool != "stacked"
+    measured = (not tiles and spec.nd == 2 and min(spec.stride) > 1 and channels >= _SLICED_CHANNELS
+                and math.prod(spec.window) <= _SLICED_TAPS)
+    sliced = requested.pool == "sliced" or (measured and requested.pool != "stacked")
     return _Plan(spec, tiles and requested.pool != "general", requested.curvature, sliced)
 
 
@@ -109,7 +110,7 @@ def _gather(x: jax.Array, plan: _Plan, pad_value: float) -> jax.Array:
 def _tap_slices(x: jax.Array, plan: _Plan, pad_value: float) -> list[jax.Array]:
     """The window taps of `x` padded with `pad_value` as ``P`` strided slices ``(N, *out, C)``,
     row-major in the window: a forward pass that combines them elementwise is one loop over the
-    outputs, with no stacked copy of the taps (`_gather`'s, which the other windows reduce)."""
+    outputs, with no stacked copy of the taps (`_gather`'s, reduced by the other forward form)."""
     xp = _windows.pad(x, plan.spec.pads, pad_value)
     axes = tuple(range(1, plan.spec.nd + 1))
     return [_windows.tap(xp, plan.geometry, t, axes) for t in np.ndindex(*plan.spec.window)]
@@ -240,7 +241,7 @@ def max_pool(x: jax.Array, window: Size, *, stride: Size | None = None, padding:
       and the low padding.
     """
     spec = pool_spec("max_pool", x, window, stride, padding, dilation=dilation, ceil_mode=ceil_mode)
-    return _max_pool(jnp.asarray(x), _plan(spec))
+    return _max_pool(jnp.asarray(x), _plan(spec, jnp.shape(x)[-1]))
 
 
 # ---------------------------------------------------------------------------------- avg pool
@@ -338,7 +339,7 @@ def avg_pool(x: jax.Array, window: Size, *, stride: Size | None = None, padding:
     """
     spec = pool_spec("avg_pool", x, window, stride, padding, ceil_mode=ceil_mode)
     count_include_pad = check_bool("avg_pool", "count_include_pad", count_include_pad)
-    return _avg_pool(jnp.asarray(x), _plan(spec), count_include_pad)
+    return _avg_pool(jnp.asarray(x), _plan(spec, jnp.shape(x)[-1]), count_include_pad)
 
 
 # ----------------------------------------------------------------------------------- l2 pool
@@ -418,4 +419,4 @@ def l2_pool(x: jax.Array, window: Size, *, stride: Size | None = None, padding: 
       ``(N, *out, C)`` of x's dtype, ``out = (n + lo + hi - p) // s + 1`` per dim.
     """
     spec = pool_spec("l2_pool", x, window, stride, padding, ceil_mode=ceil_mode)
-    return _l2_pool(jnp.asarray(x), _plan(spec))
+    return _l2_pool(jnp.asarray(x), _plan(spec, jnp.shape(x)[-1]))

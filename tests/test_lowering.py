@@ -302,45 +302,43 @@ def test_pool_paths_forced_through_the_public_functions(hw, window, padding, dty
         blockwise = vjps(pooling, x)
         with _lowering.force(pool="general"):
             general = vjps(pooling, x)
-        with _lowering.force(pool="stacked"):
-            stacked = vjps(pooling, x)
-        return blockwise, general, stacked
+        with _lowering.force(pool="sliced"):
+            sliced = vjps(pooling, x)
+        return blockwise, general, sliced
 
-    blockwise, general, stacked = run(x)
+    blockwise, general, sliced = run(x)
     expected = vjps(reference, x)
     assert_close(blockwise, expected)
     assert_close(general, expected)
-    assert_close(stacked, expected)
-    chex.assert_trees_all_equal(stacked["max_pool"], blockwise["max_pool"])  # the same units win
-    assert_dtype((blockwise, general, stacked), dtype)
+    assert_close(sliced, expected)
+    chex.assert_trees_all_equal(sliced["max_pool"], blockwise["max_pool"])  # the same units win
+    assert_dtype((blockwise, general, sliced), dtype)
     spec = pool_spec("max_pool", x, window, None, padding)
-    assert pooling._plan(spec).tiled
+    assert pooling._plan(spec, 3).tiled and not pooling._plan(spec, 3).sliced
     with _lowering.force(pool="general"):
-        assert not pooling._plan(spec).tiled
-    with _lowering.force(pool="stacked"):
-        assert pooling._plan(spec).tiled and not pooling._plan(spec).sliced
+        assert not pooling._plan(spec, 3).tiled
+    with _lowering.force(pool="sliced"):
+        assert pooling._plan(spec, 3).tiled and pooling._plan(spec, 3).sliced
 
 
-@pytest.mark.parametrize("nd, window, stride, sliced", [
-    (2, 2, None, True),  # 4 taps: sliced whatever the geometry
-    (3, (1, 2, 2), None, True),
-    (1, 4, None, True),
-    (2, 3, 2, True),  # windows that overlap, 1-2 dims, up to 16 taps
-    (2, 4, 2, True),
-    (1, 3, 2, True),
-    (2, 3, None, False),  # tiling with more than 4 taps: stacked
-    (1, 8, None, False),
-    (3, 2, None, False),
-    (3, 3, 2, False),  # overlapping in 3-D
-    (2, 5, 2, False),  # 25 taps
-    (2, 7, None, False),  # a global pool
+@pytest.mark.parametrize("nd, window, stride, channels, sliced", [
+    (2, 3, 2, 16, True),  # strided 2-D windows that overlap, over 16 or more channels, up to 16 taps
+    (2, 4, 2, 64, True),
+    (2, (3, 2), (2, 1), 32, False),  # stride 1 on an axis
+    (2, 3, 2, 6, False),  # fewer channels
+    (2, 2, None, 64, False),  # windows that tile
+    (2, 5, 2, 64, False),  # 25 taps
+    (1, 3, 2, 64, False),  # 1-D
+    (3, 3, 2, 64, False),  # 3-D
 ])
-def test_pool_forward_sliced_by_the_measured_rule(nd, window, stride, sliced):
-    x = jnp.zeros((1, *(9,) * nd, 1))
+def test_pool_forward_sliced_by_the_measured_rule(nd, window, stride, channels, sliced):
+    x = jnp.zeros((1, *(9,) * nd, channels))
     spec = pool_spec("max_pool", x, window, stride, "VALID")
-    assert pooling._plan(spec).sliced is sliced
+    assert pooling._plan(spec, channels).sliced is sliced
     with _lowering.force(pool="stacked"):
-        assert not pooling._plan(spec).sliced
+        assert not pooling._plan(spec, channels).sliced
+    with _lowering.force(pool="sliced"):
+        assert pooling._plan(spec, channels).sliced
 
 
 def test_chunk_sizes():
