@@ -149,6 +149,17 @@ def scatter(z: jax.Array, g: Geometry, axes: Sequence[int], at: int) -> jax.Arra
     return out
 
 
+def spread(v: jax.Array, g: Geometry, axes: Sequence[int]) -> jax.Array:
+    """The transpose of the window sums ``sum_t tap(pad(x), t)``: each window's value in `v` added to
+    every unit of the unpadded input its window covers. `scatter` of `v` given to every tap, one
+    spatial axis at a time, so that no copy of `v` per tap of the whole window is ever made."""
+    for i, axis in enumerate(axes):
+        along = Geometry(*(field[i:i + 1] for field in g))
+        taps = jnp.broadcast_to(v[..., None], (*v.shape, g.taps[i]))
+        v = scatter(taps, along, (axis,), v.ndim)
+    return v
+
+
 def tile(xp: jax.Array, g: Geometry) -> jax.Array:
     """`gather` for windows that tile the input (stride == taps, spacing 1) on an array
     ``(N, *spatial, C)``: one reshape and transpose to ``(N, *out, C, k_1, ..., k_nd)``; units past

@@ -17,13 +17,14 @@ dropped.
 
 Lowering (static, from the spec): every function views its padded input as ``P = prod(p)`` window
 *taps*, tap ``t`` holding the unit at row-major offset ``t`` of each window. The forward pass
-reduces them stacked on a trailing axis ``(N, *out, C, P)`` (`_gather`), or, where that was measured
-slower (strided, overlapping 2-D windows over 16 or more channels), combines them as ``P`` strided slices
-``(N, *out, C)`` elementwise (`_tap_slices`: the max and the first tap that reaches it, or the sum).
-The backward places the per-tap deltas back and crops the padding (`_scatter`, the transpose of
-`_gather`). All come from the shared window machinery `jaxcnn._windows`: a reshape when the windows
-tile the input (stride == window, the article's case; `_windows.tile`), strided slices otherwise
-(`_windows.gather`; overlapping windows add up in `_windows.scatter`).
+combines them as ``P`` strided slices ``(N, *out, C)`` elementwise (`_tap_slices`: the sum of avg
+and l2 pooling; the max and the first tap that reaches it, for strided, overlapping 2-D windows
+over 16 or more channels), or else reduces them stacked on a trailing axis ``(N, *out, C, P)``
+(`_gather`), as measured fastest. The backward places the per-tap deltas back and crops the padding
+(`_scatter`, the transpose of `_gather`; `_spread` where every tap gets its window's delta). All come
+from the shared window machinery `jaxcnn._windows`: a reshape when the windows tile the input (stride
+== window, the article's case; `_windows.tile`), strided slices otherwise (`_windows.gather`;
+overlapping windows add up in `_windows.scatter`, `_windows.spread`).
 
 No variadic ``lax.reduce_window`` carrying argmax indices is used (it crashed under ``jit`` on CPU
 inside a custom VJP, jax issue 9961). Every backward is written in differentiable ``lax``/``jnp``
@@ -73,28 +74,38 @@ class _Plan(NamedTuple):
 
 # The forward pass by per-tap slices (`_tap_slices`) against the stacked taps' reduction (`_gather`):
 # alone it is 3-30x faster (no stacked copy, no argmax and gather), but XLA fuses the slices into the
-# backward's per-tap consumers, recomputing each window's result once per tap. Measured inside
-# ``tanh(pool(relu(x + b)))``, value and both gradients, on a 2-core EPYC (ms, medians of 15
-# interleaved, stacked / sliced): 3x3/2 windows on (32, 56, 56, 16) max 6.27 / 3.66, 5.34 / 3.29, avg
-# 5.51 / 2.21, 2.40 / 2.25; on (8, 112, 112, 64) max 64.5 / 46.3, 56.7 / 40.8, avg 55.3 / 36.9, 58.8 /
-# 35.9; 4x4/2 on (32, 28, 28, 64) max 17.6 / 5.9. Slower or no faster sliced: 3x3/1 on (32, 56, 56, 64)
-# max 160.0 / 222.9 (avg 128.2 / 69.4); 3x3/2 on (128, 28, 28, 6) max 3.38 / 6.16; 1-D 3/2 on (32, 4000,
-# 16) max 6.90 / 13.9; the tiling 2x2 on (128, 28, 28, 6) max 1.99 / 3.25, on (128, 28, 28, 32) 3.25 /
+# max pool's backward, recomputing each window's winner once per tap. Measured inside
+# ``tanh(pool(relu(x + b)))``, value and both gradients, on a 2-core EPYC (ms, medians of 11-15
+# interleaved, stacked / sliced): max 3x3/2 windows on (32, 56, 56, 16) 6.27 / 3.66, 5.34 / 3.29, on
+# (8, 112, 112, 64) 64.5 / 46.3, 56.7 / 40.8, 4x4/2 on (32, 28, 28, 64) 17.6 / 5.9. Slower or no faster
+# sliced: 3x3/1 on (32, 56, 56, 64) 160.0 / 222.9; 3x3/2 on (128, 28, 28, 6) 3.38 / 6.16; 1-D 3/2 on
+# (32, 4000, 16) 6.90 / 13.9; the tiling 2x2 on (128, 28, 28, 6) 1.99 / 3.25, on (128, 28, 28, 32) 3.25 /
 # 3.58 (the LeNet-5 training step 8.4 / 9.3, wide LeNet's 56.6 / 54.9); and alone, fwd + bwd of
-# ``sum(sin(pool(x)))``: 4x4 tiling 1.4-1.5x, global 7x7 and 8x8 2.4-7.7x, 3x3x3 overlapping 1.5-1.9x.
-_SLICED_CHANNELS = 16  # sliced: 2-D strided windows that do not tile, over at least this many channels,
+# ``sum(sin(pool(x)))``: 4x4 tiling 1.4-1.5x, global 7x7 and 8x8 2.8-4.5x, 3x3x3 overlapping 1.5-1.9x.
+# The sums of avg and l2 pooling have no winner for the backward to recompute (it spreads the deltas,
+# `_spread`): sliced, in the same context, stacked / sliced (ms): avg 3x3/2 on (8, 112, 112, 64) 39.6 / 7.5,
+# 3x3/1 on (32, 56, 56, 64) 124.3 / 35.1, 3x3/2 on (128, 28, 28, 6) 3.51 / 1.35, 3x3x3/2 3.91 / 1.25,
+# 2x2 on (128, 28, 28, 32) 2.80 / 2.34, on (128, 10, 10, 64) 0.56 / 0.42, 1-D 2 on (32, 4000, 16) 3.13 /
+# 2.15, 3/2 1.92 / 1.96, global 7x7 and 8x8 0.22 / 0.21, 0.18 / 0.17; l2 0.40-0.98 of the stacked time on
+# eight of those shapes (its temporaries 1.7-9 MiB larger where the windows tile, smaller where they
+# overlap).
+_SLICED_CHANNELS = 16  # max pool sliced: 2-D strided windows that do not tile, over this many channels,
 _SLICED_TAPS = 16  # ... with at most this many taps
+_SLICED_SUM_TAPS = 64  # avg and l2 pool sliced: windows of at most this many taps (unrolled sums)
 
 
-def _plan(spec: PoolSpec, channels: int) -> _Plan:
+def _plan(spec: PoolSpec, channels: int, summed: bool = False) -> _Plan:
     """The reshape lowering applies when windows tile the padded input: stride == window (unless
     the private switch ``jaxcnn._lowering.force(pool="general")`` asks for the strided slices).
-    The forward pass is sliced where that was measured faster (above), or always under
-    ``force(pool="sliced")``; ``force(pool="stacked")`` never slices it."""
+    The forward pass (of a max pool; `summed`: of an avg or l2 pool) is sliced where that was
+    measured faster (above), or always under ``force(pool="sliced")``; ``force(pool="stacked")``
+    never slices it."""
     tiles = spec.stride == spec.window and spec.spacing == (1,) * spec.nd
     requested = _lowering.requested()
-    measured = (not tiles and spec.nd == 2 and min(spec.stride) > 1 and channels >= _SLICED_CHANNELS
-                and math.prod(spec.window) <= _SLICED_TAPS)
+    taps = math.prod(spec.window)
+    measured = taps <= _SLICED_SUM_TAPS if summed else (
+        not tiles and spec.nd == 2 and min(spec.stride) > 1 and channels >= _SLICED_CHANNELS
+        and taps <= _SLICED_TAPS)
     sliced = requested.pool == "sliced" or (measured and requested.pool != "stacked")
     return _Plan(spec, tiles and requested.pool != "general", requested.curvature, sliced)
 
@@ -122,6 +133,15 @@ def _scatter(v: jax.Array, plan: _Plan) -> jax.Array:
     g, nd = plan.geometry, plan.spec.nd
     v = v.reshape(*v.shape[:-1], *plan.spec.window)
     return _windows.untile(v, g) if plan.tiled else _windows.scatter(v, g, tuple(range(1, nd + 1)), nd + 2)
+
+
+def _spread(v: jax.Array, plan: _Plan) -> jax.Array:
+    """`_scatter` of per-window values ``(N, *out, C)`` given to every tap of their window (the
+    backward of avg and l2 pooling): ``(N, *size, C)``, without the per-tap copy where the windows
+    do not tile (`_windows.spread`, one axis at a time)."""
+    if plan.tiled:
+        return _scatter(jnp.broadcast_to(v[..., None], (*v.shape, plan.taps)), plan)
+    return _windows.spread(v, plan.geometry, tuple(range(1, plan.spec.nd + 1)))
 
 
 def _per_window(plan: _Plan, values: list[np.ndarray], combine) -> np.ndarray:
@@ -289,7 +309,7 @@ def _avg_pool_bwd(plan: _Plan, count_include_pad: bool, res: _AvgRes, delta: jax
     if plan.curvature:
         return _avg_pool_curvature_bwd(plan, count_include_pad, delta)
     share = delta / _avg_divisor(plan, count_include_pad, delta.dtype)
-    return (_scatter(jnp.broadcast_to(share[..., None], (*share.shape, plan.taps)), plan),)
+    return (_spread(share, plan),)
 
 
 def _avg_pool_curvature_bwd(plan: _Plan, count_include_pad: bool, h: jax.Array) -> tuple[jax.Array]:
@@ -297,7 +317,7 @@ def _avg_pool_curvature_bwd(plan: _Plan, count_include_pad: bool, h: jax.Array) 
     ``h / |W|**2`` spread over the block (``h (N, *out, C)`` -> ``(N, *size, C)``)."""
     divisor = _avg_divisor(plan, count_include_pad, h.dtype)
     share = h / (divisor * divisor)
-    return (_scatter(jnp.broadcast_to(share[..., None], (*share.shape, plan.taps)), plan),)
+    return (_spread(share, plan),)
 
 
 _avg_pool.defvjp(_avg_pool_fwd, _avg_pool_bwd)
@@ -339,7 +359,7 @@ def avg_pool(x: jax.Array, window: Size, *, stride: Size | None = None, padding:
     """
     spec = pool_spec("avg_pool", x, window, stride, padding, ceil_mode=ceil_mode)
     count_include_pad = check_bool("avg_pool", "count_include_pad", count_include_pad)
-    return _avg_pool(jnp.asarray(x), _plan(spec, jnp.shape(x)[-1]), count_include_pad)
+    return _avg_pool(jnp.asarray(x), _plan(spec, jnp.shape(x)[-1], summed=True), count_include_pad)
 
 
 # ----------------------------------------------------------------------------------- l2 pool
@@ -378,7 +398,7 @@ def _l2_pool_bwd(plan: _Plan, res: _L2Res, delta: jax.Array) -> tuple[jax.Array]
     x, y = res
     zero = y == 0
     share = jnp.where(zero, jnp.zeros_like(y), delta / jnp.where(zero, jnp.ones_like(y), y))
-    return (x * _scatter(jnp.broadcast_to(share[..., None], (*share.shape, plan.taps)), plan),)
+    return (x * _spread(share, plan),)
 
 
 def _l2_pool_curvature_bwd(plan: _Plan, res: _L2Res, h: jax.Array) -> tuple[jax.Array]:
@@ -387,7 +407,7 @@ def _l2_pool_curvature_bwd(plan: _Plan, res: _L2Res, h: jax.Array) -> tuple[jax.
     x, y = res
     zero = y == 0
     share = jnp.where(zero, jnp.zeros_like(y), h / jnp.where(zero, jnp.ones_like(y), y * y))
-    return ((x * x) * _scatter(jnp.broadcast_to(share[..., None], (*share.shape, plan.taps)), plan),)
+    return ((x * x) * _spread(share, plan),)
 
 
 _l2_pool.defvjp(_l2_pool_fwd, _l2_pool_bwd)
@@ -419,4 +439,4 @@ def l2_pool(x: jax.Array, window: Size, *, stride: Size | None = None, padding: 
       ``(N, *out, C)`` of x's dtype, ``out = (n + lo + hi - p) // s + 1`` per dim.
     """
     spec = pool_spec("l2_pool", x, window, stride, padding, ceil_mode=ceil_mode)
-    return _l2_pool(jnp.asarray(x), _plan(spec, jnp.shape(x)[-1]))
+    return _l2_pool(jnp.asarray(x), _plan(spec, jnp.shape(x)[-1], summed=True))

@@ -335,10 +335,14 @@ def test_pool_forward_sliced_by_the_measured_rule(nd, window, stride, channels, 
     x = jnp.zeros((1, *(9,) * nd, channels))
     spec = pool_spec("max_pool", x, window, stride, "VALID")
     assert pooling._plan(spec, channels).sliced is sliced
+    assert pooling._plan(spec, channels, summed=True).sliced  # avg and l2 pooling: up to 64 taps
     with _lowering.force(pool="stacked"):
         assert not pooling._plan(spec, channels).sliced
+        assert not pooling._plan(spec, channels, summed=True).sliced
     with _lowering.force(pool="sliced"):
         assert pooling._plan(spec, channels).sliced
+    wide = pool_spec("avg_pool", jnp.zeros((1, 9, 9, channels)), 9, None, "VALID")  # 81 taps
+    assert not pooling._plan(wide, channels, summed=True).sliced
 
 
 def test_chunk_sizes():
@@ -559,6 +563,31 @@ def test_scatter_is_gathers_transpose(size, kernel, stride, dilation, padding):
     want = jax.jit(jax.linear_transpose(gather, x))(z)[0]
     got = jax.jit(lambda z: _windows.scatter(z, g, axes, nd + 1))(z)
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize(
+    "size, kernel, stride, dilation, padding",
+    [((9,), (3,), (2,), (1,), 1), ((8, 7), (3, 3), (2, 1), (1, 1), 1), ((8, 7), (3, 2), (1, 3), (2, 1), 0),
+     ((6, 5, 7), (3, 2, 3), (2, 2, 1), (1, 1, 1), 1), ((10,), (4,), (2,), (1,), ((3, 0),))],
+)
+def test_spread_is_the_window_sums_transpose(size, kernel, stride, dilation, padding):
+    """`_windows.spread` (avg and l2 pooling's backward, one axis at a time) is the transpose of the
+    window sums ``sum_t tap(pad(x), t)``: equal to the bit to JAX's transpose of that linear map on
+    integer-valued windows' values, and to `scatter` of the values copied to every tap."""
+    x = jnp.zeros((2, *size, 3), jnp.float32)
+    spec = conv_spec("conv", x, jnp.zeros((*kernel, 3, 1)), None, stride=stride, padding=padding,
+                     dilation=dilation, groups=1, flip=False, pad_value=0.0)
+    g, axes, nd = _lowering.geometry(spec), tuple(range(1, len(size) + 1)), len(size)
+
+    def sums(x):
+        xp = _windows.pad(x, spec.pads, 0.0)
+        return _windows.total(_windows.tap(xp, g, t, axes) for t in np.ndindex(*kernel))
+
+    v = jnp.asarray(np.random.default_rng(6).integers(-4, 5, jax.eval_shape(sums, x).shape), jnp.float32)
+    got = jax.jit(lambda v: _windows.spread(v, g, axes))(v)
+    np.testing.assert_array_equal(got, jax.jit(jax.linear_transpose(sums, x))(v)[0])
+    copies = jnp.broadcast_to(v.reshape(*v.shape, *(1,) * nd), (*v.shape, *kernel))
+    np.testing.assert_array_equal(got, _windows.scatter(copies, g, axes, nd + 2))
 
 
 def test_own_loop_is_exact(dtype):
