@@ -12,7 +12,9 @@ spacing ``d`` (the kernel dilation; 1 for a pool), the stride ``s`` and the outp
 with interior padding ``s - 1``; a negative low pad crops units that fall in the padding, whose
 gradients are dropped).
 `gather` stacks all taps on ``nd`` new axes, separably (``k_1 + ... + k_nd`` slices rather than
-``k_1 * ... * k_nd``); `scatter` is its transpose, the sum of the placed taps, separably too.
+``k_1 * ... * k_nd``); `scatter` is its transpose, the sum of the placed taps, separably too;
+`spread` is the transpose of the window sums (each window's value given to all its units), one axis
+at a time.
 Every function is plain differentiable ``lax`` code.
 """
 
