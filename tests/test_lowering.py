@@ -591,8 +591,9 @@ def test_spread_is_the_window_sums_transpose(size, kernel, stride, dilation, pad
 
 
 def test_own_loop_is_exact(dtype):
-    """`own_loop` (which keeps the depthwise Eq 13's products out of YNNPACK) changes no value:
-    every bit of normals, subnormals, signed zeros, the extremes and infinities; NaN stays NaN."""
+    """`own_loop` (which keeps the depthwise Eq 13's products and pooling's sums out of YNNPACK)
+    changes no value: every bit of normals, subnormals, signed zeros, the extremes and infinities; NaN
+    stays NaN."""
     info = jnp.finfo(dtype)
     special = np.array([0.0, -0.0, info.tiny, info.tiny / 4, info.max, -info.max, np.inf, -np.inf, 1 / 3],
                        dtype=dtype)
