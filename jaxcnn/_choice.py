@@ -102,6 +102,20 @@ _DEEP = 256  # ... given at least this many deltas' channels
 # Above this many taps (prod(k)) the per-tap and patches forms unroll into too many slices: a 28x28
 # kernel compiled for ~15 s and ran 30x slower than XLA's convolution. Such kernels stay on "xla".
 _MAX_TAPS = 64
+# A strided 3-D Eq 22 whose kernel spans whole phases (k a multiple of s, some k > s) is fastest as
+# one stride-1 Eq 22 over the input's phases (`_eq22.subpixel`, itself folded) rather than folded
+# as it is (2-core EPYC, input gradient alone, ms, medians of 9 interleaved, fold / subpixel, temp
+# MiB): 4^3/2 16->32 from 16x32x32 N=4 (the benchmark's transposed 3-D conv) 14.8 / 5.8 (15.8 /
+# 9.0), 32->64 N=2 18.5 / 12.9, 64->32 from 8x16x16 3.8 / 3.6 (8.9 / 5.1), 8->16 from 32^3 N=2 2.1 /
+# 1.3, 4^3/4 2.2 / 0.6, 1x4x4/(1,2,2) 3.1 / 2.1; with k = s (one tap per phase) 0.93 / 1.06. In 2-D
+# the phases' correlations were faster (4x4/2 32->64 from 32x32 N=8: 1.14-1.64 / 1.49-2.13), in 1-D
+# neither (k4/2 32->64 on 2000: 1.30-1.38 / 1.18-1.47).
+
+
+def _whole_phases(spec: ConvSpec) -> bool:
+    """Every kernel axis spans whole phases (k a multiple of s, no dilation), one of them several."""
+    pairs = list(zip(spec.kernel, spec.stride, strict=True))
+    return all(k % s == 0 for k, s in pairs) and max(spec.dilation) == 1 and any(k > s for k, s in pairs)
 
 
 def choose(formula: str, spec: ConvSpec, n: int, c: int, d: int) -> str:
@@ -120,6 +134,8 @@ def choose(formula: str, spec: ConvSpec, n: int, c: int, d: int) -> str:
     if formula == "forward" and c_g <= _TINY:
         return "taps" if n * math.prod(spec.out) >= _MANY else "patches"
     if spec.nd == 3:  # XLA's 3-D convolution is slow: 2-D convolutions over the depth's taps
+        if formula == "input" and strided and _whole_phases(spec):
+            return "subpixel"  # the stride-1 Eq 22 over the input's phases (measured above)
         return "fold"
     if formula == "forward" and (c_g < _WIDE or spec.nd == 2):
         return "xla"

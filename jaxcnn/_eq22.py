@@ -8,6 +8,9 @@ r"""Eq 22's pieces shared by its XLA form (`jaxcnn.convolution`) and its matmul 
   the undilated deltas with the kernel taps ``t`` where ``d*t = r (mod s)``. Zero insertion
   (``lhs_dilation``) is slow on CPU and GPU, and jax 0.10's CPU compiler aborts differentiating some
   of it.
+* `subpixel`, `by_subpixel` — every phase at once: the strided conv is a stride-1 conv over the
+  padded input's phases taken as channels (space-to-depth), so its Eq 22 is one stride-1 Eq 22 whose
+  ``prod(s) * C`` channels are put back in place (depth-to-space).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxcnn import _windows
 from jaxcnn._specs import ConvSpec
 
 
@@ -112,3 +116,53 @@ def _reversed_taps(taps: tuple[int, ...]) -> slice:
     step = taps[0] - taps[1] if len(taps) > 1 else 1
     stop = taps[-1] - step
     return slice(taps[0], None if stop < 0 else stop, -step)
+
+
+def subpixel(spec: ConvSpec) -> ConvSpec:
+    """The stride-1 conv over the padded input's phases that computes the same outputs as `spec`.
+
+    With the dilated kernel zero-padded to ``K * s`` taps per dim (``K = ceil(extent / s)``), tap
+    ``t = s*q + r`` of output ``i`` reads ``x_pad[s*(i + q) + r]``: phase ``r`` at position
+    ``i + q``. So ``y[i] = sum_q X[i + q] . W[q]`` with ``X[j, (r, c)] = x_pad[s*j + r, c]`` over
+    ``J = out + K - 1`` positions and ``W[q, (r, c)] = w_dilated[s*q + r, c]`` (`subpixel_kernel`);
+    no padding, ``prod(s)`` times the channels (group by group: ``(G, *s, C/G)``)."""
+    taps = tuple(-(-e // s) for e, s in zip(spec.extent, spec.stride, strict=True))
+    return ConvSpec(kernel=taps, stride=(1,) * spec.nd, pads=((0, 0),) * spec.nd, dilation=(1,) * spec.nd,
+                    groups=spec.groups, flip=False, pad_value=0.0,
+                    size=tuple(o + k - 1 for o, k in zip(spec.out, taps, strict=True)), out=spec.out)
+
+
+def subpixel_kernel(kernel: jax.Array, spec: ConvSpec) -> jax.Array:
+    """``(*k, C/G, D)`` -> ``(*K, prod(s) * C/G, D)``: `subpixel`'s kernel ``W[q, (r, c)] =
+    w_dilated[s*q + r, c]`` (the dilation's zeros and the padding to ``K * s`` taps are zero taps)."""
+    nd, sub = spec.nd, subpixel(spec)
+    dilated = _windows.dilate(kernel, spec.dilation, first=0)
+    padded = _windows.pad(dilated, [(0, k * s - e) for k, s, e in zip(
+        sub.kernel, spec.stride, spec.extent, strict=True)], 0.0, first=0)
+    split = padded.reshape(*(a for k, s in zip(sub.kernel, spec.stride, strict=True) for a in (k, s)),
+                           *kernel.shape[-2:])
+    order = [*range(0, 2 * nd, 2), *range(1, 2 * nd, 2), 2 * nd, 2 * nd + 1]
+    return split.transpose(order).reshape(*sub.kernel, -1, kernel.shape[-1])
+
+
+def by_subpixel(delta: jax.Array, kernel: jax.Array, spec: ConvSpec,
+                input_grad: Callable[[jax.Array, jax.Array, ConvSpec], jax.Array]) -> jax.Array:
+    """Eq 22 (``dE/dx``, `kernel` the one the forward pass correlated with) as the stride-1 Eq 22 of
+    `subpixel`'s conv, ``input_grad(delta, subpixel_kernel, subpixel_spec)`` (``(N, *J, G * prod(s)
+    * C/G)``: every phase's units), each phase put back at its units ``s*j + r`` and cropped to the
+    input (units past the windows' reach get zeros)."""
+    sub, nd, g = subpixel(spec), spec.nd, spec.groups
+    dxs = input_grad(delta, subpixel_kernel(kernel, spec), sub)
+    n, c = delta.shape[0], dxs.shape[-1] // math.prod(spec.stride)
+    split = dxs.reshape(n, *sub.size, g, *spec.stride, c // g)
+    order = [0, *(a for i in range(nd) for a in (1 + i, nd + 2 + i)), nd + 1, 2 * nd + 2]
+    units = (j * s for j, s in zip(sub.size, spec.stride, strict=True))
+    dx_pad = split.transpose(order).reshape(n, *units, c)
+    # x's units are x_pad's lo .. lo + n: slice what exists, zeros for the rest (never a negative pad)
+    reach = dx_pad.shape[1:-1]
+    starts = [min(max(lo, 0), u) for (lo, _), u in zip(spec.pads, reach, strict=True)]
+    stops = [max(a, min(lo + m, u)) for (lo, _), m, u, a in zip(spec.pads, spec.size, reach, starts,
+                                                                 strict=True)]
+    kept = jax.lax.slice(dx_pad, (0, *starts, 0), (n, *stops, c))
+    return _windows.pad(kept, [(a - lo, lo + m - b) for (lo, _), m, a, b in zip(
+        spec.pads, spec.size, starts, stops, strict=True)], 0.0)

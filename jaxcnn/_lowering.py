@@ -66,7 +66,7 @@ from jax import lax
 from jaxcnn import _eq22, _windows
 from jaxcnn._specs import ConvSpec
 
-LOWERINGS = ("auto", "xla", "taps", "patches", "phases", "fold")
+LOWERINGS = ("auto", "xla", "taps", "patches", "phases", "fold", "subpixel")
 POOL_LOWERINGS = ("auto", "general", "stacked", "sliced")
 _CHUNK_BYTES = 1 << 21  # patches per scan step: 2 MiB stays in cache (measured: 1-3 MiB best)
 # Blocks of output rows only when one example's patches exceed this many budgets. On a 2-core Xeon
@@ -98,7 +98,8 @@ def force(name: str = "auto", *, pool: str = "auto", chunk_bytes: int | None = N
 
     Args:
       name: conv lowering, "auto" (default: per platform and shape), "xla", "taps", "patches",
-        "phases" or "fold"; forced lowerings apply on every backend.
+        "phases", "fold" or "subpixel" (Eq 22 only; the patches' elsewhere); forced lowerings apply
+        on every backend.
       pool: "auto" (the reshape path when stride == window; the forward pass by per-tap slices
         where measured faster, see `jaxcnn.pooling`), "general" (strided slices always), "stacked"
         (the forward pass reduces the stacked taps) or "sliced" (it combines per-tap slices).

@@ -127,23 +127,25 @@ def _correlate(lhs: jax.Array, rhs: jax.Array, *, dims: tuple[str, str, str], st
 
 
 def _lowered(formula: str, plan: _lowering.Plan, spec: ConvSpec, ncd: tuple[int, int, int], xla_form,
-             matmul_form, folded, *args):
+             matmul_form, folded, *args, subpixel=None):
     """``xla_form(*args)`` (one XLA convolution, as written in this module),
-    ``matmul_form(*args, spec, plan)`` (`jaxcnn._lowering`'s sum over the taps) or ``folded(*args)``
-    (the same formula of a conv with one spatial dim fewer, `jaxcnn._lowering.fold_spec`): the forced
-    lowering, or for "auto" the CPU's measured choice (`jaxcnn._choice.choose`), XLA's on other
-    platforms."""
-    if plan.name == "fold" and spec.nd == 1:  # folding the only axis leaves a matmul: the patches'
-        plan = plan._replace(name="patches")
+    ``matmul_form(*args, spec, plan)`` (`jaxcnn._lowering`'s sum over the taps), ``folded(*args)``
+    (the same formula of a conv with one spatial dim fewer, `jaxcnn._lowering.fold_spec`) or
+    ``subpixel(*args)`` (Eq 22 only: the stride-1 formula over the input's phases, `_eq22.subpixel`):
+    the forced lowering, or for "auto" the CPU's measured choice (`jaxcnn._choice.choose`), XLA's on
+    other platforms. Forced where it has no such form, "fold" (1-D) and "subpixel" are the patches'."""
+    forms = {"fold": folded if spec.nd > 1 else None, "subpixel": subpixel}
     xla = partial(xla_form, cpu=False)
     if plan.name == "auto":
         plan = plan._replace(name=_choice.choose(formula, spec, *ncd))
         if plan.name != "xla":
-            cpu = folded if plan.name == "fold" else (lambda *a: matmul_form(*a, spec, plan))
+            cpu = forms.get(plan.name) or (lambda *a: matmul_form(*a, spec, plan))
             return lax.platform_dependent(*args, cpu=cpu, default=xla)
     if plan.name == "xla":  # XLA's convolution, in the form the CPU runs fastest there
         return lax.platform_dependent(*args, cpu=partial(xla_form, cpu=True), default=xla)
-    return folded(*args) if plan.name == "fold" else matmul_form(*args, spec, plan)
+    if forms.get(plan.name):
+        return forms[plan.name](*args)
+    return matmul_form(*args, spec, plan._replace(name="patches") if plan.name in forms else plan)
 
 
 def _merge_first(a: jax.Array) -> jax.Array:
@@ -184,7 +186,8 @@ def _input_grad(delta: jax.Array, w: jax.Array, spec: ConvSpec, plan: _lowering.
     """Eq 20-22, ``dE/dx``: Eq 22's full convolution of the stride-dilated deltas with the kernel
     (one XLA convolution), or on CPU Eq 20's sum over the taps, ``sum_t delta_{i'-t} w_t``, as one
     matmul and col2im (`jaxcnn._lowering.input_grad`), or in 3-D Eq 22 of a 2-D conv over the
-    depth's taps, each tap placed back (`folded`)."""
+    depth's taps, each tap placed back (`folded`), or Eq 22 of the stride-1 conv over the input's
+    phases, each phase put back (`subpixel`, `jaxcnn._eq22.by_subpixel`)."""
     kernel = _rotate(w, spec.nd) if spec.flip else w  # the kernel the forward pass correlated with
     lhs, rhs = LAYOUTS[spec.nd]
 
@@ -220,8 +223,13 @@ def _input_grad(delta: jax.Array, w: jax.Array, spec: ConvSpec, plan: _lowering.
                           _lowering.fold_spec(spec), plan._replace(name="auto"))
         return _lowering.unfold_input(dx3, spec, delta.shape[0])
 
+    def subpixel(delta, kernel):  # Eq 22 of the stride-1 conv over the input's phases, put back
+        return _eq22.by_subpixel(delta, kernel, spec, lambda dl, sub_kernel, sub: _input_grad(
+            dl, sub_kernel, sub, plan._replace(name="auto")))
+
     ncd = (delta.shape[0], kernel.shape[-2] * spec.groups, kernel.shape[-1])
-    return _lowered("input", plan, spec, ncd, eq22, _lowering.input_grad, folded, delta, kernel)
+    return _lowered("input", plan, spec, ncd, eq22, _lowering.input_grad, folded, delta, kernel,
+                    subpixel=subpixel)
 
 
 # ---------------------------------------------------------------------------- Eq 10-14: dE/dw

@@ -389,7 +389,11 @@ def test_large_kernels_stay_on_xla(kernel, expected):
         ((8, 14, 14, 256), (3, 3, 256, 512), {"padding": 1, "stride": 2}, ("xla", "taps", "patches")),
         ((8, 14, 14, 128), (3, 3, 128, 128), {"padding": 1, "stride": 2}, ("xla", "xla", "patches")),
         ((4, 8, 32, 32, 16), (3, 3, 3, 16, 32), {"padding": 1}, ("fold",) * 3),  # 3-D: 2-D convs
-        ((4, 8, 16, 16, 16), (4, 4, 4, 16, 32), {"padding": 1, "stride": 2}, ("fold",) * 3),
+        ((4, 16, 32, 32, 16), (4, 4, 4, 16, 32), {"padding": 1, "stride": 2},
+         ("fold", "subpixel", "fold")),  # the transposed 3-D conv's: Eq 22 over whole phases
+        ((4, 16, 32, 32, 16), (2, 2, 2, 16, 32), {"stride": 2, "padding": 0}, ("fold",) * 3),  # k = s
+        ((4, 16, 32, 32, 16), (3, 3, 3, 16, 32), {"padding": 1, "stride": 2}, ("fold",) * 3),  # k % s
+        ((4, 32, 32, 16), (4, 4, 16, 32), {"padding": 1, "stride": 2}, ("xla", "xla", "patches")),  # 2-D
     ],
 )
 def test_cpu_choice_measured_shapes(x_shape, w_shape, options, expected):
@@ -405,7 +409,8 @@ def test_cpu_choice_measured_shapes(x_shape, w_shape, options, expected):
 # ------------------------------------------------------- 1-3 spatial dims, groups, transposed
 # Every path forced, in 1-D, 2-D and 3-D: the grouped matmul forms (batched over the groups, and the
 # depthwise broadcast products), Eq 22 by phases (`_eq22.by_phases`: the "phases" lowering on
-# CPU, and the XLA form of a strided Eq 22), for conv and conv_transpose.
+# CPU, and the XLA form of a strided Eq 22) and over the input's phases (`_eq22.by_subpixel`), for
+# conv and conv_transpose.
 ND_LOWERINGS = [
     ("xla", {"name": "xla"}),
     ("taps", {"name": "taps"}),
@@ -416,6 +421,7 @@ ND_LOWERINGS = [
     ("patches-chunked", {"name": "patches", "chunk_bytes": 1, "rows": False}),
     ("fold", {"name": "fold"}),  # one dim fewer (in 1-D the patches' matmul), the rest "auto"
     ("fold-rows", {"name": "fold", "chunk_bytes": 1}),
+    ("subpixel", {"name": "subpixel"}),  # Eq 22 over the input's phases (`_eq22.by_subpixel`)
 ]
 # (id, transposed, x shape, w shape, options)
 ND_GRID = [
@@ -503,6 +509,48 @@ def test_phases_cover_every_tap_once(stride, dilation, kernel):
     assert taps == list(range(kernel))
     for p in parts:
         assert all((dilation * t - p.offset[0]) % stride == 0 for t in p.taps[0])
+
+
+def test_subpixel_kernel_by_hand():
+    """1-D, k = 4, s = 2: tap t = 2q + r is phase r of sub-kernel tap q, so W[q] = (w[2q], w[2q+1])
+    per input channel; a dilation of 2 spreads the taps over 7 units, padded to 8 (two phases
+    of 4: the odd phase only zeros)."""
+    w = jnp.arange(1.0, 9.0).reshape(4, 2, 1)  # w[t, c]: 1 2 / 3 4 / 5 6 / 7 8
+    spec = conv_spec("conv", jnp.zeros((1, 10, 2)), w, None, stride=2, padding=1, dilation=1, groups=1,
+                     flip=False, pad_value=0.0, nd=None)
+    sub = _eq22.subpixel(spec)
+    assert (sub.kernel, sub.stride, sub.pads, sub.size, sub.out) == ((2,), (1,), ((0, 0),), (6,), (5,))
+    # channels (r, c): W[0] = (w[0, :], w[1, :]) = 1 2 3 4, W[1] = (w[2, :], w[3, :]) = 5 6 7 8
+    np.testing.assert_array_equal(_eq22.subpixel_kernel(w, spec)[..., 0], [[1, 2, 3, 4], [5, 6, 7, 8]])
+    dilated = spec._replace(dilation=(2,), out=(2,))
+    assert _eq22.subpixel(dilated).kernel == (4,)  # extent 7 -> 8 taps, 4 per phase
+    np.testing.assert_array_equal(_eq22.subpixel_kernel(w, dilated)[..., 0],
+                                  [[1, 2, 0, 0], [3, 4, 0, 0], [5, 6, 0, 0], [7, 8, 0, 0]])
+
+
+@pytest.mark.parametrize(("x_shape", "w_shape", "options"), [
+    ((2, 9, 7, 2), (4, 2, 2, 3), {"stride": 2, "padding": 1}),  # whole phases
+    ((2, 11, 4), (4, 4, 3), {"stride": 3, "padding": ((2, 0),), "dilation": 2}),  # zero taps, units past
+    ((2, 9, 7, 4), (4, 3, 2, 4), {"stride": (2, 1), "padding": 1, "groups": 2}),  # channels (G, *s, C/G)
+    ((1, 6, 5, 4, 2), (4, 2, 3, 2, 2), {"stride": (2, 2, 3), "padding": 1}),
+], ids=["2d-s2", "1d-s3-d2", "2d-g2", "3d"])
+def test_by_subpixel_is_eq22(x_shape, w_shape, options, x64):
+    """`by_subpixel` with the reference's Eq 22 of the stride-1 conv over the phases equals the
+    reference's Eq 22 of the conv itself (each phase put back at its units, cropped to the input)."""
+    x, w = normal(0, x_shape, jnp.float64), normal(1, w_shape, jnp.float64)
+    spec = conv_spec("conv", x, w, None, stride=options["stride"], padding=options["padding"],
+                     dilation=options.get("dilation", 1), groups=options.get("groups", 1), flip=False,
+                     pad_value=0.0, nd=None)
+    delta = normal(2, (x_shape[0], *spec.out, w_shape[-1]), jnp.float64)
+
+    def eq22(delta, kernel, sub):  # the reference's dE/dx of the sub-spec's conv
+        def f(x):
+            return reference.conv(x, kernel, stride=sub.stride, padding=sub.pads, dilation=sub.dilation,
+                                  groups=sub.groups)
+        return jax.vjp(f, jnp.zeros((delta.shape[0], *sub.size, kernel.shape[-2] * sub.groups)))[1](delta)[0]
+
+    expected = jax.vjp(lambda x: reference.conv(x, w, **options), x)[1](delta)[0]
+    assert_close(_eq22.by_subpixel(delta, w, spec, eq22), expected)
 
 
 @pytest.mark.parametrize(
