@@ -112,10 +112,32 @@ _MAX_TAPS = 64
 # neither (k4/2 32->64 on 2000: 1.30-1.38 / 1.18-1.47).
 
 
+# A 2-D forward pass strided on every axis cannot be widened out of YNNPACK (`widen`); folded (`fold_spec`:
+# the rows' taps as channels of 1-D convolutions, which YNNPACK does not take) it ran faster over 32-64
+# input channels, not over more or fewer. Inside `relu(conv + b)` with every gradient (2-core EPYC, ms,
+# medians of 11-21 interleaved, YNNPACK / folded; batch 8 unless noted): 3x3/2 64->128 from 56x56 26.9 /
+# 22.5 and 24.8 / 20.0, 32->64 from 112x112 38.3 / 31.0, 64->128 from 28x28 8.2 / 6.4, 64->64 from 32x32
+# N=32 22.1 / 18.9, 5x5/2 32->64 from 28x28 N=64 40.1 / 34.9, the transposed 2-D conv's Eq 7 (4x4/2
+# 32->64 from 32x32) 4.60 / 4.22 and 4.01 / 3.67, 4x4/2 64->128 from 32x32 12.4 / 12.4 (4.3 / 7.1 MiB);
+# over 128-256 channels 3x3/2 128->256 from 28x28 19.7 / 19.5 and 18.0 / 18.1, from 56x56 N=4 40.0 /
+# 37.4, 256->512 from 14x14 18.1 / 18.0 and 16.9 / 16.4 (8.3 / 14.0 MiB); over 3, the 7x7/2 stem 3->64
+# from 224x224 N=4 40.5 / 49.7. Alone, the forward pass gained more (3x3/2 64->128 11.3 / 6.6 ms,
+# 128->256 9.5 / 5.8, 256->512 7.3 / 5.6), but with nothing after it YNNPACK fuses the benchmark's loss
+# `sum(y * ct)` into the convolution (its row: 20.8 / 22.3 ms), which a bias or a normalisation prevents.
+_FOLD_STRIDED = 64  # input channels up to which that forward pass is folded
+
+
 def _whole_phases(spec: ConvSpec) -> bool:
     """Every kernel axis spans whole phases (k a multiple of s, no dilation), one of them several."""
     pairs = list(zip(spec.kernel, spec.stride, strict=True))
     return all(k % s == 0 for k, s in pairs) and max(spec.dilation) == 1 and any(k > s for k, s in pairs)
+
+
+def _ynnpack_strided(spec: ConvSpec, c: int) -> bool:
+    """A 2-D forward pass the CPU compiler hands to YNNPACK that `widen` cannot keep XLA's (strided on
+    every axis, more than one tap), over 17-64 input channels: there 1-D convolutions over the rows'
+    taps were faster (`_FOLD_STRIDED`)."""
+    return min(spec.stride) > 1 and _YNN_CHANNELS < c <= _FOLD_STRIDED and math.prod(spec.kernel) > 1
 
 
 def choose(formula: str, spec: ConvSpec, n: int, c: int, d: int) -> str:
@@ -137,6 +159,8 @@ def choose(formula: str, spec: ConvSpec, n: int, c: int, d: int) -> str:
         if formula == "input" and strided and _whole_phases(spec):
             return "subpixel"  # the stride-1 Eq 22 over the input's phases (measured above)
         return "fold"
+    if formula == "forward" and spec.nd == 2 and _ynnpack_strided(spec, c):
+        return "fold"  # 1-D convolutions over the rows' taps: not YNNPACK's (measured above)
     if formula == "forward" and (c_g < _WIDE or spec.nd == 2):
         return "xla"
     patch_bytes, positions = _patch_bytes(spec, c, jnp.float32), math.prod(spec.out)

@@ -511,8 +511,9 @@ def input_grad(delta: jax.Array, kernel: jax.Array, spec: ConvSpec, plan: Plan) 
 # Eq 7 is ``y[b, i_1] = conv_{N-1}(X3, W3)[(b, i_1)]``; Eq 14 of the N-d conv is Eq 14 of that
 # (N-1)-d conv read back (`unfold_kernel`), and Eq 22 is its Eq 22 with each first-axis tap placed
 # back at its units and summed (`unfold_input`, the transpose of `fold_input`). In 3-D this turns
-# XLA's slow 3-D convolutions and the 27-tap sums into 2-D convolutions over 3x the channels
-# (measured in `jaxcnn._choice`'s table). Groups keep their channels together: ``(G, t_1, C/G)``.
+# XLA's slow 3-D convolutions and the 27-tap sums into 2-D convolutions over 3x the channels, and in
+# 2-D a forward pass strided on every axis into 1-D convolutions, which YNNPACK does not take (both
+# measured in `jaxcnn._choice`). Groups keep their channels together: ``(G, t_1, C/G)``.
 def fold_spec(spec: ConvSpec) -> ConvSpec:
     """The (N-1)-d convolution over the trailing spatial dims (its kernel is the one correlated)."""
     return spec._replace(kernel=spec.kernel[1:], stride=spec.stride[1:], pads=spec.pads[1:],

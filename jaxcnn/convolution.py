@@ -156,8 +156,8 @@ def _merge_first(a: jax.Array) -> jax.Array:
 # ------------------------------------------------------------------------------ Eq 7: forward
 def _forward(x: jax.Array, w: jax.Array, spec: ConvSpec, plan: _lowering.Plan) -> jax.Array:
     """Eq 7, ``y[i] = sum_t w[t] . x_pad[s*i + d*t]``: one XLA convolution, or on CPU its sum over
-    the taps as matmuls (`jaxcnn._lowering.forward`) or, in 3-D, Eq 7 of a 2-D conv over the depth's
-    taps (`folded`, `jaxcnn._lowering.fold_spec`)."""
+    the taps as matmuls (`jaxcnn._lowering.forward`) or Eq 7 of a conv with one spatial dim fewer over
+    the first axis's taps (`folded`, `jaxcnn._lowering.fold_spec`: 3-D convs, strided 2-D ones)."""
     # Eq 7 (flip=False, cross-correlation) or Eq 6 (flip=True, convolution: rot180 first).
     kernel = _rotate(w, spec.nd) if spec.flip else w
     lhs, rhs = LAYOUTS[spec.nd]

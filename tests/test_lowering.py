@@ -385,7 +385,12 @@ def test_large_kernels_stay_on_xla(kernel, expected):
     [
         ((8, 56, 56, 64), (3, 3, 64, 64), {"padding": 1}, ("xla", "xla", "patches")),  # 7 MiB patches each
         ((8, 14, 14, 256), (3, 3, 256, 256), {"padding": 1}, ("xla", "patches", "patches")),
-        ((8, 56, 56, 64), (3, 3, 64, 128), {"padding": 1, "stride": 2}, ("xla", "xla", "patches")),
+        # strided 2-D forward passes: folded into 1-D convs over 17-64 input channels, else XLA's (widened
+        # where one axis has stride 1)
+        ((8, 56, 56, 64), (3, 3, 64, 128), {"padding": 1, "stride": 2}, ("fold", "xla", "patches")),
+        ((8, 28, 28, 128), (3, 3, 128, 256), {"padding": 1, "stride": 2}, ("xla", "xla", "patches")),
+        ((4, 224, 224, 3), (7, 7, 3, 64), {"padding": 3, "stride": 2}, ("xla", "patches", "patches")),
+        ((8, 56, 56, 64), (3, 3, 64, 64), {"padding": 1, "stride": (2, 1)}, ("xla", "xla", "patches")),
         ((8, 14, 14, 256), (3, 3, 256, 512), {"padding": 1, "stride": 2}, ("xla", "taps", "patches")),
         ((8, 14, 14, 128), (3, 3, 128, 128), {"padding": 1, "stride": 2}, ("xla", "xla", "patches")),
         ((4, 8, 32, 32, 16), (3, 3, 3, 16, 32), {"padding": 1}, ("fold",) * 3),  # 3-D: 2-D convs
