@@ -174,8 +174,8 @@ def _draw_transpose(rng: np.random.Generator, i: int, small: bool = False) -> Op
         "bias": ("none", "tied", "untied")[(i // 9) % 3],
     }
     lowerings = _lowerings()
-    if len(lowerings) > 1:
-        options["lowering"] = lowerings[(i // 3) % len(lowerings)]
+    if len(lowerings) > 1:  # one per configuration: the row's few (9) reach every lowering
+        options["lowering"] = lowerings[i % len(lowerings)]
     return options
 
 
