@@ -102,16 +102,6 @@ _DEEP = 256  # ... given at least this many deltas' channels
 # Above this many taps (prod(k)) the per-tap and patches forms unroll into too many slices: a 28x28
 # kernel compiled for ~15 s and ran 30x slower than XLA's convolution. Such kernels stay on "xla".
 _MAX_TAPS = 64
-# A strided 3-D Eq 22 whose kernel spans whole phases (k a multiple of s, some k > s) is fastest as
-# one stride-1 Eq 22 over the input's phases (`_eq22.subpixel`, itself folded) rather than folded
-# as it is (2-core EPYC, input gradient alone, ms, medians of 9 interleaved, fold / subpixel, temp
-# MiB): 4^3/2 16->32 from 16x32x32 N=4 (the benchmark's transposed 3-D conv) 14.8 / 5.8 (15.8 /
-# 9.0), 32->64 N=2 18.5 / 12.9, 64->32 from 8x16x16 3.8 / 3.6 (8.9 / 5.1), 8->16 from 32^3 N=2 2.1 /
-# 1.3, 4^3/4 2.2 / 0.6, 1x4x4/(1,2,2) 3.1 / 2.1; with k = s (one tap per phase) 0.93 / 1.06. In 2-D
-# the phases' correlations were faster (4x4/2 32->64 from 32x32 N=8: 1.14-1.64 / 1.49-2.13), in 1-D
-# neither (k4/2 32->64 on 2000: 1.30-1.38 / 1.18-1.47).
-
-
 # A 2-D forward pass strided on every axis cannot be widened out of YNNPACK (`widen`); folded (`fold_spec`:
 # the rows' taps as channels of 1-D convolutions, which YNNPACK does not take) it ran faster over 32-64
 # input channels, not over more or fewer. Inside `relu(conv + b)` with every gradient (2-core EPYC, ms,
@@ -124,20 +114,30 @@ _MAX_TAPS = 64
 # from 224x224 N=4 40.5 / 49.7. Alone, the forward pass gained more (3x3/2 64->128 11.3 / 6.6 ms,
 # 128->256 9.5 / 5.8, 256->512 7.3 / 5.6), but with nothing after it YNNPACK fuses the benchmark's loss
 # `sum(y * ct)` into the convolution (its row: 20.8 / 22.3 ms), which a bias or a normalisation prevents.
+# A 3-D conv's folded 2-D forward pass takes the rule too: the transposed 3-D conv's Eq 7 (4^3/2 16->32
+# from 16x32x32, 64 folded channels) in the benchmark's row, 16.6 / 15.1 ms (21 interleaved).
 _FOLD_STRIDED = 64  # input channels up to which that forward pass is folded
 
 
-def _whole_phases(spec: ConvSpec) -> bool:
-    """Every kernel axis spans whole phases (k a multiple of s, no dilation), one of them several."""
-    pairs = list(zip(spec.kernel, spec.stride, strict=True))
-    return all(k % s == 0 for k, s in pairs) and max(spec.dilation) == 1 and any(k > s for k, s in pairs)
-
-
-def _ynnpack_strided(spec: ConvSpec, c: int) -> bool:
+def _fold_strided(spec: ConvSpec, c: int) -> bool:
     """A 2-D forward pass the CPU compiler hands to YNNPACK that `widen` cannot keep XLA's (strided on
     every axis, more than one tap), over 17-64 input channels: there 1-D convolutions over the rows'
     taps were faster (`_FOLD_STRIDED`)."""
     return min(spec.stride) > 1 and _YNN_CHANNELS < c <= _FOLD_STRIDED and math.prod(spec.kernel) > 1
+
+
+# A strided 3-D Eq 22 whose kernel spans whole phases (k a multiple of s, some k > s) is fastest as
+# one stride-1 Eq 22 over the input's phases (`_eq22.subpixel`, itself folded) rather than folded
+# as it is (2-core EPYC, input gradient alone, ms, medians of 9 interleaved, fold / subpixel, temp
+# MiB): 4^3/2 16->32 from 16x32x32 N=4 (the benchmark's transposed 3-D conv) 14.8 / 5.8 (15.8 /
+# 9.0), 32->64 N=2 18.5 / 12.9, 64->32 from 8x16x16 3.8 / 3.6 (8.9 / 5.1), 8->16 from 32^3 N=2 2.1 /
+# 1.3, 4^3/4 2.2 / 0.6, 1x4x4/(1,2,2) 3.1 / 2.1; with k = s (one tap per phase) 0.93 / 1.06. In 2-D
+# the phases' correlations were faster (4x4/2 32->64 from 32x32 N=8: 1.14-1.64 / 1.49-2.13), in 1-D
+# neither (k4/2 32->64 on 2000: 1.30-1.38 / 1.18-1.47).
+def _whole_phases(spec: ConvSpec) -> bool:
+    """Every kernel axis spans whole phases (k a multiple of s, no dilation), one of them several."""
+    pairs = list(zip(spec.kernel, spec.stride, strict=True))
+    return all(k % s == 0 for k, s in pairs) and max(spec.dilation) == 1 and any(k > s for k, s in pairs)
 
 
 def choose(formula: str, spec: ConvSpec, n: int, c: int, d: int) -> str:
@@ -159,7 +159,7 @@ def choose(formula: str, spec: ConvSpec, n: int, c: int, d: int) -> str:
         if formula == "input" and strided and _whole_phases(spec):
             return "subpixel"  # the stride-1 Eq 22 over the input's phases (measured above)
         return "fold"
-    if formula == "forward" and spec.nd == 2 and _ynnpack_strided(spec, c):
+    if formula == "forward" and spec.nd == 2 and _fold_strided(spec, c):
         return "fold"  # 1-D convolutions over the rows' taps: not YNNPACK's (measured above)
     if formula == "forward" and (c_g < _WIDE or spec.nd == 2):
         return "xla"
