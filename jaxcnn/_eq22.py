@@ -157,12 +157,4 @@ def by_subpixel(delta: jax.Array, kernel: jax.Array, spec: ConvSpec,
     split = dxs.reshape(n, *sub.size, g, *spec.stride, c // g)
     order = [0, *(a for i in range(nd) for a in (1 + i, nd + 2 + i)), nd + 1, 2 * nd + 2]
     units = (j * s for j, s in zip(sub.size, spec.stride, strict=True))
-    dx_pad = split.transpose(order).reshape(n, *units, c)
-    # x's units are x_pad's lo .. lo + n: slice what exists, zeros for the rest (never a negative pad)
-    reach = dx_pad.shape[1:-1]
-    starts = [min(max(lo, 0), u) for (lo, _), u in zip(spec.pads, reach, strict=True)]
-    stops = [max(a, min(lo + m, u)) for (lo, _), m, u, a in zip(spec.pads, spec.size, reach, starts,
-                                                                 strict=True)]
-    kept = jax.lax.slice(dx_pad, (0, *starts, 0), (n, *stops, c))
-    return _windows.pad(kept, [(a - lo, lo + m - b) for (lo, _), m, a, b in zip(
-        spec.pads, spec.size, starts, stops, strict=True)], 0.0)
+    return _windows.crop(split.transpose(order).reshape(n, *units, c), spec.pads, spec.size)

@@ -79,6 +79,14 @@ def _unshift(z: jax.Array, axis: int, offset: int, stride: int, size: int) -> ja
     return lax.pad(z, jnp.zeros((), z.dtype), config)
 
 
+def crop(z: jax.Array, pads: Pads, size: Ints, first: int = 1) -> jax.Array:
+    """The units ``lo .. lo + n`` of each padded spatial axis ``first, first + 1, ...`` of `z` (the
+    input's, its padding dropped), zeros for those past `z`'s end: `_unshift` by ``-lo``."""
+    for axis, (lo, _), n in zip(range(first, first + len(size)), pads, size, strict=True):
+        z = _unshift(z, axis, -lo, 1, n)
+    return z
+
+
 def _taps_run(z: jax.Array, at: int, start: int, s: int) -> jax.Array:
     """Taps ``start, ..., start + s - 1`` of `z`'s tap axis `at`, those past its end zeros."""
     run = lax.slice_in_dim(z, start, min(start + s, z.shape[at]), axis=at)
