@@ -2,17 +2,20 @@ r"""Which lowering the CPU takes for each formula and shape (private): `choose`,
 measurements it was decided from, kept beside the thresholds with the shapes they came from.
 
 The lowerings themselves (what each computes, and how) are `jaxcnn._lowering`'s; `jaxcnn.convolution`
-asks `choose` when a conv is traced with the "auto" lowering on CPU (other platforms keep XLA's).
+runs each formula through `lowered`, which asks `choose` when a conv is traced with the "auto" lowering
+on CPU (other platforms keep XLA's).
 """
 
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import jax.numpy as jnp
+from jax import lax
 
 from jaxcnn._checks import Ints, Pads
-from jaxcnn._lowering import _TINY, _patch_bytes, _tiny
+from jaxcnn._lowering import _TINY, Plan, _patch_bytes, _tiny
 from jaxcnn._specs import ConvSpec
 
 # Measured on a 2-core AVX-512 CPU, quiet (experiments/benchmark.py's 2-D shapes, batch 128 unless
@@ -174,6 +177,28 @@ def choose(formula: str, spec: ConvSpec, n: int, c: int, d: int) -> str:
     if formula == "weight" and spec.nd == 1 and min(c, d) >= _WIDE and patch_bytes > _BIG:
         return "xla"  # the wide 1-D weight gradient: XLA's 38.5 ms vs patches' 41 (1-D 32->64 k9 4000)
     return "patches"
+
+
+def lowered(formula: str, plan: Plan, spec: ConvSpec, ncd: tuple[int, int, int], xla_form,
+            matmul_form, folded, *args, subpixel=None):
+    """``xla_form(*args)`` (one XLA convolution, as written in `jaxcnn.convolution`),
+    ``matmul_form(*args, spec, plan)`` (`jaxcnn._lowering`'s sum over the taps), ``folded(*args)``
+    (the same formula of a conv with one spatial dim fewer, `jaxcnn._lowering.fold_spec`) or
+    ``subpixel(*args)`` (Eq 22 only: the stride-1 formula over the input's phases, `_eq22.subpixel`):
+    the forced lowering, or for "auto" the CPU's measured choice (`choose`), XLA's on other
+    platforms. Forced where it has no such form, "fold" (1-D) and "subpixel" are the patches'."""
+    forms = {"fold": folded if spec.nd > 1 else None, "subpixel": subpixel}
+    xla = partial(xla_form, cpu=False)
+    if plan.name == "auto":
+        plan = plan._replace(name=choose(formula, spec, *ncd))
+        if plan.name != "xla":
+            cpu = forms.get(plan.name) or (lambda *a: matmul_form(*a, spec, plan))
+            return lax.platform_dependent(*args, cpu=cpu, default=xla)
+    if plan.name == "xla":  # XLA's convolution, in the form the CPU runs fastest there
+        return lax.platform_dependent(*args, cpu=partial(xla_form, cpu=True), default=xla)
+    if forms.get(plan.name):
+        return forms[plan.name](*args)
+    return matmul_form(*args, spec, plan._replace(name="patches") if plan.name in forms else plan)
 
 
 # XLA's CPU compiler (jax 0.10.2) hands a 2-D convolution to YNNPACK when it has more than 16 input or

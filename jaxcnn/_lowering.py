@@ -525,6 +525,11 @@ def _first_axis(spec: ConvSpec) -> _windows.Geometry:
                              spec.stride[:1], spec.out[:1])
 
 
+def merge_first(a: jax.Array) -> jax.Array:
+    """``(N, out_1, ...)`` -> ``(N * out_1, ...)``: the batch of a folded conv (`fold_spec`)."""
+    return a.reshape(a.shape[0] * a.shape[1], *a.shape[2:])
+
+
 def fold_input(x: jax.Array, spec: ConvSpec) -> jax.Array:
     """``(N, *size, C)`` -> ``(N * out_1, *size[1:], k_1 * C)``: the first axis's windows as channels."""
     xp = _windows.pad(x, spec.pads[:1], spec.pad_value)

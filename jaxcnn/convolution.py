@@ -27,7 +27,7 @@ gradient Eq 7 and its kernel gradient Eq 14.
 Each formula is written here as the article states it, one XLA convolution on the arrays the
 equation names (`_correlate`). On CPU, XLA's convolution is slow, and the same sums run as
 matmuls over the kernel taps: `jaxcnn._lowering.forward` (Eq 7), `.weight_grad` (Eq 13) and
-`.input_grad` (Eq 20) — one call away, chosen per platform and shape by `_lowered` (GPUs and TPUs
+`.input_grad` (Eq 20) — one call away, chosen per platform and shape by `_choice.lowered` (GPUs and TPUs
 keep XLA's convolution, i.e. cuDNN). The choice is static, traced into the custom VJP with the
 rest of the configuration; the private switch ``jaxcnn._lowering.force(name)`` forces one.
 """
@@ -126,33 +126,6 @@ def _correlate(lhs: jax.Array, rhs: jax.Array, *, dims: tuple[str, str, str], st
     return out if crop is None else lax.slice_in_dim(out, 0, crop[1], axis=1 + crop[0])
 
 
-def _lowered(formula: str, plan: _lowering.Plan, spec: ConvSpec, ncd: tuple[int, int, int], xla_form,
-             matmul_form, folded, *args, subpixel=None):
-    """``xla_form(*args)`` (one XLA convolution, as written in this module),
-    ``matmul_form(*args, spec, plan)`` (`jaxcnn._lowering`'s sum over the taps), ``folded(*args)``
-    (the same formula of a conv with one spatial dim fewer, `jaxcnn._lowering.fold_spec`) or
-    ``subpixel(*args)`` (Eq 22 only: the stride-1 formula over the input's phases, `_eq22.subpixel`):
-    the forced lowering, or for "auto" the CPU's measured choice (`jaxcnn._choice.choose`), XLA's on
-    other platforms. Forced where it has no such form, "fold" (1-D) and "subpixel" are the patches'."""
-    forms = {"fold": folded if spec.nd > 1 else None, "subpixel": subpixel}
-    xla = partial(xla_form, cpu=False)
-    if plan.name == "auto":
-        plan = plan._replace(name=_choice.choose(formula, spec, *ncd))
-        if plan.name != "xla":
-            cpu = forms.get(plan.name) or (lambda *a: matmul_form(*a, spec, plan))
-            return lax.platform_dependent(*args, cpu=cpu, default=xla)
-    if plan.name == "xla":  # XLA's convolution, in the form the CPU runs fastest there
-        return lax.platform_dependent(*args, cpu=partial(xla_form, cpu=True), default=xla)
-    if forms.get(plan.name):
-        return forms[plan.name](*args)
-    return matmul_form(*args, spec, plan._replace(name="patches") if plan.name in forms else plan)
-
-
-def _merge_first(a: jax.Array) -> jax.Array:
-    """``(N, out_1, ...)`` -> ``(N * out_1, ...)``: the batch of a folded conv (`_lowering.fold_spec`)."""
-    return a.reshape(a.shape[0] * a.shape[1], *a.shape[2:])
-
-
 # ------------------------------------------------------------------------------ Eq 7: forward
 def _forward(x: jax.Array, w: jax.Array, spec: ConvSpec, plan: _lowering.Plan) -> jax.Array:
     """Eq 7, ``y[i] = sum_t w[t] . x_pad[s*i + d*t]``: one XLA convolution, or on CPU its sum over
@@ -178,7 +151,7 @@ def _forward(x: jax.Array, w: jax.Array, spec: ConvSpec, plan: _lowering.Plan) -
         return _lowering.fold_chunks(chunk, spec, plan, x.shape[-1], x)
 
     ncd = (x.shape[0], x.shape[-1], w.shape[-1])
-    return _lowered("forward", plan, spec, ncd, eq7, _lowering.forward, folded, x, kernel)
+    return _choice.lowered("forward", plan, spec, ncd, eq7, _lowering.forward, folded, x, kernel)
 
 
 # ---------------------------------------------------------------------------- Eq 20-22: dE/dx
@@ -219,7 +192,7 @@ def _input_grad(delta: jax.Array, w: jax.Array, spec: ConvSpec, plan: _lowering.
         return dx_pad[(slice(None), *inputs)]
 
     def folded(delta, kernel):  # Eq 22 in one dim fewer, each first-axis tap placed back
-        dx3 = _input_grad(_merge_first(delta), _lowering.fold_kernel(kernel),
+        dx3 = _input_grad(_lowering.merge_first(delta), _lowering.fold_kernel(kernel),
                           _lowering.fold_spec(spec), plan._replace(name="auto"))
         return _lowering.unfold_input(dx3, spec, delta.shape[0])
 
@@ -228,7 +201,7 @@ def _input_grad(delta: jax.Array, w: jax.Array, spec: ConvSpec, plan: _lowering.
             dl, sub_kernel, sub, plan._replace(name="auto")))
 
     ncd = (delta.shape[0], kernel.shape[-2] * spec.groups, kernel.shape[-1])
-    return _lowered("input", plan, spec, ncd, eq22, _lowering.input_grad, folded, delta, kernel,
+    return _choice.lowered("input", plan, spec, ncd, eq22, _lowering.input_grad, folded, delta, kernel,
                     subpixel=subpixel)
 
 
@@ -251,14 +224,14 @@ def _weight_grad(x: jax.Array, delta: jax.Array, spec: ConvSpec, plan: _lowering
 
     def folded(x, delta):  # Eq 14 in one dim fewer, read back per first-axis tap
         def chunk(x, delta):
-            dk3 = _weight_grad(_lowering.fold_input(x, spec), _merge_first(delta), _lowering.fold_spec(spec),
-                               plan._replace(name="auto"))
+            dk3 = _weight_grad(_lowering.fold_input(x, spec), _lowering.merge_first(delta),
+                               _lowering.fold_spec(spec), plan._replace(name="auto"))
             return _lowering.unfold_kernel(dk3, spec)
 
         return _lowering.fold_chunks(chunk, spec, plan, x.shape[-1], x, delta, summed=True)
 
     ncd = (x.shape[0], x.shape[-1], delta.shape[-1])
-    dk = _lowered("weight", plan, spec, ncd, eq14, _lowering.weight_grad, folded, x, delta)
+    dk = _choice.lowered("weight", plan, spec, ncd, eq14, _lowering.weight_grad, folded, x, delta)
     # flip=True correlated with rot180(w): the gradient w.r.t. w is the rotated gradient.
     return _rotate(dk, spec.nd) if spec.flip else dk
 
