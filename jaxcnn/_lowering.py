@@ -83,7 +83,7 @@ class Plan(NamedTuple):
 
     name: str = "auto"  # one of LOWERINGS
     chunk_bytes: int = _CHUNK_BYTES  # bytes of patches per batch chunk (one `lax.scan` step)
-    pool: str = "auto"  # one of POOL_LOWERINGS: "general" strided slices; "stacked", "sliced" forward
+    pool: str = "auto"  # one of POOL_LOWERINGS: "general" strided slices; "stacked", "sliced" sums
     rows: bool = True  # one example's patches over budget: scan over blocks of output rows too
     curvature: bool = False  # backward rules propagate d2E/dy2 (`jaxcnn.curvature.second_order`)
 
@@ -100,9 +100,10 @@ def force(name: str = "auto", *, pool: str = "auto", chunk_bytes: int | None = N
       name: conv lowering, "auto" (default: per platform and shape), "xla", "taps", "patches",
         "phases", "fold" or "subpixel" (Eq 22 only; the patches' elsewhere); forced lowerings apply
         on every backend.
-      pool: "auto" (the reshape path when stride == window; the forward pass by per-tap slices
-        where measured faster, see `jaxcnn.pooling`), "general" (strided slices always), "stacked"
-        (the forward pass reduces the stacked taps) or "sliced" (it combines per-tap slices).
+      pool: "auto" (the reshape path when stride == window; avg and l2 pooling's forward pass by
+        per-tap slices where measured faster, see `jaxcnn.pooling`), "general" (strided slices
+        always), "stacked" (avg and l2 pooling's forward pass reduces the stacked taps) or "sliced"
+        (it sums per-tap slices). A max pool's forward pass has one form per path.
       chunk_bytes: batch-chunk budget of "taps"/"patches" (default 2 MiB); a tiny value (1) makes
         every batch of more than one example run through the chunked `lax.scan`, one per step.
       rows: when one example's patches exceed 8 budgets, scan over blocks of output rows

@@ -123,6 +123,13 @@ def place(z: jax.Array, g: Geometry, t: Sequence[int], axes: Sequence[int]) -> j
     return lax.pad(z, jnp.zeros((), z.dtype), config)
 
 
+def stack_along(z: jax.Array, g: Geometry, i: int, axis: int, at: int) -> jax.Array:
+    """The ``k_i`` taps of spatial dim `i` of the padded array `z` (on its axis `axis`), stacked on a
+    new axis at `at`: ``out[..., o, ..., m, ...] = z[..., d m + s o, ...]`` (the other axes as they are)."""
+    taps = [_shift(z, axis, g.spacing[i] * m, g.stride[i], g.out[i]) for m in range(g.taps[i])]
+    return jnp.stack(taps, axis=at)
+
+
 def gather(xp: jax.Array, g: Geometry, axes: Sequence[int], at: int) -> jax.Array:
     """All taps of the padded array `xp` (spatial axes `axes`, in the array *without* the new axes)
     stacked on ``nd`` new axes ``(k_1, ..., k_nd)`` at positions ``at, ..., at + nd - 1`` of the
@@ -131,8 +138,7 @@ def gather(xp: jax.Array, g: Geometry, axes: Sequence[int], at: int) -> jax.Arra
     out = xp
     for i in reversed(range(nd)):
         axis = axes[i] + (nd - 1 - i if at <= axes[i] else 0)  # stacks already inserted before it
-        taps = [_shift(out, axis, g.spacing[i] * m, g.stride[i], g.out[i]) for m in range(g.taps[i])]
-        out = jnp.stack(taps, axis=at)
+        out = stack_along(out, g, i, axis, at)
     return out
 
 

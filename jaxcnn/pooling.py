@@ -16,15 +16,16 @@ window) accumulate the deltas a unit receives from every window that covers it. 
 dropped.
 
 Lowering (static, from the spec): every function views its padded input as ``P = prod(p)`` window
-*taps*, tap ``t`` holding the unit at row-major offset ``t`` of each window. The forward pass
-combines them as ``P`` strided slices ``(N, *out, C)`` elementwise (`_tap_slices`: the sum of avg
-and l2 pooling; the max and the first tap that reaches it, for strided, overlapping 2-D windows
-over 16 or more channels), or else reduces them stacked on a trailing axis ``(N, *out, C, P)``
-(`_gather`), as measured fastest. The backward places the per-tap deltas back and crops the padding
-(`_scatter`, the transpose of `_gather`; `_spread` where every tap gets its window's delta). All come
-from the shared window machinery `jaxcnn._windows`: a reshape when the windows tile the input (stride
-== window, the article's case; `_windows.tile`), strided slices otherwise (`_windows.gather`;
-overlapping windows add up in `_windows.scatter`, `_windows.spread`).
+*taps*, tap ``t`` holding the unit at row-major offset ``t`` of each window. The forward pass of avg
+and l2 pooling sums them as ``P`` strided slices ``(N, *out, C)`` elementwise (`_tap_slices`) or
+reduces them stacked on a trailing axis ``(N, *out, C, P)`` (`_gather`), as measured fastest; max
+pooling reduces stacked taps to the max and the first tap that reaches it, all ``P`` at once where
+the windows tile, one spatial axis at a time where they do not (`_max_forward`). The backward places
+the per-tap deltas back and crops the padding (`_scatter`, the transpose of `_gather`; `_spread` where
+every tap gets its window's delta). All come from the shared window machinery `jaxcnn._windows`: a
+reshape when the windows tile the input (stride == window, the article's case; `_windows.tile`),
+strided slices otherwise (`_windows.gather`, `_windows.stack_along`; overlapping windows add up in
+`_windows.scatter`, `_windows.spread`).
 
 No variadic ``lax.reduce_window`` carrying argmax indices is used (it crashed under ``jit`` on CPU
 inside a custom VJP, jax issue 9961). Every backward is written in differentiable ``lax``/``jnp``
@@ -35,7 +36,7 @@ ops, so ``jax.grad(jax.grad(...))`` works. Forward mode (``jax.jvp``) is not sup
 from __future__ import annotations
 
 import math
-from functools import partial, reduce
+from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -60,7 +61,7 @@ class _Plan(NamedTuple):
     spec: PoolSpec
     tiled: bool  # True: the reshape lowering (windows tile the input); False: strided slices
     curvature: bool = False  # the backward propagates d2E/dy2 (`jaxcnn.curvature.second_order`)
-    sliced: bool = False  # the forward combines per-tap slices elementwise; False: reduces `_gather`'s
+    sliced: bool = False  # avg, l2: the forward sums per-tap slices elementwise; False: reduces `_gather`'s
 
     @property
     def geometry(self) -> _windows.Geometry:
@@ -72,41 +73,41 @@ class _Plan(NamedTuple):
         return math.prod(self.spec.window)
 
 
-# The forward pass by per-tap slices (`_tap_slices`) against the stacked taps' reduction (`_gather`):
-# alone it is 3-30x faster (no stacked copy, no argmax and gather), but XLA fuses the slices into the
-# max pool's backward, recomputing each window's winner once per tap. Measured inside
-# ``tanh(pool(relu(x + b)))``, value and both gradients, on a 2-core EPYC (ms, medians of 11-15
-# interleaved, stacked / sliced): max 3x3/2 windows on (32, 56, 56, 16) 6.27 / 3.66, 5.34 / 3.29, on
-# (8, 112, 112, 64) 64.5 / 46.3, 56.7 / 40.8, 4x4/2 on (32, 28, 28, 64) 17.6 / 5.9. Slower or no faster
-# sliced: 3x3/1 on (32, 56, 56, 64) 160.0 / 222.9; 3x3/2 on (128, 28, 28, 6) 3.38 / 6.16; 1-D 3/2 on
-# (32, 4000, 16) 6.90 / 13.9; the tiling 2x2 on (128, 28, 28, 6) 1.99 / 3.25, on (128, 28, 28, 32) 3.25 /
-# 3.58 (the LeNet-5 training step 8.4 / 9.3, wide LeNet's 56.6 / 54.9); and alone, fwd + bwd of
-# ``sum(sin(pool(x)))``: 4x4 tiling 1.4-1.5x, global 7x7 and 8x8 2.8-4.5x, 3x3x3 overlapping 1.5-1.9x.
-# The sums of avg and l2 pooling have no winner for the backward to recompute (it spreads the deltas,
-# `_spread`): sliced, in the same context, stacked / sliced (ms): avg 3x3/2 on (8, 112, 112, 64) 39.6 / 7.5,
-# 3x3/1 on (32, 56, 56, 64) 124.3 / 35.1, 3x3/2 on (128, 28, 28, 6) 3.51 / 1.35, 3x3x3/2 3.91 / 1.25,
-# 2x2 on (128, 28, 28, 32) 2.80 / 2.34, on (128, 10, 10, 64) 0.56 / 0.42, 1-D 2 on (32, 4000, 16) 3.13 /
-# 2.15, 3/2 1.92 / 1.96, global 7x7 and 8x8 0.22 / 0.21, 0.18 / 0.17; l2 0.40-0.98 of the stacked time on
-# eight of those shapes (its temporaries 1.7-9 MiB larger where the windows tile, smaller where they
-# overlap).
-_SLICED_CHANNELS = 16  # max pool sliced: 2-D strided windows that do not tile, over this many channels,
-_SLICED_TAPS = 16  # ... with at most this many taps
+# The max pool's forward pass (`_max_forward`) reduces the taps to the max and the winner's offset in
+# one variadic reduction per stack of taps: over the reshaped window where the windows tile, one
+# spatial axis at a time where they do not. Measured inside ``tanh(pool(relu(x + b)))``, value and
+# both gradients, on a 2-core EPYC (ms, medians of 15 interleaved, temporaries in MiB; before:
+# `lax.argmax` of all taps stacked and a gather of the max at it, or the taps' slices combined
+# elementwise where that was faster, marked *; after: this): 3x3/2 windows on (32, 56, 56, 16)* 4.34 /
+# 2.96 (24.9 / 20.3), on (8, 112, 112, 64)* 46.9 / 37.7 (98.9 / 81.2), on (128, 28, 28, 6) 4.36 / 1.71;
+# 4x4/2 on (32, 28, 28, 64)* 7.28 / 3.40; 5x5/2 on (8, 56, 56, 32) 9.06 / 2.63 (27.3 / 17.0); 3x3/1 on
+# (32, 56, 56, 64) 174.6 / 93.7 (296.6 / 202.1); 1-D 3/2 on (32, 4000, 16) 4.79 / 1.64 (16.6 / 4.9);
+# 3x3x3/2 on (8, 16, 32, 32, 16) 36.3 / 31.4; the tiling 2x2 on (128, 28, 28, 6) 1.44 / 0.79, on (128,
+# 28, 28, 32) 3.92 / 2.54, 2x2x2 on (8, 16, 32, 32, 16) 2.30 / 1.97 (temporaries equal); the training
+# steps of wide LeNet 61.7 / 59.7 and LeNet-5 7.78 / 7.44. In other runs, one reduction over all the
+# stacked taps of overlapping windows was slower than before where XLA fused their gather into it
+# (5x5/2 above 11.2 against 6.4, 3x3x3/2 41.3 against 34.8), and the taps' slices combined one axis at
+# a time slower still where XLA fused one axis's into the next (5x5/2 24.0).
+# The sums of avg and l2 pooling (by per-tap slices, `_tap_slices`, or by the stacked taps' reduction,
+# `_gather`) have no winner for the backward to recompute (it spreads the deltas, `_spread`): sliced,
+# in the same context, stacked / sliced (ms): avg 3x3/2 on (8, 112, 112, 64) 39.6 / 7.5, 3x3/1 on (32,
+# 56, 56, 64) 124.3 / 35.1, 3x3/2 on (128, 28, 28, 6) 3.51 / 1.35, 3x3x3/2 3.91 / 1.25, 2x2 on (128, 28,
+# 28, 32) 2.80 / 2.34, on (128, 10, 10, 64) 0.56 / 0.42, 1-D 2 on (32, 4000, 16) 3.13 / 2.15, 3/2 1.92 /
+# 1.96, global 7x7 and 8x8 0.22 / 0.21, 0.18 / 0.17; l2 0.40-0.98 of the stacked time on eight of those
+# shapes (its temporaries 1.7-9 MiB larger where the windows tile, smaller where they overlap).
 _SLICED_SUM_TAPS = 64  # avg and l2 pool sliced: windows of at most this many taps (unrolled sums)
 
 
-def _plan(spec: PoolSpec, channels: int, summed: bool = False) -> _Plan:
+def _plan(spec: PoolSpec, summed: bool = False) -> _Plan:
     """The reshape lowering applies when windows tile the padded input: stride == window (unless
     the private switch ``jaxcnn._lowering.force(pool="general")`` asks for the strided slices).
-    The forward pass (of a max pool; `summed`: of an avg or l2 pool) is sliced where that was
-    measured faster (above), or always under ``force(pool="sliced")``; ``force(pool="stacked")``
-    never slices it."""
+    The forward pass of an avg or l2 pool (`summed`) is sliced where that was measured faster
+    (above), or always under ``force(pool="sliced")``; ``force(pool="stacked")`` never slices it.
+    A max pool's is neither (`_max_forward`)."""
     tiles = spec.stride == spec.window and spec.spacing == (1,) * spec.nd
     requested = _lowering.requested()
-    taps = math.prod(spec.window)
-    measured = taps <= _SLICED_SUM_TAPS if summed else (
-        not tiles and spec.nd == 2 and min(spec.stride) > 1 and channels >= _SLICED_CHANNELS
-        and taps <= _SLICED_TAPS)
-    sliced = requested.pool == "sliced" or (measured and requested.pool != "stacked")
+    measured = math.prod(spec.window) <= _SLICED_SUM_TAPS
+    sliced = summed and (requested.pool == "sliced" or (measured and requested.pool != "stacked"))
     return _Plan(spec, tiles and requested.pool != "general", requested.curvature, sliced)
 
 
@@ -187,18 +188,53 @@ class _MaxRes(NamedTuple):
     offsets: jax.Array  # (N, *out, C) int8/int32: the winning unit's row-major offset in its window
 
 
+def _first_max(a: tuple[jax.Array, jax.Array], b: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
+    """`lax.argmax`'s reduction step on (value, offset) pairs: the larger value, a NaN over a number,
+    and of equal values the smaller offset (the first tap in row-major order)."""
+    (u, i), (v, j) = a, b
+    take_value = (u > v) | (u != u)
+    return lax.select(take_value, u, v), lax.select(take_value | ((u == v) & (i < j)), i, j)
+
+
+@jax.custom_jvp
+def _max_of_taps(values: jax.Array, offsets: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The max over the trailing taps axis of `values` ``(..., k)`` and the offset (from `offsets`,
+    the same shape, distinct along that axis) of the first tap that reaches it, a NaN first: one
+    variadic reduction, computing both (`lax.argmax` computes the max too, but returns only the
+    index, and a gather at it re-read the value)."""
+    init = (jnp.array(-np.inf, values.dtype), jnp.array(0, offsets.dtype))
+    return lax.reduce((values, offsets), init, _first_max, (values.ndim - 1,))
+
+
+@_max_of_taps.defjvp
+def _max_of_taps_jvp(primals, tangents):
+    """The max's tangent is its winning tap's (a second-order rule differentiates the forward pass;
+    jax has no derivative of a reduction of several operands)."""
+    values, offsets = primals
+    y, won = _max_of_taps(values, offsets)
+    tap = jnp.argmax(offsets == won[..., None], axis=-1)[..., None]  # the winner's place on the axis
+    dy = jnp.take_along_axis(tangents[0], tap, axis=-1)[..., 0]
+    return (y, won), (dy, np.zeros(won.shape, jax.dtypes.float0))
+
+
 def _max_forward(x: jax.Array, plan: _Plan) -> tuple[jax.Array, jax.Array]:
-    dtype = _offset_dtype(plan)
-    if plan.sliced:
-        taps = _tap_slices(x, plan, -np.inf)
-        y = reduce(lax.max, taps)  # NaN propagates
-        offsets = jnp.full(y.shape, plan.taps - 1, dtype)
-        for t in reversed(range(plan.taps - 1)):  # the first tap equal to the max; a NaN: the first NaN
-            offsets = jnp.where((taps[t] == y) | jnp.isnan(taps[t]), jnp.asarray(t, dtype), offsets)
-    else:
+    """Each window's max and the row-major offset of its first winning tap. Tiling windows: one
+    reduction over the reshaped taps (`_gather`, no copy). Overlapping or strided ones: separably, the
+    last spatial axis first, one reduction over that axis's stacked taps at a time, each tap's offset
+    ``m * prod(window[i+1:])`` plus the offset it won with along the later axes (ties and NaNs go to
+    the smaller offset, so to the first tap in row-major order as in the one reduction)."""
+    dtype, s = _offset_dtype(plan), plan.spec
+    if plan.tiled:
         stacked = _gather(x, plan, -np.inf)
-        offsets = lax.argmax(stacked, stacked.ndim - 1, dtype)  # first max; NaN wins
-        y = jnp.take_along_axis(stacked, offsets[..., None], axis=-1)[..., 0]
+        y, offsets = _max_of_taps(stacked, lax.broadcasted_iota(dtype, stacked.shape, stacked.ndim - 1))
+    else:
+        y, offsets = _windows.pad(x, s.pads, -np.inf), None
+        for i in reversed(range(s.nd)):
+            values = _windows.stack_along(y, plan.geometry, i, 1 + i, y.ndim)
+            step = lax.broadcasted_iota(dtype, values.shape, values.ndim - 1) * jnp.asarray(
+                math.prod(s.window[i + 1:]), dtype)
+            before = 0 if offsets is None else _windows.stack_along(offsets, plan.geometry, i, 1 + i, y.ndim)
+            y, offsets = _max_of_taps(values, step + before)
     first = _first_real_tap(plan)
     if first is not None:
         # an all -inf window would otherwise be won by a padded unit and its delta dropped
@@ -269,7 +305,7 @@ def max_pool(x: jax.Array, window: Size, *, stride: Size | None = None, padding:
       and the low padding.
     """
     spec = pool_spec("max_pool", x, window, stride, padding, dilation=dilation, ceil_mode=ceil_mode)
-    return _max_pool(jnp.asarray(x), _plan(spec, jnp.shape(x)[-1]))
+    return _max_pool(jnp.asarray(x), _plan(spec))
 
 
 # ---------------------------------------------------------------------------------- avg pool
@@ -364,7 +400,7 @@ def avg_pool(x: jax.Array, window: Size, *, stride: Size | None = None, padding:
     """
     spec = pool_spec("avg_pool", x, window, stride, padding, ceil_mode=ceil_mode)
     count_include_pad = check_bool("avg_pool", "count_include_pad", count_include_pad)
-    return _avg_pool(jnp.asarray(x), _plan(spec, jnp.shape(x)[-1], summed=True), count_include_pad)
+    return _avg_pool(jnp.asarray(x), _plan(spec, summed=True), count_include_pad)
 
 
 # ----------------------------------------------------------------------------------- l2 pool
@@ -442,4 +478,4 @@ def l2_pool(x: jax.Array, window: Size, *, stride: Size | None = None, padding: 
       ``(N, *out, C)`` of x's dtype, ``out = (n + lo + hi - p) // s + 1`` per dim.
     """
     spec = pool_spec("l2_pool", x, window, stride, padding, ceil_mode=ceil_mode)
-    return _l2_pool(jnp.asarray(x), _plan(spec, jnp.shape(x)[-1], summed=True))
+    return _l2_pool(jnp.asarray(x), _plan(spec, summed=True))

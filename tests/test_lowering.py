@@ -314,35 +314,32 @@ def test_pool_paths_forced_through_the_public_functions(hw, window, padding, dty
     chex.assert_trees_all_equal(sliced["max_pool"], blockwise["max_pool"])  # the same units win
     assert_dtype((blockwise, general, sliced), dtype)
     spec = pool_spec("max_pool", x, window, None, padding)
-    assert pooling._plan(spec, 3).tiled and not pooling._plan(spec, 3).sliced
+    assert pooling._plan(spec).tiled and not pooling._plan(spec).sliced
     with _lowering.force(pool="general"):
-        assert not pooling._plan(spec, 3).tiled
+        assert not pooling._plan(spec).tiled
     with _lowering.force(pool="sliced"):
-        assert pooling._plan(spec, 3).tiled and pooling._plan(spec, 3).sliced
+        assert pooling._plan(spec).tiled and pooling._plan(spec, summed=True).sliced
+        assert not pooling._plan(spec).sliced  # a max pool has no sliced forward pass
 
 
-@pytest.mark.parametrize("nd, window, stride, channels, sliced", [
-    (2, 3, 2, 16, True),  # strided 2-D windows that overlap, over 16 or more channels, up to 16 taps
-    (2, 4, 2, 64, True),
-    (2, (3, 2), (2, 1), 32, False),  # stride 1 on an axis
-    (2, 3, 2, 6, False),  # fewer channels
-    (2, 2, None, 64, False),  # windows that tile
-    (2, 5, 2, 64, False),  # 25 taps
-    (1, 3, 2, 64, False),  # 1-D
-    (3, 3, 2, 64, False),  # 3-D
+@pytest.mark.parametrize("nd, window, stride, sliced", [
+    (2, 3, 2, True),  # up to 64 taps: the sum of the tap slices
+    (2, 8, 8, True),
+    (1, 3, 2, True),
+    (3, 4, 2, True),
+    (2, 9, None, False),  # 81 taps: the stacked taps' reduction
+    (3, 5, 2, False),  # 125 taps
 ])
-def test_pool_forward_sliced_by_the_measured_rule(nd, window, stride, channels, sliced):
-    x = jnp.zeros((1, *(9,) * nd, channels))
-    spec = pool_spec("max_pool", x, window, stride, "VALID")
-    assert pooling._plan(spec, channels).sliced is sliced
-    assert pooling._plan(spec, channels, summed=True).sliced  # avg and l2 pooling: up to 64 taps
+def test_pool_forward_sliced_by_the_measured_rule(nd, window, stride, sliced):
+    x = jnp.zeros((1, *(9,) * nd, 4))
+    spec = pool_spec("avg_pool", x, window, stride, "VALID")
+    assert pooling._plan(spec, summed=True).sliced is sliced
+    assert not pooling._plan(spec).sliced  # a max pool's forward pass is never sliced
     with _lowering.force(pool="stacked"):
-        assert not pooling._plan(spec, channels).sliced
-        assert not pooling._plan(spec, channels, summed=True).sliced
+        assert not pooling._plan(spec, summed=True).sliced
     with _lowering.force(pool="sliced"):
-        assert pooling._plan(spec, channels).sliced
-    wide = pool_spec("avg_pool", jnp.zeros((1, 9, 9, channels)), 9, None, "VALID")  # 81 taps
-    assert not pooling._plan(wide, channels, summed=True).sliced
+        assert pooling._plan(spec, summed=True).sliced
+        assert not pooling._plan(spec).sliced
 
 
 def test_chunk_sizes():

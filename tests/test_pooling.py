@@ -123,7 +123,7 @@ def test_matches_reference(config, variant, dtype):
 def test_lowering_chosen_by_spec(config):
     hw, window, stride, padding, blockwise = config
     spec = pool_spec("max_pool", jnp.zeros((1, *hw, 1)), window, stride, padding)
-    assert pooling._plan(spec, 1).tiled is blockwise
+    assert pooling._plan(spec).tiled is blockwise
 
 
 def test_grid_reaches_both_lowerings():
@@ -190,7 +190,7 @@ def test_max_pool_by_hand():
     y, vjp = jax.vjp(lambda x_: pooling.max_pool(x_, 2), x)
     np.testing.assert_array_equal(_hw(y), [[4, 5], [6, 8]])
     # winning units: 4 at (1, 0), 5 at (1, 3), 6 at (2, 1), 8 at (3, 2); offsets a*2 + b
-    _, res = pooling._max_pool_fwd(x, pooling._plan(pool_spec("max_pool", x, 2, None, "VALID"), 1))
+    _, res = pooling._max_pool_fwd(x, pooling._plan(pool_spec("max_pool", x, 2, None, "VALID")))
     np.testing.assert_array_equal(_hw(res.offsets), [[2, 3], [1, 2]])
     np.testing.assert_array_equal(
         _hw(vjp(delta)[0]),
@@ -268,9 +268,10 @@ def test_l2_pool_by_hand_including_zero_window():
 
 
 # ---------------------------------------------------------------------------- conventions
-@pytest.fixture(params=["stacked", "sliced"])
+@pytest.fixture(params=["auto", "general"])
 def pool_forward(request):
-    """Traces pools with both forward forms: by the stacked taps and by tap slices."""
+    """Traces these tiling max pools with both forward forms: one reduction over all taps of the
+    reshaped windows, and (the strided slices forced) one reduction per spatial axis."""
     with _lowering.force(pool=request.param):
         yield request.param
 
@@ -434,14 +435,14 @@ def test_second_order_matches_reference(name, dtype):
 def test_winner_offsets_are_small_integers():
     x = _normal(12, (2, 6, 6, 3), jnp.float32)
     spec = pool_spec("max_pool", x, 2, None, "VALID")
-    y, res = pooling._max_pool_fwd(x, pooling._plan(spec, 1))
+    y, res = pooling._max_pool_fwd(x, pooling._plan(spec))
     assert res._fields == ("offsets",)
     assert res.offsets.dtype == jnp.int8
     assert res.offsets.shape == y.shape == (2, 3, 3, 3)  # one index per output, not a copy of x
     assert int(res.offsets.min()) >= 0 and int(res.offsets.max()) < 4
     x_big = _normal(13, (1, 12, 11, 1), jnp.float32)  # 132 taps do not fit in int8
     big = pool_spec("max_pool", x_big, (12, 11), None, "VALID")
-    _, res_big = pooling._max_pool_fwd(x_big, pooling._plan(big, 1))
+    _, res_big = pooling._max_pool_fwd(x_big, pooling._plan(big))
     assert res_big.offsets.dtype == jnp.int32
     assert int(res_big.offsets[0, 0, 0, 0]) == int(jnp.argmax(x_big[0, :, :, 0]))
 

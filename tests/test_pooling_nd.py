@@ -291,6 +291,29 @@ def test_ties_in_3d_agree_with_reference_and_numpy():
     assert_close(dx, np_pool_vjp("max", x, ct, 2, 1), dtype=jnp.float32)
 
 
+@pytest.mark.parametrize("x_shape, window, stride, padding", [
+    ((2, 11, 3), 3, 2, 1),  # 1-D
+    ((2, 7, 8, 3), 3, 2, ((1, 0), (1, 1))),  # 2-D: one reduction per axis, the columns first
+    ((1, 9, 7, 2), (4, 2), (2, 1), 1),
+    ((1, 5, 6, 5, 2), (3, 2, 3), (2, 1, 2), (1, 1, 0)),  # 3-D
+])
+def test_max_by_axis_routes_to_the_first_winner(x_shape, window, stride, padding):
+    """Windows that do not tile: the max and its winner found one spatial axis at a time must be
+    the first maximum of the whole window in row-major order (ties everywhere, NaNs and -inf among
+    them), as the NumPy loop's `np.argmax` finds it."""
+    rng = np.random.default_rng(11)
+    x = rng.integers(0, 3, x_shape).astype(np.float32)
+    x[rng.random(x_shape) < 0.05] = np.nan
+    x[rng.random(x_shape) < 0.05] = -np.inf
+    kw = {"stride": stride, "padding": padding}
+    y, vjp = jax.vjp(lambda x_: jaxcnn.max_pool(x_, window, **kw), jnp.asarray(x))
+    ct = rng.integers(1, 5, y.shape).astype(np.float32)  # integers: every sum exact
+    y_np = np_pool("max", x, window, **kw)
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(y_np))
+    np.testing.assert_array_equal(np.nan_to_num(y), np.nan_to_num(y_np))
+    np.testing.assert_array_equal(vjp(jnp.asarray(ct))[0], np_pool_vjp("max", x, ct, window, **kw))
+
+
 # ------------------------------------------------------------------------------------ PyTorch
 TORCH_CASES = [
     ((2, 8, 3), 3, 2, 1),
