@@ -67,7 +67,7 @@ from jaxcnn import _eq22, _windows
 from jaxcnn._specs import ConvSpec
 
 LOWERINGS = ("auto", "xla", "taps", "patches", "phases", "fold", "subpixel")
-POOL_LOWERINGS = ("auto", "general", "stacked", "sliced")
+POOL_LOWERINGS = ("auto", "general", "stacked", "sliced", "by_dim")
 _CHUNK_BYTES = 1 << 21  # patches per scan step: 2 MiB stays in cache (measured: 1-3 MiB best)
 # Blocks of output rows only when one example's patches exceed this many budgets. On a 2-core Xeon
 # (quiet, ms; rows of 2 MiB blocks / batch chunks of two examples / the budget raised to 4 MiB):
@@ -83,7 +83,8 @@ class Plan(NamedTuple):
 
     name: str = "auto"  # one of LOWERINGS
     chunk_bytes: int = _CHUNK_BYTES  # bytes of patches per batch chunk (one `lax.scan` step)
-    pool: str = "auto"  # one of POOL_LOWERINGS: "general" strided slices; "stacked", "sliced" sums
+    pool: str = "auto"  # one of POOL_LOWERINGS: "general" strided slices; "stacked", "sliced" sums;
+    # "by_dim": strided slices, the max pool's backward one spatial dim at a time
     rows: bool = True  # one example's patches over budget: scan over blocks of output rows too
     curvature: bool = False  # backward rules propagate d2E/dy2 (`jaxcnn.curvature.second_order`)
 
@@ -102,8 +103,9 @@ def force(name: str = "auto", *, pool: str = "auto", chunk_bytes: int | None = N
         on every backend.
       pool: "auto" (the reshape path when stride == window; avg and l2 pooling's forward pass by
         per-tap slices where measured faster, see `jaxcnn.pooling`), "general" (strided slices
-        always), "stacked" (avg and l2 pooling's forward pass reduces the stacked taps) or "sliced"
-        (it sums per-tap slices). A max pool's forward pass has one form per path.
+        always), "stacked" (avg and l2 pooling's forward pass reduces the stacked taps), "sliced"
+        (it sums per-tap slices) or "by_dim" (strided slices, and a 2-D or 3-D max pool's backward
+        routes the deltas one spatial dim at a time, as "auto" does for large inputs).
       chunk_bytes: batch-chunk budget of "taps"/"patches" (default 2 MiB); a tiny value (1) makes
         every batch of more than one example run through the chunked `lax.scan`, one per step.
       rows: when one example's patches exceed 8 budgets, scan over blocks of output rows

@@ -42,6 +42,10 @@ class Geometry(NamedTuple):
     stride: Ints  # s
     out: Ints  # o: windows
 
+    def dim(self, i: int) -> Geometry:
+        """The windows along spatial axis `i` alone."""
+        return Geometry(*(field[i:i + 1] for field in self))
+
 
 def total(parts: Iterable[jax.Array]) -> jax.Array:
     """The sum of a non-empty sequence of arrays (no Python 0 to start from)."""
@@ -170,9 +174,8 @@ def spread(v: jax.Array, g: Geometry, axes: Sequence[int]) -> jax.Array:
     every unit of the unpadded input its window covers. `scatter` of `v` given to every tap, one
     spatial axis at a time, so that no copy of `v` per tap of the whole window is ever made."""
     for i, axis in enumerate(axes):
-        along = Geometry(*(field[i:i + 1] for field in g))
         taps = jnp.broadcast_to(v[..., None], (*v.shape, g.taps[i]))
-        v = scatter(taps, along, (axis,), v.ndim)
+        v = scatter(taps, g.dim(i), (axis,), v.ndim)
     return v
 
 

@@ -62,6 +62,7 @@ class _Plan(NamedTuple):
     tiled: bool  # True: the reshape lowering (windows tile the input); False: strided slices
     curvature: bool = False  # the backward propagates d2E/dy2 (`jaxcnn.curvature.second_order`)
     sliced: bool = False  # avg, l2: the forward sums per-tap slices elementwise; False: reduces `_gather`'s
+    by_dim: bool = False  # max, forced: the backward one spatial dim at a time whatever the size
 
     @property
     def geometry(self) -> _windows.Geometry:
@@ -96,6 +97,16 @@ class _Plan(NamedTuple):
 # 1.96, global 7x7 and 8x8 0.22 / 0.21, 0.18 / 0.17; l2 0.40-0.98 of the stacked time on eight of those
 # shapes (its temporaries 1.7-9 MiB larger where the windows tile, smaller where they overlap).
 _SLICED_SUM_TAPS = 64  # avg and l2 pool sliced: windows of at most this many taps (unrolled sums)
+# The max pool's backward, for windows that do not tile in 2-D and 3-D, routes the deltas one spatial
+# dim at a time (`_max_pool_bwd`) rather than through a one-hot of all the window's taps. In the same
+# context (ms, medians of 15-31 interleaved, temporaries in MiB; one-hot / by dim, both after the
+# forward pass above): 3x3/2 on (8, 112, 112, 64) 54.7 / 18.1 (81.2 / 31.6), on (32, 56, 56, 16) 5.49 / 3.96
+# (20.3 / 8.1), on (32, 28, 28, 32) 1.42 / 1.24 (10.1 / 3.9); 5x5/2 on (8, 56, 56, 32) 3.84 / 1.81;
+# 3x3/1 on (32, 56, 56, 64) 114.3 / 59.3 (202.1 / 85.8); 3x3x3/2 on (8, 16, 32, 32, 16) 34.8 / 6.1
+# (60.0 / 12.9). Slower by dim on smaller inputs: 3x3/2 on (128, 28, 28, 6) 1.67 / 2.65, on (128, 14,
+# 14, 16) 0.87 / 1.10, on (8, 56, 56, 6) 0.57 / 0.72; and on 4x4/2 (32, 28, 28, 64) 4.8 / 7.1 (in three
+# of four runs).
+_ROUTE_BY_DIM = 3 << 18  # input units (N * prod(size) * C) from which the backward goes by dim
 
 
 def _plan(spec: PoolSpec, summed: bool = False) -> _Plan:
@@ -103,12 +114,14 @@ def _plan(spec: PoolSpec, summed: bool = False) -> _Plan:
     the private switch ``jaxcnn._lowering.force(pool="general")`` asks for the strided slices).
     The forward pass of an avg or l2 pool (`summed`) is sliced where that was measured faster
     (above), or always under ``force(pool="sliced")``; ``force(pool="stacked")`` never slices it.
-    A max pool's is neither (`_max_forward`)."""
+    A max pool's is neither (`_max_forward`); ``force(pool="by_dim")`` takes the strided slices and
+    routes its deltas one spatial dim at a time whatever the input's size (`_ROUTE_BY_DIM`)."""
     tiles = spec.stride == spec.window and spec.spacing == (1,) * spec.nd
     requested = _lowering.requested()
     measured = math.prod(spec.window) <= _SLICED_SUM_TAPS
     sliced = summed and (requested.pool == "sliced" or (measured and requested.pool != "stacked"))
-    return _Plan(spec, tiles and requested.pool != "general", requested.curvature, sliced)
+    return _Plan(spec, tiles and requested.pool not in ("general", "by_dim"), requested.curvature, sliced,
+                 requested.pool == "by_dim")
 
 
 def _gather(x: jax.Array, plan: _Plan, pad_value: float) -> jax.Array:
@@ -153,12 +166,13 @@ def _spread(v: jax.Array, plan: _Plan) -> jax.Array:
     return _windows.spread(v, plan.geometry, tuple(range(1, plan.spec.nd + 1)))
 
 
-def _per_window(plan: _Plan, values: list[np.ndarray], combine) -> np.ndarray:
-    """A static ``(1, *out, 1)`` array from one numpy vector per spatial dim (outer product by `combine`)."""
-    result = values[0]
-    for v in values[1:]:
+def _per_window(plan: _Plan, values: list[np.ndarray], combine, since: int = 0) -> np.ndarray:
+    """A static ``(1, *out, 1)`` array from one numpy vector per spatial dim (outer product by
+    `combine`); ``(1, 1, ..., *out[since:], 1)`` from the vectors of dims `since`, ... only."""
+    result = values[since]
+    for v in values[since + 1:]:
         result = combine(result[..., None], v)
-    return result.reshape(1, *plan.spec.out, 1)
+    return result.reshape(1, *(1,) * since, *plan.spec.out[since:], 1)
 
 
 def _window_starts(plan: _Plan) -> list[np.ndarray]:
@@ -172,20 +186,29 @@ def _offset_dtype(plan: _Plan):
     return jnp.int8 if plan.taps <= 127 else jnp.int32
 
 
-def _first_real_tap(plan: _Plan) -> np.ndarray | None:
+def _first_real_tap(plan: _Plan, since: int = 0) -> np.ndarray | None:
     """Static ``(1, *out, 1)`` offset of each window's first real (unpadded) unit, or None when no
-    window touches the padding."""
+    window touches the padding; with `since`, its offset along dims `since`, ... only, ``(1, 1, ...,
+    *out[since:], 1)`` (after `_max_forward` has reduced those dims)."""
     s = plan.spec
-    if all(p == (0, 0) for p in s.pads):
+    if all(p == (0, 0) for p in s.pads[since:]):
         return None
     firsts = [np.clip(-(start // d), 0, win - 1)  # the first tap t with start + d*t >= 0
               for start, win, d in zip(_window_starts(plan), s.window, s.spacing, strict=True)]
-    strides = [math.prod(s.window[i + 1:]) for i in range(s.nd)]  # row-major offset of one step
-    return _per_window(plan, [f * st for f, st in zip(firsts, strides, strict=True)], np.add)
+    return _per_window(plan, [f * _step(plan, i) for i, f in enumerate(firsts)], np.add, since)
+
+
+def _step(plan: _Plan, i: int) -> int:
+    """The row-major offset of one tap along spatial dim `i` of the window."""
+    return math.prod(plan.spec.window[i + 1:])
 
 
 class _MaxRes(NamedTuple):
     offsets: jax.Array  # (N, *out, C) int8/int32: the winning unit's row-major offset in its window
+    # windows that do not tile, 2-D and 3-D, inputs of `_ROUTE_BY_DIM` units or more (or forced):
+    # after reducing dims i, i+1, ... (i >= 1) of the windows, each one's winning offset along them,
+    # (N, *size[:i], *out[i:], C) (`_max_forward`), for the backward one dim at a time (`_max_pool_bwd`)
+    along: tuple[jax.Array, ...] = ()
 
 
 def _first_max(a: tuple[jax.Array, jax.Array], b: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
@@ -217,29 +240,35 @@ def _max_of_taps_jvp(primals, tangents):
     return (y, won), (dy, np.zeros(won.shape, jax.dtypes.float0))
 
 
-def _max_forward(x: jax.Array, plan: _Plan) -> tuple[jax.Array, jax.Array]:
+def _max_forward(x: jax.Array, plan: _Plan) -> tuple[jax.Array, _MaxRes]:
     """Each window's max and the row-major offset of its first winning tap. Tiling windows: one
     reduction over the reshaped taps (`_gather`, no copy). Overlapping or strided ones: separably, the
-    last spatial axis first, one reduction over that axis's stacked taps at a time, each tap's offset
-    ``m * prod(window[i+1:])`` plus the offset it won with along the later axes (ties and NaNs go to
-    the smaller offset, so to the first tap in row-major order as in the one reduction)."""
+    last spatial dim first, one reduction over that dim's stacked taps at a time, each tap's offset
+    ``m * prod(window[i+1:])`` plus the offset it won with along the later dims (ties and NaNs go to
+    the smaller offset, so to the first tap in row-major order as in the one reduction); the offsets
+    of each stage but the last are kept for the backward (`_MaxRes.along`)."""
     dtype, s = _offset_dtype(plan), plan.spec
     if plan.tiled:
         stacked = _gather(x, plan, -np.inf)
         y, offsets = _max_of_taps(stacked, lax.broadcasted_iota(dtype, stacked.shape, stacked.ndim - 1))
-    else:
-        y, offsets = _windows.pad(x, s.pads, -np.inf), None
-        for i in reversed(range(s.nd)):
-            values = _windows.stack_along(y, plan.geometry, i, 1 + i, y.ndim)
-            step = lax.broadcasted_iota(dtype, values.shape, values.ndim - 1) * jnp.asarray(
-                math.prod(s.window[i + 1:]), dtype)
-            before = 0 if offsets is None else _windows.stack_along(offsets, plan.geometry, i, 1 + i, y.ndim)
-            y, offsets = _max_of_taps(values, step + before)
-    first = _first_real_tap(plan)
-    if first is not None:
-        # an all -inf window would otherwise be won by a padded unit and its delta dropped
-        offsets = jnp.where(y == -np.inf, jnp.asarray(first, offsets.dtype), offsets)
-    return y, offsets
+        return y, _MaxRes(_real_winner(y, offsets, plan, 0))
+    y, offsets, along = _windows.pad(x, s.pads, -np.inf), None, []
+    for i in reversed(range(s.nd)):
+        values = _windows.stack_along(y, plan.geometry, i, 1 + i, y.ndim)
+        step = lax.broadcasted_iota(dtype, values.shape, values.ndim - 1) * jnp.asarray(_step(plan, i), dtype)
+        before = 0 if offsets is None else _windows.stack_along(offsets, plan.geometry, i, 1 + i, y.ndim)
+        y, offsets = _max_of_taps(values, step + before)
+        offsets = _real_winner(y, offsets, plan, i)
+        if i and (plan.by_dim or x.size >= _ROUTE_BY_DIM):  # padded units of dims < i win nothing
+            along.insert(0, _windows.crop(offsets, s.pads[:i], s.size[:i]))
+    return y, _MaxRes(offsets, tuple(along))
+
+
+def _real_winner(y: jax.Array, offsets: jax.Array, plan: _Plan, since: int) -> jax.Array:
+    """`offsets` (over dims `since`, ...) with each all -inf window's first real unit as its winner:
+    it would otherwise be won by a padded unit and its delta dropped."""
+    first = _first_real_tap(plan, since)
+    return offsets if first is None else jnp.where(y == -np.inf, jnp.asarray(first, offsets.dtype), offsets)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(1,))
@@ -248,17 +277,31 @@ def _max_pool(x: jax.Array, plan: _Plan) -> jax.Array:
 
 
 def _max_pool_fwd(x: jax.Array, plan: _Plan) -> tuple[jax.Array, _MaxRes]:
-    y, offsets = _max_forward(x, plan)
-    return y, _MaxRes(offsets)
+    return _max_forward(x, plan)
 
 
 def _max_pool_bwd(plan: _Plan, res: _MaxRes, delta: jax.Array) -> tuple[jax.Array]:
-    # Also the second-order rule (`jaxcnn.curvature`): the Jacobian is 0/1, so J**2 = J and
-    # h = d2E/dy2 is routed to the winner exactly as the delta is.
-    (offsets,) = res
-    taps = lax.broadcasted_iota(offsets.dtype, (*offsets.shape, plan.taps), offsets.ndim)
-    won = offsets[..., None] == taps  # one-hot of the winning unit
-    return (_scatter(jnp.where(won, delta[..., None], jnp.zeros((), delta.dtype)), plan),)
+    """Each delta to its window's winner (one-hot over the taps, placed back by `_scatter`); where the
+    forward pass kept `_MaxRes.along` (see `_ROUTE_BY_DIM`), one spatial dim at a time, the first
+    first: along dim i each delta goes to its window's winning tap there, then on from there with
+    the winners of dims i+1, ..., so no one-hot of all ``P`` taps is made.
+
+    Also the second-order rule (`jaxcnn.curvature`): the Jacobian is 0/1, so J**2 = J and
+    h = d2E/dy2 is routed to the winner exactly as the delta is."""
+    zero = jnp.zeros((), delta.dtype)
+    if not res.along:  # windows that tile, 1-D ones and small inputs
+        taps = lax.broadcasted_iota(res.offsets.dtype, (*res.offsets.shape, plan.taps), res.offsets.ndim)
+        return (_scatter(jnp.where(res.offsets[..., None] == taps, delta[..., None], zero), plan),)
+    for i, offsets in enumerate((res.offsets, *res.along)):
+        # the winning tap along dim i. (The remainder is redundant: the offsets span dims i, i+1, ...
+        # only. But without it XLA fused the padding's -inf test of `_real_winner` into this routing,
+        # keeping the float32 maxima of the earlier stages alive: 3x3/2 windows on (8, 112, 112, 64)
+        # held 50.8 MiB of temporaries and ran 40.6 ms, against 31.6 MiB and 21.0 ms with it.)
+        won = offsets // _step(plan, i) % plan.spec.window[i]
+        taps = lax.broadcasted_iota(won.dtype, (*won.shape, plan.spec.window[i]), won.ndim)
+        routed = jnp.where(won[..., None] == taps, delta[..., None], zero)
+        delta = _windows.scatter(routed, plan.geometry.dim(i), (1 + i,), won.ndim)
+    return (delta,)
 
 
 _max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)

@@ -304,15 +304,19 @@ def test_pool_paths_forced_through_the_public_functions(hw, window, padding, dty
             general = vjps(pooling, x)
         with _lowering.force(pool="sliced"):
             sliced = vjps(pooling, x)
-        return blockwise, general, sliced
+        with _lowering.force(pool="by_dim"):
+            by_dim = vjps(pooling, x)
+        return blockwise, general, sliced, by_dim
 
-    blockwise, general, sliced = run(x)
+    blockwise, general, sliced, by_dim = run(x)
     expected = vjps(reference, x)
     assert_close(blockwise, expected)
     assert_close(general, expected)
     assert_close(sliced, expected)
+    assert_close(by_dim, expected)
     chex.assert_trees_all_equal(sliced["max_pool"], blockwise["max_pool"])  # the same units win
-    assert_dtype((blockwise, general, sliced), dtype)
+    chex.assert_trees_all_equal(by_dim["max_pool"], blockwise["max_pool"])
+    assert_dtype((blockwise, general, sliced, by_dim), dtype)
     spec = pool_spec("max_pool", x, window, None, padding)
     assert pooling._plan(spec).tiled and not pooling._plan(spec).sliced
     with _lowering.force(pool="general"):

@@ -268,10 +268,11 @@ def test_l2_pool_by_hand_including_zero_window():
 
 
 # ---------------------------------------------------------------------------- conventions
-@pytest.fixture(params=["auto", "general"])
+@pytest.fixture(params=["auto", "general", "by_dim"])
 def pool_forward(request):
-    """Traces these tiling max pools with both forward forms: one reduction over all taps of the
-    reshaped windows, and (the strided slices forced) one reduction per spatial axis."""
+    """Traces these tiling max pools with each form: one reduction over all taps of the reshaped
+    windows; the strided slices forced, one reduction per spatial dim, the deltas routed by a one-hot
+    of the window's taps or (forced, as for large inputs) one spatial dim at a time."""
     with _lowering.force(pool=request.param):
         yield request.param
 
@@ -436,10 +437,21 @@ def test_winner_offsets_are_small_integers():
     x = _normal(12, (2, 6, 6, 3), jnp.float32)
     spec = pool_spec("max_pool", x, 2, None, "VALID")
     y, res = pooling._max_pool_fwd(x, pooling._plan(spec))
-    assert res._fields == ("offsets",)
+    assert res._fields == ("offsets", "along") and res.along == ()
     assert res.offsets.dtype == jnp.int8
     assert res.offsets.shape == y.shape == (2, 3, 3, 3)  # one index per output, not a copy of x
     assert int(res.offsets.min()) >= 0 and int(res.offsets.max()) < 4
+    # overlapping windows of a large input (or forced): also each row's winning column per window
+    # column, for the backward one dim at a time
+    overlapping = pool_spec("max_pool", x, 3, 2, 1)
+    assert pooling._max_pool_fwd(x, pooling._plan(overlapping))[1].along == ()  # small
+    with _lowering.force(pool="by_dim"):
+        y, res = pooling._max_pool_fwd(x, pooling._plan(overlapping))
+    assert res.offsets.shape == y.shape == (2, 3, 3, 3) and int(res.offsets.max()) < 9
+    (columns,) = res.along
+    assert columns.dtype == jnp.int8 and columns.shape == (2, 6, 3, 3) and int(columns.max()) < 3
+    big = jnp.zeros((1, 64, 64, pooling._ROUTE_BY_DIM // 64 // 64))
+    assert len(pooling._max_pool_fwd(big, pooling._plan(pool_spec("max_pool", big, 3, 2, 1)))[1].along) == 1
     x_big = _normal(13, (1, 12, 11, 1), jnp.float32)  # 132 taps do not fit in int8
     big = pool_spec("max_pool", x_big, (12, 11), None, "VALID")
     _, res_big = pooling._max_pool_fwd(x_big, pooling._plan(big))

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import jaxcnn
-from jaxcnn import reference
+from jaxcnn import _lowering, reference
 from tests.tolerances import assert_close, assert_dtype, normal
 
 
@@ -291,22 +291,25 @@ def test_ties_in_3d_agree_with_reference_and_numpy():
     assert_close(dx, np_pool_vjp("max", x, ct, 2, 1), dtype=jnp.float32)
 
 
+@pytest.mark.parametrize("pool", ["auto", "by_dim"])
 @pytest.mark.parametrize("x_shape, window, stride, padding", [
     ((2, 11, 3), 3, 2, 1),  # 1-D
     ((2, 7, 8, 3), 3, 2, ((1, 0), (1, 1))),  # 2-D: one reduction per axis, the columns first
     ((1, 9, 7, 2), (4, 2), (2, 1), 1),
     ((1, 5, 6, 5, 2), (3, 2, 3), (2, 1, 2), (1, 1, 0)),  # 3-D
 ])
-def test_max_by_axis_routes_to_the_first_winner(x_shape, window, stride, padding):
+def test_max_by_axis_routes_to_the_first_winner(x_shape, window, stride, padding, pool):
     """Windows that do not tile: the max and its winner found one spatial axis at a time must be
     the first maximum of the whole window in row-major order (ties everywhere, NaNs and -inf among
-    them), as the NumPy loop's `np.argmax` finds it."""
+    them), as the NumPy loop's `np.argmax` finds it; and so must the deltas' routing, by a one-hot
+    of the window's taps or (as for large inputs) one spatial dim at a time."""
     rng = np.random.default_rng(11)
     x = rng.integers(0, 3, x_shape).astype(np.float32)
     x[rng.random(x_shape) < 0.05] = np.nan
     x[rng.random(x_shape) < 0.05] = -np.inf
     kw = {"stride": stride, "padding": padding}
-    y, vjp = jax.vjp(lambda x_: jaxcnn.max_pool(x_, window, **kw), jnp.asarray(x))
+    with _lowering.force(pool=pool):
+        y, vjp = jax.vjp(lambda x_: jaxcnn.max_pool(x_, window, **kw), jnp.asarray(x))
     ct = rng.integers(1, 5, y.shape).astype(np.float32)  # integers: every sum exact
     y_np = np_pool("max", x, window, **kw)
     np.testing.assert_array_equal(np.isnan(y), np.isnan(y_np))

@@ -259,8 +259,9 @@ def _draw_pool(name: str, rng: np.random.Generator, i: int, nd: int = 2, small: 
     for key in _keywords(name, int):  # the window's dilation (max_pool)
         options[key] = int(rng.integers(1, 3))
     pools = tuple(getattr(_lowering, "POOL_LOWERINGS", ("auto",)))
-    if len(pools) > 1:  # every pooling lowering: the reshape or strided slices; sliced or stacked taps
-        options["pool"] = pools[(i // 3) % len(pools)]
+    if len(pools) > 1:  # every pooling lowering (the reshape or strided slices; sliced or stacked taps;
+        # deltas routed by dim) within ten configs, each with and without the window as the stride
+        options["pool"] = pools[(i + i // 3) % len(pools)]
     return options
 
 
