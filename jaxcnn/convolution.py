@@ -202,7 +202,7 @@ def _input_grad(delta: jax.Array, w: jax.Array, spec: ConvSpec, plan: _lowering.
 
     ncd = (delta.shape[0], kernel.shape[-2] * spec.groups, kernel.shape[-1])
     return _choice.lowered("input", plan, spec, ncd, eq22, _lowering.input_grad, folded, delta, kernel,
-                    subpixel=subpixel)
+                           subpixel=subpixel)
 
 
 # ---------------------------------------------------------------------------- Eq 10-14: dE/dw

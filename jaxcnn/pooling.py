@@ -89,9 +89,9 @@ class _Plan(NamedTuple):
 # stacked taps of overlapping windows was slower than before where XLA fused their gather into it
 # (5x5/2 above 11.2 against 6.4, 3x3x3/2 41.3 against 34.8), and the taps' slices combined one axis at
 # a time slower still where XLA fused one axis's into the next (5x5/2 24.0).
-# The sums of avg and l2 pooling (by per-tap slices, `_tap_slices`, or by the stacked taps' reduction,
-# `_gather`) have no winner for the backward to recompute (it spreads the deltas, `_spread`): sliced,
-# in the same context, stacked / sliced (ms): avg 3x3/2 on (8, 112, 112, 64) 39.6 / 7.5, 3x3/1 on (32,
+# The sums of avg and l2 pooling, by per-tap slices (`_tap_slices`) or by the stacked taps' reduction
+# (`_gather`; either way the backward spreads the deltas, `_spread`), in the same context, stacked /
+# sliced (ms): avg 3x3/2 on (8, 112, 112, 64) 39.6 / 7.5, 3x3/1 on (32,
 # 56, 56, 64) 124.3 / 35.1, 3x3/2 on (128, 28, 28, 6) 3.51 / 1.35, 3x3x3/2 3.91 / 1.25, 2x2 on (128, 28,
 # 28, 32) 2.80 / 2.34, on (128, 10, 10, 64) 0.56 / 0.42, 1-D 2 on (32, 4000, 16) 3.13 / 2.15, 3/2 1.92 /
 # 1.96, global 7x7 and 8x8 0.22 / 0.21, 0.18 / 0.17; l2 0.40-0.98 of the stacked time on eight of those
@@ -252,14 +252,16 @@ def _max_forward(x: jax.Array, plan: _Plan) -> tuple[jax.Array, _MaxRes]:
         stacked = _gather(x, plan, -np.inf)
         y, offsets = _max_of_taps(stacked, lax.broadcasted_iota(dtype, stacked.shape, stacked.ndim - 1))
         return y, _MaxRes(_real_winner(y, offsets, plan, 0))
+    keep = s.nd > 1 and (plan.by_dim or x.size >= _ROUTE_BY_DIM)  # the stages' winners, for the backward
     y, offsets, along = _windows.pad(x, s.pads, -np.inf), None, []
     for i in reversed(range(s.nd)):
         values = _windows.stack_along(y, plan.geometry, i, 1 + i, y.ndim)
         step = lax.broadcasted_iota(dtype, values.shape, values.ndim - 1) * jnp.asarray(_step(plan, i), dtype)
         before = 0 if offsets is None else _windows.stack_along(offsets, plan.geometry, i, 1 + i, y.ndim)
         y, offsets = _max_of_taps(values, step + before)
-        offsets = _real_winner(y, offsets, plan, i)
-        if i and (plan.by_dim or x.size >= _ROUTE_BY_DIM):  # padded units of dims < i win nothing
+        if i == 0 or keep:  # an earlier stage's -inf windows lose to any finite one, or are overridden last
+            offsets = _real_winner(y, offsets, plan, i)
+        if i and keep:  # the padded units of dims < i are no one's winners
             along.insert(0, _windows.crop(offsets, s.pads[:i], s.size[:i]))
     return y, _MaxRes(offsets, tuple(along))
 

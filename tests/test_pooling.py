@@ -450,9 +450,9 @@ def test_winner_offsets_are_small_integers():
     assert res.offsets.shape == y.shape == (2, 3, 3, 3) and int(res.offsets.max()) < 9
     (columns,) = res.along
     assert columns.dtype == jnp.int8 and columns.shape == (2, 6, 3, 3) and int(columns.max()) < 3
-    big = jax.ShapeDtypeStruct((1, 64, 64, pooling._ROUTE_BY_DIM // 64 // 64), jnp.float32)
-    plan = pooling._plan(pool_spec("max_pool", jnp.zeros(big.shape), 3, 2, 1))
-    assert len(jax.eval_shape(lambda x: pooling._max_pool_fwd(x, plan), big)[1].along) == 1
+    large = jax.ShapeDtypeStruct((1, 64, 64, pooling._ROUTE_BY_DIM // 64 // 64), jnp.float32)
+    plan = pooling._plan(pool_spec("max_pool", jnp.zeros(large.shape), 3, 2, 1))
+    assert len(jax.eval_shape(lambda x: pooling._max_pool_fwd(x, plan), large)[1].along) == 1
     x_big = _normal(13, (1, 12, 11, 1), jnp.float32)  # 132 taps do not fit in int8
     big = pool_spec("max_pool", x_big, (12, 11), None, "VALID")
     _, res_big = pooling._max_pool_fwd(x_big, pooling._plan(big))
