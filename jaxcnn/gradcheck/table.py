@@ -266,10 +266,13 @@ def _draw_pool(name: str, rng: np.random.Generator, i: int, nd: int = 2, small: 
 
 
 def _draw_activation(name: str, rng: np.random.Generator, i: int, small: bool = False) -> Options:
-    """An activation's input shape (rank 4 or 2), scale, exact zeros (the kinks), and every float
-    option of `name` (``negative_slope``) drawn from 1, 10 and 30 times its default."""
+    """An activation's input shape (rank 4 or 2; rank 3 and large in every third config), scale, exact
+    zeros (the kinks), and every float option of `name` (``negative_slope``) drawn from 1, 10 and 30
+    times its default."""
     n, m = (3, 5) if small else (5, 9)
-    if i % 2 == 0:
+    if not small and i % 3 == 2:  # over a million units: relu's and leaky_relu's masks kept as bits
+        shape = [2, 725, 725]  # (`jaxcnn.activations._PACK_UNITS`), rows not a multiple of 8 units
+    elif i % 2 == 0:
         shape = [int(rng.integers(1, n)), int(rng.integers(1, m)), int(rng.integers(1, m)),
                  int(rng.integers(1, m))]
     else:
@@ -521,8 +524,8 @@ ENTRIES: tuple[Entry, ...] = (
           partial(_build_weight_grad, "conv_weight_grad"), 30, 10),
     Entry("correlate2d", _draw_plain_2d, partial(_build_plain_2d, "correlate2d"), 30, 10),
     Entry("convolve2d", _draw_plain_2d, partial(_build_plain_2d, "convolve2d"), 30, 10),
-    *(Entry(name, partial(_draw_activation, name), partial(_build_activation, name), 24, 12, d2=(12, 6),
-            vmap=(12, 6) if name in _VMAP_ACTIVATIONS else None, gn=(4, 2),
+    *(Entry(name, partial(_draw_activation, name), partial(_build_activation, name), 24, 8, d2=(12, 4),
+            vmap=(12, 4) if name in _VMAP_ACTIVATIONS else None, gn=(4, 2),
             gn_draw=partial(_draw_activation, name, small=True))
       for name in registry.ACTIVATIONS),
     *(Entry(name, partial(_draw_pool, name), partial(_build_pool, name), 100 if name == "max_pool" else 60,
