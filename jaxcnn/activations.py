@@ -57,10 +57,11 @@ _SHIFTS = np.arange(8, dtype=np.uint8).reshape(1, 8, 1)  # bit j of byte i: unit
 # pass to the backward; packing is a reduction, which XLA does not duplicate, so only the bits stay.
 # Measured on a 2-core EPYC (training steps, medians of 21-41 interleaved, bool mask / bits): the
 # benchmark's wide LeNet at batch 128 (its 1 -> 32 conv's output, 3.2M units) 75.1 / 58.5, 92.6 /
-# 79.8, 84.6 / 65.7 and 100.4 / 79.7 ms, compiled temporaries 35.3 / 24.4 MiB. Above 32 MiB glibc
-# maps XLA's temporary buffer afresh on every call (32 MiB is the largest size it keeps for reuse),
-# and the step page-faulted up to 37 MB each time (8,500-9,100 faults against 37-630; system time
-# 28 / 4 ms a step). LeNet-5 at batch 128 (C1's 0.6M units) 10.67 / 10.79 and 10.77 / 10.78 ms (9.2 /
+# 79.8, 84.6 / 65.7 and 100.4 / 79.7 ms (72.5 / 64.6 and 88.4 / 89.4 in a run where the bool mask's
+# step faulted less), compiled temporaries 35.3 / 24.4 MiB. Above 32 MiB (the largest size it keeps
+# for reuse) glibc maps XLA's temporary buffer afresh on every call unless its heap happens to have
+# room, and the step page-faulted up to 37 MB each time (8,500-9,100 faults against 37-630; system
+# time 28 / 4 ms a step). LeNet-5 at batch 128 (C1's 0.6M units) 10.67 / 10.79 and 10.77 / 10.78 ms (9.2 /
 # 6.9 MiB), at batch 32 (0.15M) 4.87 / 5.23 and 5.13 / 5.29 ms: there C1's taps are fused into their
 # consumers (`jaxcnn._lowering`), and the packing recomputed them in a slower loop than the backward.
 _PACK_UNITS = 1 << 20
