@@ -72,6 +72,7 @@ BATCH = 128
 EPOCH_EXAMPLES = 3000
 LR = 0.01
 WARMUP_S = 0.3  # each thunk is also run for at least this long before timing
+FAULTS_SHOWN = 256  # the suite's table lists rows whose median timed call faulted more (1 MiB of pages)
 
 # The issue's targets, each a ratio from one run: (row, column, bound, "<=" or ">=").
 TARGETS = [
@@ -98,6 +99,24 @@ def interleaved(
     seconds per thunk (the first calls of a torch op or an XLA executable pay for fresh pages).
     The order rotates from repeat to repeat.
     """
+    return timed(thunks, repeats, warmup)["times"]
+
+
+def _minor_faults() -> int:
+    """Minor page faults of this process so far (0 where `resource` is missing: Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return 0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def timed(thunks: dict[str, Callable[[], Any]], repeats: int, warmup: int = 2) -> dict[str, Any]:
+    """`interleaved`'s ``times``, and ``faults``: the minor page faults of each timed call. A call
+    that maps fresh memory pays a fault per 4 KiB page (glibc maps an allocation above 32 MiB afresh
+    unless its heap has room; XLA allocates its temporaries on every call): wide LeNet's step
+    faulted ~9,000 times a call in a process of its own, ~900 times in this suite's, where earlier
+    rows had left the heap room, and so ran faster here (`jaxcnn.activations._PACK_UNITS`)."""
     names = list(thunks)
     for name in names:  # compile, and let allocators and thread pools settle
         start, calls = time.perf_counter(), 0
@@ -105,14 +124,16 @@ def interleaved(
             thunks[name]()
             calls += 1
     times: dict[str, list[float]] = {name: [] for name in names}
+    faults: dict[str, list[int]] = {name: [] for name in names}
     for r in range(repeats):
         for k in range(len(names)):
             name = names[(r + k) % len(names)]
             thunks[name]()  # untimed: the previous framework's spinning worker threads settle first
-            start = time.perf_counter()
+            before, start = _minor_faults(), time.perf_counter()
             thunks[name]()
             times[name].append(time.perf_counter() - start)
-    return times
+            faults[name].append(_minor_faults() - before)
+    return {"times": times, "faults": faults}
 
 
 def jax_thunk(fn: Callable, *args: Any) -> Callable[[], Any]:
@@ -309,7 +330,7 @@ def bench_lecun1989(torch: Any, repeats: int, examples: int) -> dict[str, Any]:
         thunks["torch"] = torch_epoch
     # torch's eager epoch takes seconds: fewer repeats keep the run short, still interleaved
     return {"name": "lecun1989 epoch", "kind": "epoch", "examples": examples,
-            "times": interleaved(thunks, repeats, warmup=1)}
+            **timed(thunks, repeats, warmup=1)}
 
 
 def matmul_thunk() -> Callable[[], Any]:
@@ -514,7 +535,7 @@ def bench_case(case: ConvCase, torch: Any, repeats: int) -> dict[str, Any]:
 
         thunks["torch"] = torch_run
     return {"name": case.name, "kind": "conv", "flops": case.flops(), "memory": memory,
-            "times": interleaved(thunks, repeats)}
+            **timed(thunks, repeats)}
 
 
 def wide_lenet(c1: int = 32, c2: int = 64) -> tuple[Callable, Callable]:
@@ -569,7 +590,7 @@ def bench_step(name: str, model: Any, torch_net: Any, torch: Any, repeats: int) 
             opt.step()
 
         thunks["torch"] = torch_step
-    return {"name": name, "kind": "step", "memory": memory, "times": interleaved(thunks, repeats)}
+    return {"name": name, "kind": "step", "memory": memory, **timed(thunks, repeats)}
 
 
 def epoch_memory(examples: int) -> dict[str, float]:
@@ -672,6 +693,13 @@ def suite_table(result: dict[str, Any]) -> str:
         state = "n/a" if t["met"] is None else ("met" if t["met"] else "NOT met")
         value = "-" if t["value"] is None else f"{t['value']:.2f}"
         lines.append(f"  {k} = {value} (target {t['target']}) {state}")
+    faulting = [(r["name"], {k: int(np.median(v)) for k, v in r["faults"].items()})
+                for r in result["rows"] if "faults" in r]
+    faulting = [(n, f) for n, f in faulting if max(f.values(), default=0) > FAULTS_SHOWN]
+    if faulting:
+        lines += ["", f"minor page faults a timed call (median; rows with one side over {FAULTS_SHOWN}):"]
+        names = {"custom": "custom", "reference": "jax.grad", "torch": "torch"}
+        lines += [f"  {n}: " + ", ".join(f"{names.get(k, k)} {v}" for k, v in f.items()) for n, f in faulting]
     return "\n".join(lines)
 
 
