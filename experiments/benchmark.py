@@ -114,9 +114,10 @@ def _minor_faults() -> int:
 def timed(thunks: dict[str, Callable[[], Any]], repeats: int, warmup: int = 2) -> dict[str, Any]:
     """`interleaved`'s ``times``, and ``faults``: the minor page faults of each timed call. A call
     that maps fresh memory pays a fault per 4 KiB page (glibc maps an allocation above 32 MiB afresh
-    unless its heap has room; XLA allocates its temporaries on every call): wide LeNet's step
-    faulted ~9,000 times a call in a process of its own, ~900 times in this suite's, where earlier
-    rows had left the heap room, and so ran faster here (`jaxcnn.activations._PACK_UNITS`)."""
+    unless its heap has room; XLA allocates its temporaries on every call): before relu's masks
+    became bits (`jaxcnn.activations._PACK_UNITS`), wide LeNet's step faulted ~9,000 times a call in
+    a process of its own and ~900 times in this suite's, where earlier rows had left the heap room,
+    and so ran faster here than alone."""
     names = list(thunks)
     for name in names:  # compile, and let allocators and thread pools settle
         start, calls = time.perf_counter(), 0
