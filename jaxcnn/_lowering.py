@@ -22,7 +22,9 @@ Lowerings (the names of the private switch, see `force`):
   compute an extra output column, cropped, to stay XLA's own (`jaxcnn._choice.widen`), and a 1x1
   one is a matmul of the strided input.
 * ``"taps"`` — the sums over ``t`` as written: one small matmul per tap, accumulated. With one
-  input channel the forward taps are broadcast products that XLA fuses into a single loop.
+  input channel the forward taps are broadcast products that XLA fuses into a single loop; with 16
+  taps or more they go through a scan of two steps or more (`_REUSED_TAPS`), so that a conv output
+  read twice is not computed twice.
 * ``"patches"`` — im2col: all taps stacked, ``P = [X_t]_t`` ``(N, *out, k_1, ..., k_nd, C)`` (built
   separably, `jaxcnn._windows.gather`), make each sum *one* matmul: ``y = P @ W``,
   ``dE/dw = P^T @ delta`` (Eq 13's sum, exactly), ``dE/dx = col2im(delta @ W^T)``
@@ -183,6 +185,28 @@ def _chunk(n: int, per_example_bytes: int, budget: int) -> int:
         return n  # small enough in one piece (an empty batch too); a loop would only add overhead
     limit = max(1, budget // max(per_example_bytes, 1))
     return max(c for c in range(1, min(n, limit) + 1) if n % c == 0)
+
+
+# The forward taps of a conv with one or two input channels are broadcast products that XLA fuses into
+# the loop of whatever consumes them: a conv output read by a max pool's forward pass and by the
+# activation's mask in the backward computed all its taps in each, inside their window loops. With
+# this many taps or more, a batch small enough for one piece goes through a scan of two steps
+# (`_half`), whose output is written once. Measured (2-core EPYC, medians of 21-31 interleaved, whole
+# batch fused / two steps, ms): training steps of LeNet-5 (C1 1 -> 6, 5x5) at batch 8 4.35 / 3.13, 16
+# 2.83 / 1.88, 32 6.43 / 4.31, 5.41 / 3.44, 4.95 / 3.22 and 5.75 / 4.71, of the benchmark's wide LeNet
+# (C1 1 -> 32, 5x5) at 16 12.04 / 8.97, at 48 31.24 / 20.67, 47.36 / 30.82 and 46.82 / 32.79;
+# temporaries 1.9 -> 2.1, 3.9 -> 4.1, 7.7 -> 8.2, 5.6 -> 7.2 MiB (LeNet-5's step under `jax.grad` at
+# batch 128: 24.2 MiB); conv -> relu -> 2x2 max pool alone, 5x5 1 -> 32 at batch 32, 2.74 / 2.65, 5x5
+# 1 -> 6 at 16 with tanh 0.77 / 0.79. With 9 taps the scan did not pay: the benchmark's audio row (k9/4,
+# 1 -> 32, N=8, the conv alone) 1.42 / 1.55 and with a relu 2.56 / 3.30, a 3x3 1 -> 16 conv -> relu ->
+# pool at batch 64 3.12 / 3.29 (3x3 1 -> 32 at 32: 1.71 / 1.44). Larger batches go in chunks anyway
+# (LeNet-5 at 128: 8 steps 10.45, 2 steps 9.85).
+_REUSED_TAPS = 16
+
+
+def _half(n: int) -> int:
+    """The largest divisor of `n` up to ``n / 2``: examples per step of a scan of two steps or more."""
+    return max(c for c in range(1, n // 2 + 1) if n % c == 0)
 
 
 def _input_chunk(x: jax.Array, spec: ConvSpec, plan: Plan) -> int:
@@ -370,6 +394,8 @@ def forward(x: jax.Array, kernel: jax.Array, spec: ConvSpec, plan: Plan) -> jax.
         return y.reshape(x.shape[0], spec.out[0], *y.shape[2:])
     fn = taps if plan.name == "taps" else patches  # "phases" changes Eq 20 only
     size = _chunk(x.shape[0], per_example, plan.chunk_bytes)
+    if plan.name == "taps" and groups == 1 and _tiny(c_g) and k >= _REUSED_TAPS and size == x.shape[0] > 1:
+        size = _half(x.shape[0])  # many broadcast taps through a scan: see `_half`
     return _map_chunks(fn, size, x).astype(x.dtype)
 
 

@@ -373,6 +373,31 @@ def test_chunks_of_two_examples(case, dtype):
     assert_dtype(custom, dtype)
 
 
+@pytest.mark.parametrize(
+    ("x_shape", "w_shape", "steps"),
+    [
+        ((4, 9, 9, 1), (5, 5, 1, 3), 2),  # 25 taps, one input channel: two steps of two examples
+        ((3, 9, 9, 2), (4, 4, 2, 3), 3),  # 16 taps, two channels, a prime batch: one example a step
+        ((4, 9, 9, 1), (3, 3, 1, 3), 0),  # 9 taps: the broadcast products stay fused, no scan
+        ((1, 9, 9, 1), (5, 5, 1, 3), 0),  # one example: nothing to split
+        ((4, 9, 9, 3), (5, 5, 3, 3), 0),  # three channels: per-tap matmuls, no scan
+    ],
+)
+def test_broadcast_taps_of_a_batch_in_one_piece_go_through_a_scan(x_shape, w_shape, steps, dtype):
+    """`_lowering._REUSED_TAPS`: the forward taps of a conv with one or two input channels and 16
+    taps or more run through a scan of two steps or more even when the batch fits one piece, so that
+    XLA writes them once rather than fusing them into every consumer; same values."""
+    x, w = normal(20, x_shape, dtype), normal(21, w_shape, dtype)
+    f = functools.partial(conv.conv2d, padding=1)
+    with _lowering.force("taps"):
+        jaxpr = jax.make_jaxpr(f)(x, w)
+        y = jit(f)(x, w)
+    lengths = re.findall(r"scan\[[^\]]*?length=(\d+)", str(jaxpr))
+    assert lengths == ([str(steps)] if steps else []), lengths
+    assert_close(y, reference.conv2d(x, w, padding=1))
+    assert_dtype(y, dtype)
+
+
 @pytest.mark.parametrize("kernel, expected", [((8, 8), "patches"), ((9, 8), "xla"), ((28, 28), "xla")])
 def test_large_kernels_stay_on_xla(kernel, expected):
     """More than 64 taps: the unrolled per-tap/patches forms compile too slowly; XLA's conv is used."""

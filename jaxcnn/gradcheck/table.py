@@ -100,6 +100,13 @@ def _draw_conv(rng: np.random.Generator, i: int, *, bias: bool = True, pad_value
     c_g = int(rng.integers(1, max(1, chans // groups) + 1))
     d_g = int(rng.integers(1, max(1, chans // groups) + 1))
     k = [int(v) for v in rng.integers(1, max_k[nd] + 1, nd)]  # non-square as often as not
+    lowerings = _lowerings()
+    reused = (not small and len(lowerings) > 1 and lowerings[i % len(lowerings)] == "taps"
+              and (i // len(lowerings)) % 3 == 0)
+    if reused:  # one input channel, 16 taps or more, a batch in one piece: the broadcast taps go
+        # through a scan of two steps or more (`jaxcnn._lowering._REUSED_TAPS`)
+        groups, c_g = 1, 1
+        k = [max(kk, least) for kk, least in zip(k, {1: (16,), 2: (4, 4), 3: (3, 3, 2)}[nd], strict=True)]
     stride = _int_or_pair(rng, 1, 3, nd)
     dilation = _int_or_pair(rng, 1, 2, nd)
     extent = [d * (kk - 1) + 1 for d, kk in zip(_per_dim(dilation, nd), k, strict=True)]
@@ -113,6 +120,8 @@ def _draw_conv(rng: np.random.Generator, i: int, *, bias: bool = True, pad_value
         "groups": groups,
         "flip": bool(rng.integers(2)),
     }
+    if reused:
+        options["x_shape"][0] = max(options["x_shape"][0], 2)
     if pad_value:
         options["pad_value"] = float(rng.choice([0.0, -1.0]))
     if not small and (i // 6) % 2 == 1:  # > 16 output channels and inputs no smaller than the window,
@@ -121,7 +130,6 @@ def _draw_conv(rng: np.random.Generator, i: int, *, bias: bool = True, pad_value
         options["x_shape"][1:-1] = [max(n, e) for n, e in zip(options["x_shape"][1:-1], extent, strict=True)]
     if bias:
         options["bias"] = ("none", "tied", "untied")[(i + i // 6) % 3]  # all 18 with the padding
-    lowerings = _lowerings()
     if len(lowerings) > 1:  # every lowering of the custom conv (the reference has one)
         options["lowering"] = lowerings[i % len(lowerings)]
         # a third of the matmul lowerings scan in tiny pieces: batch chunks, or blocks of rows
