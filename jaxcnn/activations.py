@@ -61,10 +61,11 @@ _SHIFTS = np.arange(8, dtype=np.uint8).reshape(1, 8, 1)  # bit j of byte i: unit
 # step faulted less), compiled temporaries 35.3 / 24.4 MiB. Above 32 MiB (the largest size it keeps
 # for reuse) glibc maps XLA's temporary buffer afresh on every call unless its heap happens to have
 # room, and the step page-faulted up to 37 MB each time (8,500-9,100 faults against 37-630; system
-# time 28 / 4 ms a step). LeNet-5 at batch 128 (C1's 0.6M units) 10.67 / 10.79 and 10.77 / 10.78 ms (9.2 /
-# 6.9 MiB), at batch 32 (0.15M) 4.87 / 5.23 and 5.13 / 5.29 ms: there C1's taps are fused into their
-# consumers (`jaxcnn._lowering`), and the packing recomputed them in a slower loop than the backward.
-_PACK_UNITS = 1 << 20
+# time 28 / 4 ms a step). Below that the packing is an extra pass: at batch 96 (2.4M units; 26.6 /
+# 18.4 MiB) 42.36 / 42.20 and 48.59 / 48.82 ms, at 64 (1.6M) 34.95 / 38.79, at 48 (1.2M) 23.41 /
+# 26.77 and 25.52 / 25.73 (C1's taps written by a scan, `jaxcnn._lowering._REUSED_TAPS`); LeNet-5 at
+# batch 32 (0.15M units, C1's taps fused into their consumers then) 4.87 / 5.23 and 5.13 / 5.29.
+_PACK_UNITS = 1 << 21
 
 
 def _mask_rows(shape: tuple[int, ...]) -> tuple[int, int]:

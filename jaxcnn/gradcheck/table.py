@@ -279,7 +279,7 @@ def _draw_activation(name: str, rng: np.random.Generator, i: int, small: bool = 
     times its default."""
     n, m = (3, 5) if small else (5, 9)
     if not small and i % 3 == 2:  # over a million units: relu's and leaky_relu's masks kept as bits
-        shape = [2, 725, 725]  # (`jaxcnn.activations._PACK_UNITS`), rows not a multiple of 8 units
+        shape = [4, 725, 725]  # (`jaxcnn.activations._PACK_UNITS`), rows not a multiple of 8 units
     elif i % 2 == 0:
         shape = [int(rng.integers(1, n)), int(rng.integers(1, m)), int(rng.integers(1, m)),
                  int(rng.integers(1, m))]
