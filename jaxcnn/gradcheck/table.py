@@ -278,7 +278,7 @@ def _draw_activation(name: str, rng: np.random.Generator, i: int, small: bool = 
     zeros (the kinks), and every float option of `name` (``negative_slope``) drawn from 1, 10 and 30
     times its default."""
     n, m = (3, 5) if small else (5, 9)
-    if not small and i % 3 == 2:  # over a million units: relu's and leaky_relu's masks kept as bits
+    if not small and i % 3 == 2:  # over two million units: relu's and leaky_relu's masks kept as bits
         shape = [4, 725, 725]  # (`jaxcnn.activations._PACK_UNITS`), rows not a multiple of 8 units
     elif i % 2 == 0:
         shape = [int(rng.integers(1, n)), int(rng.integers(1, m)), int(rng.integers(1, m)),
