@@ -183,15 +183,19 @@ def _chunk(n: int, per_example_bytes: int, budget: int) -> int:
     MiB (10.8); grouped 3x3 128->128 28x28 11.0 / 10.4 ms, 8.2 / 13.2 MiB (7.2)."""
     if n * per_example_bytes <= 2 * budget:
         return n  # small enough in one piece (an empty batch too); a loop would only add overhead
-    limit = max(1, budget // max(per_example_bytes, 1))
-    return max(c for c in range(1, min(n, limit) + 1) if n % c == 0)
+    return _divisor_up_to(n, budget // max(per_example_bytes, 1))
+
+
+def _divisor_up_to(n: int, limit: int) -> int:
+    """The largest divisor of `n` no larger than `limit` (1 at least): the steps of an even scan."""
+    return max(c for c in range(1, min(n, max(limit, 1)) + 1) if n % c == 0)
 
 
 # The forward taps of a conv with one or two input channels are broadcast products that XLA fuses into
 # the loop of whatever consumes them: a conv output read by a max pool's forward pass and by the
 # activation's mask in the backward computed all its taps in each, inside their window loops. With
-# this many taps or more, a batch small enough for one piece goes through a scan of two steps
-# (`_half`), whose output is written once. Measured (2-core EPYC, medians of 21-31 interleaved, whole
+# this many taps or more, a batch small enough for one piece goes through a scan of two steps or
+# more, whose output is written once. Measured (2-core EPYC, medians of 21-31 interleaved, whole
 # batch fused / two steps, ms): training steps of LeNet-5 (C1 1 -> 6, 5x5) at batch 8 4.35 / 3.13, 16
 # 2.83 / 1.88, 32 6.43 / 4.31, 5.41 / 3.44, 4.95 / 3.22 and 5.75 / 4.71, of the benchmark's wide LeNet
 # (C1 1 -> 32, 5x5) at 16 12.04 / 8.97, at 48 31.24 / 20.67, 47.36 / 30.82 and 46.82 / 32.79;
@@ -202,11 +206,6 @@ def _chunk(n: int, per_example_bytes: int, budget: int) -> int:
 # pool at batch 64 3.12 / 3.29 (3x3 1 -> 32 at 32: 1.71 / 1.44). Larger batches go in chunks anyway
 # (LeNet-5 at 128: 8 steps 10.45, 2 steps 9.85).
 _REUSED_TAPS = 16
-
-
-def _half(n: int) -> int:
-    """The largest divisor of `n` up to ``n / 2``: examples per step of a scan of two steps or more."""
-    return max(c for c in range(1, n // 2 + 1) if n % c == 0)
 
 
 def _input_chunk(x: jax.Array, spec: ConvSpec, plan: Plan) -> int:
@@ -259,8 +258,7 @@ def _rows(spec: ConvSpec, n: int, per_example_bytes: int, plan: Plan) -> int | N
     if not plan.rows or n == 0 or per_example_bytes <= _ROWS_AFTER * plan.chunk_bytes or spec.out[0] < 2:
         return None
     per_row = per_example_bytes // spec.out[0]
-    limit = max(1, plan.chunk_bytes // max(per_row, 1))
-    return max(r for r in range(1, min(spec.out[0], limit) + 1) if spec.out[0] % r == 0)
+    return _divisor_up_to(spec.out[0], plan.chunk_bytes // max(per_row, 1))
 
 
 def _row_blocks(spec: ConvSpec, xp: jax.Array, rows: int) -> tuple[ConvSpec, Callable, int]:
@@ -395,7 +393,7 @@ def forward(x: jax.Array, kernel: jax.Array, spec: ConvSpec, plan: Plan) -> jax.
     fn = taps if plan.name == "taps" else patches  # "phases" changes Eq 20 only
     size = _chunk(x.shape[0], per_example, plan.chunk_bytes)
     if plan.name == "taps" and groups == 1 and _tiny(c_g) and k >= _REUSED_TAPS and size == x.shape[0] > 1:
-        size = _half(x.shape[0])  # many broadcast taps through a scan: see `_half`
+        size = _divisor_up_to(x.shape[0], x.shape[0] // 2)  # two steps or more: see `_REUSED_TAPS`
     return _map_chunks(fn, size, x).astype(x.dtype)
 
 
