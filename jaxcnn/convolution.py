@@ -98,12 +98,14 @@ def _rotate(w: jax.Array, nd: int) -> jax.Array:
 # ------------------------------------------------------------------------------ the lowering
 def _correlate(lhs: jax.Array, rhs: jax.Array, *, dims: tuple[str, str, str], strides: tuple[int, ...],
                pads: Any = None, pad_value: float = 0.0, rhs_dilation: tuple[int, ...] | None = None,
-               feature_groups: int = 1, batch_groups: int = 1, cpu: bool = False) -> jax.Array:
+               feature_groups: int = 1, batch_groups: int = 1, cpu: bool = False,
+               per_group: bool = False) -> jax.Array:
     """Eq 1 with channels, ``out[i] = sum_{t, c} lhs_pad[i*s + t*d, c] rhs[t, c]``, as one XLA
     convolution (which, like every framework's "convolution", does not flip); `pads` ``(lo, hi)`` of
     `pad_value` around `lhs`'s spatial axes (1, 2, ...). No ``lhs_dilation``: jax 0.10's CPU compiler
     aborts differentiating some of those, and they are slow; zeros are inserted by `lax.pad`.
-    ``cpu``: the CPU's form, which may compute a few more outputs and crop them (`_choice.widen`)."""
+    ``cpu``: the CPU's form, which may compute a few more outputs and crop them (`_choice.widen`);
+    with ``per_group`` its feature groups one convolution at a time (`_choice.split_groups`)."""
     nd = len(strides)
     pads = tuple(pads or ((0, 0),) * nd)
     plain = dims[0] == dims[2] and batch_groups == 1  # channels last in and out: Eq 7's and Eq 22's
@@ -112,13 +114,22 @@ def _correlate(lhs: jax.Array, rhs: jax.Array, *, dims: tuple[str, str, str], st
         # ResNet-18 at batch 8: 25-30% faster than XLA's convolution on a 2-core EPYC)
         taps = _windows.pad(lhs, pads, pad_value)[(slice(None), *(slice(None, None, s) for s in strides))]
         return _lowering.matmul(taps, rhs.reshape(rhs.shape[-2:]))
-    if cpu and plain and _choice.split_groups(feature_groups):  # one convolution per group (measured)
+    if cpu and plain and per_group and _choice.split_groups(feature_groups):
+        # a scan over the groups, each group's output written into the whole in place
         c, d = lhs.shape[-1] // feature_groups, rhs.shape[-1] // feature_groups
-        return jnp.concatenate([_correlate(
-            lax.slice_in_dim(lhs, i * c, (i + 1) * c, axis=nd + 1),
-            lax.slice_in_dim(rhs, i * d, (i + 1) * d, axis=nd + 1), dims=dims, strides=strides, pads=pads,
-            pad_value=pad_value, rhs_dilation=rhs_dilation, cpu=True)
-            for i in range(feature_groups)], axis=nd + 1)
+
+        def group(i):
+            return _correlate(lax.dynamic_slice_in_dim(lhs, i * c, c, axis=nd + 1),
+                              lax.dynamic_slice_in_dim(rhs, i * d, d, axis=nd + 1), dims=dims,
+                              strides=strides, pads=pads, pad_value=pad_value, rhs_dilation=rhs_dilation,
+                              cpu=True)
+
+        def step(out, i):
+            return lax.dynamic_update_slice_in_dim(out, group(i), i * d, axis=nd + 1), None
+
+        first = group(0)
+        out = lax.pad(first, jnp.zeros((), first.dtype), [(0, 0, 0)] * (nd + 1) + [(0, rhs.shape[-1] - d, 0)])
+        return lax.scan(step, out, jnp.arange(1, feature_groups))[0]
     if pad_value != 0 or min(min(p) for p in pads) < 0:  # a border the convolution's window cannot hold
         lhs, pads = _windows.pad(lhs, pads, pad_value), ((0, 0),) * nd
     crop = None
@@ -177,7 +188,7 @@ def _input_grad(delta: jax.Array, w: jax.Array, spec: ConvSpec, plan: _lowering.
         # the kernel taps t where d*t = r (mod s); zero insertion (lhs dilation) is slow on CPU and GPU.
         def correlate(dl, sub_kernel, sub):
             return _correlate(dl, sub_kernel, dims=(lhs, rhs, lhs), strides=(1,) * spec.nd, pads=sub.pads,
-                              rhs_dilation=sub.dilation, feature_groups=spec.groups, cpu=cpu)
+                              rhs_dilation=sub.dilation, feature_groups=spec.groups, cpu=cpu, per_group=True)
 
         return _eq22.by_phases(delta, kernel, spec, correlate)
 
@@ -187,16 +198,15 @@ def _input_grad(delta: jax.Array, w: jax.Array, spec: ConvSpec, plan: _lowering.
         # Eq 22: the deltas, dilated by the stride (s - 1 zeros between them) and zero-padded by
         # extent - 1 on every side ("full"), cross-correlated with rot180(kernel) — i.e. a full
         # convolution with the kernel, in/out channels swapped group by group. Units the forward
-        # windows never reached get zeros (the extra high-side padding); then the padding is
-        # cropped: padded units are not inputs, their gradients are dropped.
-        full = [(e - 1, e - 1 + n + lo + hi - u) for e, n, (lo, hi), u in zip(
+        # windows never reached get zeros (the extra high-side padding); the padding's units are
+        # not inputs, so their gradients are never computed: "full" padding ``(e - 1, e - 1 + n +
+        # lo + hi - u)`` less ``lo`` units low and ``hi`` high (negative: the deltas cropped).
+        pads = [(e - 1 - lo, e - 1 + n + lo - u) for e, n, (lo, _), u in zip(
             spec.extent, spec.size, spec.pads, spec.used, strict=True)]
         swapped = _eq22.swap_io(_rotate(kernel, spec.nd), spec.groups)  # in/out swapped per group
-        dx_pad = _correlate(_windows.dilate(delta, spec.stride), swapped, dims=(lhs, rhs, lhs),
-                            strides=(1,) * spec.nd, pads=full, rhs_dilation=spec.dilation,
-                            feature_groups=spec.groups, cpu=cpu)
-        inputs = (slice(lo, lo + n) for n, (lo, _) in zip(spec.size, spec.pads, strict=True))
-        return dx_pad[(slice(None), *inputs)]
+        return _correlate(_windows.dilate(delta, spec.stride), swapped, dims=(lhs, rhs, lhs),
+                          strides=(1,) * spec.nd, pads=pads, rhs_dilation=spec.dilation,
+                          feature_groups=spec.groups, cpu=cpu, per_group=True)
 
     def folded(delta, kernel):  # Eq 22 in one dim fewer, each first-axis tap placed back
         dx3 = _input_grad(_lowering.merge_first(delta), _lowering.fold_kernel(kernel),
