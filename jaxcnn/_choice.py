@@ -214,20 +214,20 @@ def lowered(formula: str, plan: Plan, spec: ConvSpec, ncd: tuple[int, int, int],
 _YNN_CHANNELS = 16
 
 
-# XLA's CPU convolution with feature groups ran slower than one convolution per group (each then kept
-# out of YNNPACK by `widen` where its channels are many). The convolution alone, padding 1, 2-core
-# EPYC, ms, medians of 9 interleaved, grouped / one per group: 2-D 3x3 batch 8 64->64 56x56 g2 8.95
-# / 6.24, g4 11.36 / 5.93; 128->128 28x28 g4 4.52 / 3.53 (N=32 21.87 / 13.98), g8 7.14 / 2.89, g16
-# 12.26 / 3.96, g32 16.97 / 8.98; 256->256 14x14 g2 5.90 / 5.42, g8 2.29 / 2.15, g64 9.51 / 7.72 (1.2
-# s to compile, against 0.07); 3x3/2 128->128 from 56x56 g4 15.21 / 6.94; 96->96 56x56 g3 14.06 /
-# 10.39; 1-D k9 64->64 on 4000 g2 9.02 / 7.69, g4 8.61 / 6.14; 3-D 3^3 on 8x32x32 N=4 32->32 g2 46.35
-# / 47.36, 64->64 g4 102.29 / 92.72. Eq 22 takes it (`jaxcnn.convolution`, `per_group`): a scan over
-# the groups writing each one's output into the whole in place (as a Python loop of slices and a
-# concatenation its buffers were all live at once: the benchmark's grouped row held 10.4 MiB of
-# temporaries against `jax.grad`'s 7.2). Eq 7 does not: the scan's output, computed early by the
-# CPU's breadth-first schedule, stayed live through the backward's Eq 13 loop. In that row (forward
-# and backward, ms, medians of 21 interleaved; neither / Eq 7 / Eq 22 / both; MiB): 18.60 / 15.27 /
-# 16.28 / 16.40, 15.42 / 13.63 / 14.80 / 13.07, 16.17 / 14.86 / 14.75 / 12.94; 5.06 / 8.12 / 5.20 / 8.26.
+# XLA's CPU convolution with feature groups ran slower than one convolution per group (each then kept out
+# of YNNPACK by `widen` where its channels are many) on every shape measured but a tie in 3-D. The
+# convolution alone, padding 1, 2-core EPYC, ms, medians of 9 interleaved, grouped / one per group: 2-D
+# 3x3 batch 8 64->64 56x56 g2 8.95 / 6.24, g4 11.36 / 5.93; 128->128 28x28 g4 4.52 / 3.53 (N=32 21.87 /
+# 13.98), g8 7.14 / 2.89, g16 12.26 / 3.96, g32 16.97 / 8.98; 256->256 14x14 g2 5.90 / 5.42, g8 2.29 /
+# 2.15, g64 9.51 / 7.72 (1.2 s to compile, against 0.07); 3x3/2 128->128 from 56x56 g4 15.21 / 6.94;
+# 96->96 56x56 g3 14.06 / 10.39; 1-D k9 64->64 on 4000 g2 9.02 / 7.69, g4 8.61 / 6.14; 3-D 3^3 on 8x32x32
+# N=4 32->32 g2 46.35 / 47.36, 64->64 g4 102.29 / 92.72. Eq 22 takes it (`jaxcnn.convolution`,
+# `per_group`): a scan over the groups writing each one's output into the whole in place (as a Python loop
+# of slices and a concatenation its buffers were all live at once: the benchmark's grouped row held 10.4
+# MiB of temporaries against `jax.grad`'s 7.2). Eq 7 does not: the scan's output, computed early by the
+# CPU's breadth-first schedule, stayed live through the backward's Eq 13 loop. In that row (forward and
+# backward, ms, medians of 21 interleaved; neither / Eq 7 / Eq 22 / both; MiB): 18.60 / 15.27 / 16.28 /
+# 16.40, 15.42 / 13.63 / 14.80 / 13.07, 16.17 / 14.86 / 14.75 / 12.94; 5.06 / 8.12 / 5.20 / 8.26.
 _SPLIT_GROUPS = 64  # groups up to which a grouped Eq 22 is one convolution per group (the most measured)
 
 
