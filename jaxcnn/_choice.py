@@ -221,7 +221,7 @@ _YNN_CHANNELS = 16
 # 13.98), g8 7.14 / 2.89, g16 12.26 / 3.96, g32 16.97 / 8.98; 256->256 14x14 g2 5.90 / 5.42, g8 2.29 /
 # 2.15, g64 9.51 / 7.72 (1.2 s to compile, against 0.07); 3x3/2 128->128 from 56x56 g4 15.21 / 6.94;
 # 96->96 56x56 g3 14.06 / 10.39; 1-D k9 64->64 on 4000 g2 9.02 / 7.69, g4 8.61 / 6.14; 3-D 3^3 on 8x32x32
-# N=4 32->32 g2 46.35 / 47.36, 64->64 g4 102.29 / 92.72. Eq 22 takes it (`jaxcnn.convolution`,
+# N=4 32->32 g2 46.35 / 47.36, 64->64 g4 102.29 / 92.72. Eq 22 takes it (`jaxcnn._eq22.by_groups`, via
 # `per_group`): a scan over the groups writing each one's output into the whole in place (as a Python loop
 # of slices and a concatenation its buffers were all live at once: the benchmark's grouped row held 10.4
 # MiB of temporaries against `jax.grad`'s 7.2). Eq 7 does not: the scan's output, computed early by the

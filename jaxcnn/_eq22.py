@@ -11,6 +11,7 @@ r"""Eq 22's pieces shared by its XLA form (`jaxcnn.convolution`) and its matmul 
 * `subpixel`, `by_subpixel` — every phase at once: the strided conv is a stride-1 conv over the
   padded input's phases taken as channels (space-to-depth), so its Eq 22 is one stride-1 Eq 22 whose
   ``prod(s) * C`` channels are put back in place (depth-to-space).
+* `by_groups` — a grouped Eq 22 one group at a time (the CPU's form of XLA's, `_choice.split_groups`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from jaxcnn import _windows
 from jaxcnn._specs import ConvSpec
@@ -158,3 +160,23 @@ def by_subpixel(delta: jax.Array, kernel: jax.Array, spec: ConvSpec,
     order = [0, *(a for i in range(nd) for a in (1 + i, nd + 2 + i)), nd + 1, 2 * nd + 2]
     units = (j * s for j, s in zip(sub.size, spec.stride, strict=True))
     return _windows.crop(split.transpose(order).reshape(n, *units, c), spec.pads, spec.size)
+
+
+def by_groups(correlate: Callable[[jax.Array, jax.Array], jax.Array], lhs: jax.Array, rhs: jax.Array,
+              groups: int) -> jax.Array:
+    """``correlate(lhs, rhs)`` of `groups` feature groups as ``correlate`` of each group's channels
+    (lhs ``(N, *s, G*c)``, rhs ``(*k, c, G*d)``): a `lax.scan` over the groups writing each group's
+    output into the whole in place (a Python loop and a concatenation kept every group's buffers
+    live at once)."""
+    c, d, axis = lhs.shape[-1] // groups, rhs.shape[-1] // groups, lhs.ndim - 1
+
+    def group(i):
+        return correlate(lax.dynamic_slice_in_dim(lhs, i * c, c, axis=axis),
+                         lax.dynamic_slice_in_dim(rhs, i * d, d, axis=axis))
+
+    def step(out, i):
+        return lax.dynamic_update_slice_in_dim(out, group(i), i * d, axis=axis), None
+
+    first = group(0)
+    out = lax.pad(first, jnp.zeros((), first.dtype), [(0, 0, 0)] * axis + [(0, rhs.shape[-1] - d, 0)])
+    return lax.scan(step, out, jnp.arange(1, groups))[0]

@@ -19,8 +19,8 @@ Lowerings (the names of the private switch, see `force`):
 * ``"xla"`` — one ``lax.conv_general_dilated`` per formula, written in `jaxcnn.convolution`. On
   GPU that is cuDNN; on CPU it is slow for small channel counts (LeNet's 1 -> 6 maps), for the input
   gradient and for the weight gradient (whose "kernel" is the whole delta map). On CPU a 2-D one may
-  compute an extra output column, cropped, to stay XLA's own (`jaxcnn._choice.widen`), and a 1x1
-  one is a matmul of the strided input.
+  compute an extra output column, cropped, to stay XLA's own (`jaxcnn._choice.widen`), a 1x1 one is
+  a matmul of the strided input, and a grouped Eq 22 one convolution per group (`_eq22.by_groups`).
 * ``"taps"`` — the sums over ``t`` as written: one small matmul per tap, accumulated. With one
   input channel the forward taps are broadcast products that XLA fuses into a single loop; with 16
   taps or more they go through a scan of two steps or more (`_REUSED_TAPS`), so that a conv output

@@ -115,21 +115,8 @@ def _correlate(lhs: jax.Array, rhs: jax.Array, *, dims: tuple[str, str, str], st
         taps = _windows.pad(lhs, pads, pad_value)[(slice(None), *(slice(None, None, s) for s in strides))]
         return _lowering.matmul(taps, rhs.reshape(rhs.shape[-2:]))
     if cpu and plain and per_group and _choice.split_groups(feature_groups):
-        # a scan over the groups, each group's output written into the whole in place
-        c, d = lhs.shape[-1] // feature_groups, rhs.shape[-1] // feature_groups
-
-        def group(i):
-            return _correlate(lax.dynamic_slice_in_dim(lhs, i * c, c, axis=nd + 1),
-                              lax.dynamic_slice_in_dim(rhs, i * d, d, axis=nd + 1), dims=dims,
-                              strides=strides, pads=pads, pad_value=pad_value, rhs_dilation=rhs_dilation,
-                              cpu=True)
-
-        def step(out, i):
-            return lax.dynamic_update_slice_in_dim(out, group(i), i * d, axis=nd + 1), None
-
-        first = group(0)
-        out = lax.pad(first, jnp.zeros((), first.dtype), [(0, 0, 0)] * (nd + 1) + [(0, rhs.shape[-1] - d, 0)])
-        return lax.scan(step, out, jnp.arange(1, feature_groups))[0]
+        return _eq22.by_groups(partial(_correlate, dims=dims, strides=strides, pads=pads, pad_value=pad_value,
+                                       rhs_dilation=rhs_dilation, cpu=True), lhs, rhs, feature_groups)
     if pad_value != 0 or min(min(p) for p in pads) < 0:  # a border the convolution's window cannot hold
         lhs, pads = _windows.pad(lhs, pads, pad_value), ((0, 0),) * nd
     crop = None
