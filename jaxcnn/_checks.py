@@ -16,6 +16,7 @@ the argument, never XLA's abort ("overflow in static extent product") or its RES
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -44,6 +45,19 @@ def is_int(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
+def check_array(fn: str, name: str, x: Any, what: str = "an array") -> Any:
+    """`x` must be an array (JAX, NumPy, or a scalar of a NumPy/JAX dtype), never a Python container,
+    a string or None (whose dtype JAX would guess, or fail to with a message naming no argument);
+    returns its dtype."""
+    if isinstance(x, (list, tuple, dict, str, bytes)) or x is None:
+        raise fail(fn, f"`{name}` must be {what}, got a {type(x).__name__}; wrap it with jnp.asarray(...)",
+                   TypeError)
+    try:
+        return jnp.result_type(x)
+    except TypeError:
+        raise fail(fn, f"`{name}` must be {what}, got {type(x).__name__}", TypeError) from None
+
+
 def check_float(fn: str, name: str, x: Any) -> None:
     """Differentiable arguments must be floating-point arrays (never int, bool, or a Python list)."""
     if isinstance(x, (list, tuple, dict, str, bytes)) or x is None:
@@ -51,13 +65,21 @@ def check_float(fn: str, name: str, x: Any) -> None:
             fn, f"`{name}` must be a floating-point array, got a {type(x).__name__}; "
             "wrap it with jnp.asarray(..., jnp.float32)", TypeError,
         )
-    try:
-        dtype = jnp.result_type(x)
-    except TypeError:
-        raise fail(fn, f"`{name}` must be a floating-point array, got {type(x).__name__}",
-                   TypeError) from None
+    dtype = check_array(fn, name, x, "a floating-point array")
     if not jnp.issubdtype(dtype, jnp.floating):
         raise fail(fn, f"`{name}` must be a floating-point array, got dtype {dtype}", TypeError)
+
+
+def as_real(fn: str, name: str, value: Any, what: str = "a Python number") -> float:
+    """A static real number (a Python or NumPy int or float, not a bool, not an array) as a float;
+    an int too large for a float is the library's ValueError, not Python's OverflowError."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise fail(fn, f"`{name}` must be {what}, got {value!r} ({type(value).__name__})", TypeError)
+    try:
+        return float(value)
+    except OverflowError:
+        raise fail(fn, f"`{name}` must be a number a float can hold (|value| < 1.8e308), "
+                   f"got {value!r}") from None
 
 
 def check_rank(fn: str, name: str, x: Any, rank: int | Sequence[int], layout: str) -> None:
@@ -70,9 +92,19 @@ def check_rank(fn: str, name: str, x: Any, rank: int | Sequence[int], layout: st
 
 
 def check_plain_2d(fn: str, image: Any, kernel: Any) -> None:
-    """The article's 2-D case: an image ``I (H, W)`` and a kernel ``K (k1, k2)``."""
+    """The article's 2-D case: an image ``I (H, W)`` and a kernel ``K (k1, k2)`` of one float dtype,
+    the kernel no larger than the image (valid mode), checked under these names rather than as the
+    `conv2d` call they become."""
+    check_float(fn, "I", image)
+    check_float(fn, "K", kernel)
     check_rank(fn, "I", image, 2, "(H, W)")
     check_rank(fn, "K", kernel, 2, "(k1, k2)")
+    check_same_dtype(fn, ["I", "K"], [image, kernel])
+    (h, w), (k1, k2) = jnp.shape(image), jnp.shape(kernel)
+    if min(k1, k2) < 1:
+        raise fail(fn, f"`K` must be a non-empty kernel, got shape {(k1, k2)}")
+    if k1 > h or k2 > w:
+        raise fail(fn, f"`K` {(k1, k2)} is larger than `I` {(h, w)}; valid mode needs k1 <= H and k2 <= W")
 
 
 def check_same_dtype(fn: str, names: Sequence[str], arrays: Sequence[Any]) -> None:

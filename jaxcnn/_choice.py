@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from functools import partial
 
+import jax
 import jax.numpy as jnp
 from jax import lax
 
@@ -179,6 +180,16 @@ def choose(formula: str, spec: ConvSpec, n: int, c: int, d: int) -> str:
     return "patches"
 
 
+def _empty_sum(formula: str, spec: ConvSpec, ncd: tuple[int, int, int], dtype) -> jax.Array:
+    """The result of a formula over no input or no output channels (C or D 0): every entry is an empty
+    sum, 0, or there are none. The lowerings are not asked: some sum Python lists of per-channel terms,
+    then empty, and XLA's grouped convolution wants channels to split."""
+    n, c, d = ncd
+    shape = {"forward": (n, *spec.out, d), "input": (n, *spec.size, c),
+             "weight": (*spec.kernel, c // spec.groups, d)}[formula]
+    return jnp.zeros(shape, dtype)
+
+
 def lowered(formula: str, plan: Plan, spec: ConvSpec, ncd: tuple[int, int, int], xla_form,
             matmul_form, folded, *args, subpixel=None):
     """``xla_form(*args)`` (one XLA convolution, as written in `jaxcnn.convolution`),
@@ -187,6 +198,8 @@ def lowered(formula: str, plan: Plan, spec: ConvSpec, ncd: tuple[int, int, int],
     ``subpixel(*args)`` (Eq 22 only: the stride-1 formula over the input's phases, `_eq22.subpixel`):
     the forced lowering, or for "auto" the CPU's measured choice (`choose`), XLA's on other
     platforms. Forced where it has no such form, "fold" (1-D) and "subpixel" are the patches'."""
+    if 0 in ncd[1:]:
+        return _empty_sum(formula, spec, ncd, args[0].dtype)
     forms = {"fold": folded if spec.nd > 1 else None, "subpixel": subpixel}
     xla = partial(xla_form, cpu=False)
     if plan.name == "auto":

@@ -9,7 +9,6 @@ library's `ValueError`/`TypeError` at trace time. Both the custom-VJP functions 
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Any, NamedTuple
 
 import jax
@@ -21,6 +20,8 @@ from jaxcnn._checks import (
     Ints,
     Pads,
     as_ints,
+    as_real,
+    check_array,
     check_array_size,
     check_bool,
     check_float,
@@ -111,9 +112,7 @@ def _check_groups(fn: str, groups: Any) -> int:
 
 
 def _check_pad_value(fn: str, pad_value: Any) -> float:
-    if isinstance(pad_value, (bool, np.bool_)) or not isinstance(pad_value, numbers.Real):
-        raise fail(fn, f"`pad_value` must be a Python number, got {pad_value!r}", TypeError)
-    return float(pad_value)
+    return as_real(fn, "pad_value", pad_value)
 
 
 def _conv_arrays(fn: str, x: Any, w: Any, b: Any, nd: int | None) -> int:
@@ -241,6 +240,7 @@ def input_grad_spec(fn: str, delta: Any, w: Any, x_shape: Any, *, nd: int | None
     returns the convolution's spec and `x_shape` as a tuple."""
     x_shape = _shape_arg(fn, "x_shape", x_shape, nd, "an input gradient")
     check_float(fn, "delta", delta)
+    check_float(fn, "w", w)
     check_same_dtype(fn, ["delta", "w"], [delta, w])
     x_like = jax.ShapeDtypeStruct(x_shape, jnp.result_type(delta))
     spec = conv_spec(fn, x_like, w, None, pad_value=0.0, nd=nd, **options)
@@ -253,6 +253,7 @@ def weight_grad_spec(fn: str, x: Any, delta: Any, w_shape: Any, *, nd: int | Non
     """Validate a `conv_weight_grad` call (x, delta ``(N, *out, D)``, the kernel's shape); returns
     the convolution's spec and `w_shape` as a tuple."""
     w_shape = _shape_arg(fn, "w_shape", w_shape, nd, "a kernel gradient")
+    check_float(fn, "x", x)
     check_float(fn, "delta", delta)
     check_same_dtype(fn, ["x", "delta"], [x, delta])
     w_like = jax.ShapeDtypeStruct(w_shape, jnp.result_type(x))
@@ -296,6 +297,11 @@ def transpose_spec(
                 f"dilation ({dl}) along spatial dim {axis}, got {e}",
             )
     n_in = tuple(int(s) for s in jnp.shape(x)[1:-1])
+    if min(n_in) < 1:  # the convolution being transposed would have no outputs: none exists
+        raise fail(
+            fn, f"`x` {jnp.shape(x)} has no units along {AXES[nd][n_in.index(0)]}; a transposed "
+            "convolution needs at least one input unit per spatial dim (the batch may be empty)",
+        )
     size = tuple(
         (n - 1) * s - lo - hi + dl * (k - 1) + 1 + e
         for n, s, (lo, hi), dl, k, e in zip(n_in, stride_, pads, dilation_, kernel, extra, strict=True)
@@ -385,16 +391,7 @@ def negative_slope_check(fn: str, negative_slope: Any) -> float:
 
     It is static configuration (hashable, a `nondiff_argnums` value) and never differentiated.
     """
-    if isinstance(negative_slope, (bool, np.bool_)) or not isinstance(
-        negative_slope, numbers.Real
-    ):
-        raise fail(
-            fn,
-            f"`negative_slope` must be a Python number, got {negative_slope!r} "
-            f"({type(negative_slope).__name__})",
-            TypeError,
-        )
-    return float(negative_slope)
+    return as_real(fn, "negative_slope", negative_slope)
 
 
 def reduction_check(fn: str, reduction: Any) -> str:
@@ -424,7 +421,10 @@ def labels_check(fn: str, logits: Any, labels: Any) -> bool:
     check_float(fn, "logits", logits)
     check_rank(fn, "logits", logits, 2, "(N, K)")
     n, k = jnp.shape(logits)
-    dtype = jnp.result_type(labels)
+    if k < 1:
+        raise fail(fn, f"`logits` must have at least one class, got shape {(n, k)} (a softmax over no "
+                   "classes is undefined)")
+    dtype = check_array(fn, "labels", labels, "integer class ids (N,) or float one-hot (N, K)")
     if jnp.issubdtype(dtype, jnp.integer) and not jnp.issubdtype(dtype, jnp.bool_):
         if jnp.shape(labels) != (n,):
             raise fail(

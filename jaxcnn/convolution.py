@@ -43,7 +43,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxcnn import _border, _choice, _eq22, _lowering, _windows
-from jaxcnn._checks import check_plain_2d, fail
+from jaxcnn._checks import check_array, check_plain_2d, fail
 from jaxcnn._specs import (
     LAYOUTS,
     ConvSpec,
@@ -85,6 +85,7 @@ def rot180(k: jax.Array) -> jax.Array:
     Returns:
       The rotated array, same shape and dtype.
     """
+    check_array("rot180", "k", k)
     if jnp.ndim(k) < 2:
         raise fail("rot180", f"`k` must have at least 2 dimensions (k1, k2, ...), got shape {jnp.shape(k)}")
     return k[::-1, ::-1]

@@ -23,7 +23,7 @@ from jax import lax
 
 import jaxcnn
 from jaxcnn import _eq22
-from jaxcnn._checks import fail, is_int
+from jaxcnn._checks import check_float, fail, is_int
 
 __all__ = ["conv_general_dilated"]
 
@@ -90,6 +90,8 @@ def conv_general_dilated(
         raise fail(_FN, f"`batch_group_count` > 1 is not supported by jaxcnn's rules, "
                    f"got {batch_group_count!r}")
     _check_precision(precision)
+    check_float(_FN, "lhs", lhs)
+    check_float(_FN, "rhs", rhs)
     if out_sharding is not None:
         raise fail(_FN, f"`out_sharding` {out_sharding!r} cannot be honoured by jaxcnn's rules; pass None")
     dtype = jnp.result_type(lhs)

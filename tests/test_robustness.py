@@ -464,3 +464,103 @@ def test_nested_list_gives_the_librarys_type_error(module):
     assert len(message) < 400 and "0.0, 0.0" not in message, message
     with pytest.raises(TypeError, match=r"^`conv`: `w`"):
         module.conv(jnp.ones((2, 8, 8, 3), F32), np.ones((3, 3, 3, 4)).tolist())
+
+
+# ====================================================================== 4. found by a contract hunt
+# Each of these once escaped as NumPy's or JAX's own error (no argument named), a bare OverflowError,
+# or an internal TypeError of the lowering; each is now the library's error or the right result.
+BAD_ARGS = [
+    # (id, call on module `m`, exception, message pattern)
+    ("conv_input_grad-w-list", lambda m: m.conv_input_grad(_z(1, 2, 4), [[[1.0]]], (1, 4, 2)), TypeError,
+     r"^`conv_input_grad`: `w` must be a floating-point array, got a list"),
+    ("conv_weight_grad-x-list", lambda m: m.conv_weight_grad([[[1.0]]], _z(1, 1, 1), (1, 1, 1)), TypeError,
+     r"^`conv_weight_grad`: `x` must be a floating-point array, got a list"),
+    ("correlate2d-I-list", lambda m: m.correlate2d([[1.0]], _z(1, 1)), TypeError,
+     r"^`correlate2d`: `I` must be a floating-point array, got a list"),
+    ("correlate2d-I-int", lambda m: m.correlate2d(jnp.zeros((3, 3), jnp.int32), _z(2, 2)), TypeError,
+     r"^`correlate2d`: `I` must be a floating-point array, got dtype int32"),
+    ("convolve2d-K-float16", lambda m: m.convolve2d(_z(3, 3), _z(2, 2, dtype=jnp.float16)), TypeError,
+     r"^`convolve2d`: arguments must share one dtype, got `I` float32, `K` float16"),
+    ("convolve2d-K-larger", lambda m: m.convolve2d(_z(2, 4), _z(3, 3)), ValueError,
+     r"^`convolve2d`: `K` \(3, 3\) is larger than `I` \(2, 4\)"),
+    ("correlate2d-K-empty", lambda m: m.correlate2d(_z(3, 3), _z(0, 2)), ValueError,
+     r"^`correlate2d`: `K` must be a non-empty kernel, got shape \(0, 2\)"),
+    ("conv-pad_value-10**400", lambda m: m.conv(_z(1, 3, 1), _z(2, 1, 1), padding=1, pad_value=10**400),
+     ValueError, r"^`conv`: `pad_value` must be a number a float can hold"),
+    ("leaky_relu-negative_slope-10**400", lambda m: m.leaky_relu(_z(3), -(10**400)), ValueError,
+     r"^`leaky_relu`: `negative_slope` must be a number a float can hold"),
+    ("softmax_cross_entropy-labels-list", lambda m: m.softmax_cross_entropy(_z(2, 3), [0, 2]), TypeError,
+     r"^`softmax_cross_entropy`: `labels` must be integer class ids \(N,\) or float one-hot \(N, K\), "
+     r"got a list"),
+    ("softmax_cross_entropy-labels-None", lambda m: m.softmax_cross_entropy(_z(2, 3), None), TypeError,
+     r"^`softmax_cross_entropy`: `labels` must be .*got a NoneType"),
+    ("softmax_cross_entropy-no-classes-int",
+     lambda m: m.softmax_cross_entropy(_z(0, 0), jnp.zeros((0,), jnp.int32)), ValueError,
+     r"^`softmax_cross_entropy`: `logits` must have at least one class, got shape \(0, 0\)"),
+    # the convolution a transposed one of an input without units would transpose has no outputs: it
+    # does not exist (with stride 2 the lowering sliced past the end, and the reference disagreed on
+    # the output's size)
+    ("conv_transpose-no-input-units-s2",
+     lambda m: m.conv_transpose(_z(1, 0, 4), _z(5, 2, 4), stride=2, padding=1), ValueError,
+     r"^`conv_transpose`: `x` \(1, 0, 4\) has no units along W"),
+    ("conv_transpose-no-input-units-2d", lambda m: m.conv_transpose(_z(1, 2, 0, 4), _z(5, 3, 2, 4)),
+     ValueError, r"^`conv_transpose`: `x` \(1, 2, 0, 4\) has no units along W"),
+    ("softmax_cross_entropy-no-classes-one-hot", lambda m: m.softmax_cross_entropy(_z(2, 0), _z(2, 0)),
+     ValueError, r"^`softmax_cross_entropy`: `logits` must have at least one class, got shape \(2, 0\)"),
+]
+
+
+@pytest.mark.parametrize("module", MODULES)
+@pytest.mark.parametrize("call, exc, match", [b[1:] for b in BAD_ARGS], ids=[b[0] for b in BAD_ARGS])
+def test_bad_arguments_found_by_the_hunt_raise_the_librarys_error(call, exc, match, module):
+    with pytest.raises(exc, match=match):
+        call(module)
+
+
+def test_rot180_and_interop_refuse_non_arrays():
+    with pytest.raises(TypeError, match=r"^`rot180`: `k` must be an array, got a list"):
+        jaxcnn.rot180([[1.0, 2.0], [3.0, 4.0]])
+    with pytest.raises(TypeError, match=r"^`rot180`: `k` must be an array, got a NoneType"):
+        jaxcnn.rot180(None)
+    from jaxcnn import interop
+
+    with pytest.raises(TypeError, match=r"^`conv_general_dilated`: `lhs` must be a floating-point array"):
+        interop.conv_general_dilated(np.ones((1, 1, 2, 2)).tolist(), jnp.ones((1, 1, 1, 1), F32), (1, 1),
+                                     "VALID")
+
+
+# An empty sum: no input channels (C = 0) or no output channels (D = 0) under groups > 1, whose
+# lowerings summed Python lists of per-channel terms (functools.reduce of nothing: a TypeError).
+# Each entry of the result is 0 (plus the bias), its gradients 0 or empty, as in the reference.
+EMPTY_SUMS = [
+    # (id, function, x shape, w shape, has a tied bias of D (conv) / C (conv_transpose) units, options)
+    ("conv1d-C0-g2", "conv", (2, 5, 0), (3, 0, 4), True, {"groups": 2, "padding": 1, "pad_value": -1.0}),
+    ("conv2d-D0-g2", "conv", (1, 4, 4, 4), (2, 2, 2, 0), False, {"groups": 2, "stride": 2}),
+    ("conv3d-C0-D0-g3", "conv", (1, 3, 3, 3, 0), (2, 2, 2, 0, 0), False, {"groups": 3}),
+    ("conv2d-C0-g2-flip", "conv", (2, 3, 3, 0), (2, 2, 0, 6), True, {"groups": 2, "flip": True}),
+    ("conv_transpose-1d-C0-g2", "conv_transpose", (1, 3, 4), (3, 0, 4), False, {"groups": 2, "stride": 2}),
+    ("conv_transpose-2d-D0-g2", "conv_transpose", (1, 3, 3, 0), (2, 2, 1, 0), True, {"groups": 2}),
+    ("conv_transpose-3d-C0-D0-g2-s2", "conv_transpose", (2, 2, 2, 2, 0), (2, 2, 2, 0, 0), True,
+     {"groups": 2, "stride": 2, "output_padding": 1}),
+]
+
+
+@pytest.mark.parametrize("module", MODULES)
+@pytest.mark.parametrize("fn, x_shape, w_shape, bias, options", [e[1:] for e in EMPTY_SUMS],
+                         ids=[e[0] for e in EMPTY_SUMS])
+def test_empty_sums_give_zeros_not_an_internal_error(fn, x_shape, w_shape, bias, options, module, dtype):
+    x, w = normal(50, x_shape, dtype), normal(51, w_shape, dtype)
+    units = w_shape[-1] if fn == "conv" else w_shape[-2] * options.get("groups", 1)
+    args = (x, w, normal(52, (units,), dtype)) if bias else (x, w)
+    f = functools.partial(getattr(module, fn), **options)
+    y, pull = jax.vjp(f, *args)
+    y_ref = getattr(reference, fn)(*args, **options)
+    assert y.shape == y_ref.shape
+    assert_dtype(y, dtype)
+    expected = np.broadcast_to(np.asarray(args[2]), y.shape) if bias else np.zeros(y.shape)
+    np.testing.assert_array_equal(y, expected)  # every unit an empty sum, plus the bias
+    grads = pull(normal(53, y.shape, dtype))
+    assert [g.shape for g in grads] == [a.shape for a in args]
+    assert_dtype(grads, dtype)
+    for g in grads[:2]:  # x and w meet no term of the sum
+        np.testing.assert_array_equal(g, np.zeros(g.shape))
