@@ -27,7 +27,7 @@ Models
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import ModuleType
 from typing import Any, NamedTuple
 
@@ -91,8 +91,42 @@ def _check_ops(fn: str, ops: Any, names: tuple[str, ...]) -> None:
         )
 
 
+def _check_params(fn: str, params: Any, shapes: dict[str, dict[str, tuple[int, ...]]]) -> None:
+    """`params` must be the dict of dicts that `init` returns: every layer's ``"w"`` and ``"b"``, of
+    their shapes (a missing entry was a KeyError, a wrong shape an error of the layer's call)."""
+    for layer, arrays in shapes.items():
+        group = params.get(layer) if isinstance(params, Mapping) else None
+        for name, shape in arrays.items():
+            value = group.get(name) if isinstance(group, Mapping) else None
+            if value is None:
+                raise fail(fn, f"`params` must be the dict that init returns; it has no params[{layer!r}]"
+                           f"[{name!r}] (expected shape {shape})", TypeError)
+            if tuple(jnp.shape(value)) != shape:
+                raise fail(fn, f"`params[{layer!r}][{name!r}]` has shape {tuple(jnp.shape(value))}; expected "
+                           f"{shape} (the shape init gives)")
+
+
+def _cached(build: Callable[..., Model]) -> Callable[..., Model]:
+    """`functools.cache` of a model constructor whose arguments are checked before they are hashed:
+    an unhashable one (a list) reaches the constructor's own check, not the cache's TypeError."""
+    cached = functools.cache(build)
+
+    @functools.wraps(build)
+    def constructor(**options: Any) -> Model:
+        try:
+            hash(tuple(options.values()))
+        except TypeError:
+            return build(**options)  # raises the library's error naming the argument
+        return cached(**options)
+
+    return constructor
+
+
 def _check_dtype(fn: str, dtype: Any) -> jnp.dtype:
-    d = jnp.dtype(dtype)
+    try:
+        d = jnp.dtype(dtype)
+    except TypeError:
+        raise fail(fn, f"`dtype` must be a floating-point dtype, got {dtype!r}", TypeError) from None
     if not jnp.issubdtype(d, jnp.floating):
         raise fail(fn, f"`dtype` must be a floating-point dtype, got {d}", TypeError)
     return d
@@ -115,6 +149,13 @@ def _uniform(key: jax.Array, shape: tuple[int, ...], bound: float, dtype: jnp.dt
 
 
 # ----------------------------------------------------------------------------------- lecun1989
+_LECUN1989_SHAPES = {  # what init returns: untied biases for H1 and H2
+    "H1": {"w": (5, 5, 1, 12), "b": (8, 8, 12)},
+    "H2": {"w": (5, 5, 12, 12), "b": (4, 4, 12)},
+    "H3": {"w": (192, 30), "b": (30,)},
+    "out": {"w": (30, 10), "b": (10,)},
+}
+
 def h2_connection_mask() -> np.ndarray:
     """The 0/1 table of which H1 maps feed which H2 maps in `lecun1989`: ``(12, 12)``, [in, out].
 
@@ -141,7 +182,7 @@ LECUN1989_ACTIVATIONS = ("tanh", "scaled_tanh")
 """`lecun1989`'s ``activation`` choices: the paper's tanh family (its targets are +-1)."""
 
 
-@functools.cache
+@_cached
 def lecun1989(*, activation: str = "tanh") -> Model:
     r"""The zip-code network of LeCun et al. (1989), with the paper's connections and init.
 
@@ -202,6 +243,7 @@ def lecun1989(*, activation: str = "tanh") -> Model:
 
     def apply(params: Params, x: jax.Array, *, ops: ModuleType = jaxcnn) -> jax.Array:
         _check_input(f"{fn}.apply", x, (16, 16, 1))
+        _check_params(f"{fn}.apply", params, _LECUN1989_SHAPES)
         _check_ops(f"{fn}.apply", ops, ("conv2d", "dense", "flatten", activation))
         f = getattr(ops, activation)
         w2 = params["H2"]["w"]
@@ -221,11 +263,19 @@ LENET5_ACTIVATIONS = registry.ACTIVATIONS
 LENET5_POOLINGS = tuple(name.removesuffix("_pool") for name in registry.POOLS)
 """`lenet5`'s ``pooling`` choices: every pool of the op table, ``"max"`` for `jaxcnn.max_pool`, ..."""
 
+_LENET5_SHAPES = {  # layer: (the kernel's shape, its fan-in)
+    "C1": ((5, 5, 1, 6), 25),
+    "C3": ((5, 5, 6, 16), 150),
+    "C5": ((400, 120), 400),
+    "F6": ((120, 84), 120),
+    "out": ((84, 10), 84),
+}
+
 # Variance-scaling init (uniform, fan-in): He's gain 2 for the rectifiers, LeCun's 1 otherwise.
 _RECTIFIER_GAIN = {"relu": 2.0, "leaky_relu": 2.0}
 
 
-@functools.cache
+@_cached
 def lenet5(*, activation: str = "relu", pooling: str = "max") -> Model:
     r"""LeNet-5 (LeCun et al. 1998) for 28x28 digits, with a choice of activation and pooling.
 
@@ -264,22 +314,17 @@ def lenet5(*, activation: str = "relu", pooling: str = "max") -> Model:
     def init(key: jax.Array, dtype: Any = jnp.float32) -> Params:
         _check_key(f"{fn}.init", key)
         d = _check_dtype(f"{fn}.init", dtype)
-        shapes = {
-            "C1": ((5, 5, 1, 6), 25),
-            "C3": ((5, 5, 6, 16), 150),
-            "C5": ((400, 120), 400),
-            "F6": ((120, 84), 120),
-            "out": ((84, 10), 84),
-        }
-        keys = jax.random.split(key, len(shapes))
+        keys = jax.random.split(key, len(_LENET5_SHAPES))
         params = {}
-        for k, (name, (shape, fan_in)) in zip(keys, shapes.items(), strict=True):
+        for k, (name, (shape, fan_in)) in zip(keys, _LENET5_SHAPES.items(), strict=True):
             bound = float(np.sqrt(3.0 * (1.0 if name == "out" else gain) / fan_in))
             params[name] = {"w": _uniform(k, shape, bound, d), "b": jnp.zeros((shape[-1],), d)}
         return params
 
     def apply(params: Params, x: jax.Array, *, ops: ModuleType = jaxcnn) -> jax.Array:
         _check_input(f"{fn}.apply", x, (28, 28, 1))
+        _check_params(f"{fn}.apply", params, {name: {"w": shape, "b": shape[-1:]}
+                                              for name, (shape, _) in _LENET5_SHAPES.items()})
         _check_ops(f"{fn}.apply", ops, ("conv2d", "dense", "flatten", activation, pool_name))
         f = registry.lookup(ops, activation, registry.ACTIVATIONS, fn=f"{fn}.apply", arg="activation")
         pool = registry.lookup(ops, pool_name, registry.POOLS, fn=f"{fn}.apply", arg="pooling")

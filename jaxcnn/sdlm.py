@@ -40,6 +40,8 @@ Curvature must come from a network of jaxcnn ops (see `jaxcnn.curvature` for the
 from __future__ import annotations
 
 import json
+import math
+import numbers
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -95,10 +97,12 @@ def sdlm(learning_rate: float | optax.Schedule, *, mu: float = DEFAULT_MU) -> op
       An optax ``GradientTransformation``; its state is `SDLMState` with ``h = 0`` until
       `set_curvature` sets it (typically before each pass, from `estimate_curvature`).
     """
-    if isinstance(mu, bool) or not isinstance(mu, (int, float)) or not mu > 0:
-        raise fail("sdlm", f"`mu` must be a positive number, got {mu!r}")
-    if not callable(learning_rate) and (isinstance(learning_rate, bool) or not learning_rate > 0):
-        raise fail("sdlm", f"`learning_rate` must be positive or a schedule, got {learning_rate!r}")
+    mu_ = _real(mu)
+    if mu_ is None or not 0 < mu_ < math.inf:
+        raise fail("sdlm", f"`mu` must be a positive number (finite), got {mu!r}")
+    lr_ = None if callable(learning_rate) else _real(learning_rate)
+    if not callable(learning_rate) and (lr_ is None or not 0 < lr_ < math.inf):
+        raise fail("sdlm", f"`learning_rate` must be positive (finite) or a schedule, got {learning_rate!r}")
 
     def init(params: Any) -> SDLMState:
         return SDLMState(jnp.zeros((), jnp.int32), jax.tree.map(jnp.zeros_like, params))
@@ -115,7 +119,7 @@ def sdlm(learning_rate: float | optax.Schedule, *, mu: float = DEFAULT_MU) -> op
 def set_curvature(opt_state: Any, hessian: Any) -> Any:
     """`opt_state` with the ``h`` of every `SDLMState` in it (also inside an ``optax.chain``)
     replaced by `hessian` (a pytree like the params)."""
-    return _map_curvature(opt_state, lambda old: hessian)
+    return _map_curvature(opt_state, lambda old: _like("set_curvature", "hessian", hessian, old))
 
 
 def running_curvature(opt_state: Any, h_p: Any, gamma: float) -> Any:
@@ -133,14 +137,47 @@ def running_curvature(opt_state: Any, h_p: Any, gamma: float) -> Any:
         Gauss-Newton curvature (`jaxcnn.curvature.diag_gauss_newton` on a batch of one).
       gamma: the averaging constant, a float in ``(0, 1]`` (1: ``h`` becomes ``h_p``).
     """
-    _check_gamma("running_curvature", gamma)
+    gamma = _check_gamma("running_curvature", gamma)
     return _map_curvature(opt_state, lambda old: jax.tree.map(
-        lambda h, hp: (1.0 - gamma) * h + gamma * jnp.asarray(hp, h.dtype), old, h_p))
+        lambda h, hp: (1.0 - gamma) * h + gamma * jnp.asarray(hp, h.dtype), old,
+        _like("running_curvature", "h_p", h_p, old)))
 
 
-def _check_gamma(fn: str, gamma: Any) -> None:
-    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0 < gamma <= 1:
+def _like(fn: str, name: str, tree: Any, like: Any) -> Any:
+    """`tree` when it has the structure and leaf shapes of `like` (the ``h`` it replaces or updates),
+    else the library's ValueError: a wrong shape was stored as is (or met a broadcasting error)."""
+    got, want = jax.tree.structure(tree), jax.tree.structure(like)
+    if got != want:
+        raise fail(fn, f"`{name}` must be a pytree like the params ({want}), got {got}")
+    pairs = zip(jax.tree_util.tree_leaves_with_path(like), jax.tree.leaves(tree), strict=True)
+    for (path, leaf), given in pairs:
+        if jnp.shape(given) != jnp.shape(leaf):
+            raise fail(fn, f"`{name}`{jax.tree_util.keystr(path)} has shape {jnp.shape(given)}; expected "
+                       f"{jnp.shape(leaf)}, its parameter's")
+    return tree
+
+
+def _real(value: Any) -> float | None:
+    """`value` as a float when it is one real number (Python, NumPy, or a concrete 0-d JAX array;
+    not a bool, not a string), else None: the callers raise their ValueError naming the argument."""
+    if isinstance(value, (bool, np.bool_, str, bytes)):
+        return None
+    if not isinstance(value, numbers.Real):
+        dtype, shape = getattr(value, "dtype", None), getattr(value, "shape", None)
+        if dtype is None or shape != () or not (jnp.issubdtype(dtype, jnp.floating)
+                                                or jnp.issubdtype(dtype, jnp.integer)):
+            return None
+    try:
+        return float(value)
+    except (TypeError, OverflowError, jax.errors.ConcretizationTypeError):  # 10**400, a tracer
+        return None
+
+
+def _check_gamma(fn: str, gamma: Any) -> float:
+    gamma_ = _real(gamma)
+    if gamma_ is None or not 0 < gamma_ <= 1:
         raise fail(fn, f"`gamma` must be a float in (0, 1], got {gamma!r}")
+    return gamma_
 
 
 def _map_curvature(opt_state: Any, new_h: Callable[[Any], Any]) -> Any:

@@ -564,3 +564,50 @@ def test_empty_sums_give_zeros_not_an_internal_error(fn, x_shape, w_shape, bias,
     assert_dtype(grads, dtype)
     for g in grads[:2]:  # x and w meet no term of the sum
         np.testing.assert_array_equal(g, np.zeros(g.shape))
+
+
+def test_model_params_and_choices_are_checked_before_use():
+    """A params dict without a layer was a KeyError, an unhashable choice the cache's TypeError, an
+    unknown dtype NumPy's; each is now the library's error naming the argument."""
+    model = models.lenet5()
+    params = jax.eval_shape(model.init, jax.random.key(0))
+    params = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), params)
+    x = _z(1, 28, 28, 1)
+    with pytest.raises(TypeError, match=r"^`lenet5.apply`: `params` must be the dict that init returns; "
+                                        r"it has no params\['C1'\]\['b'\]"):
+        model.apply({**params, "C1": {"w": params["C1"]["w"]}}, x)
+    with pytest.raises(TypeError, match=r"^`lecun1989.apply`: `params` must be the dict .*params\['H1'\]"):
+        models.lecun1989().apply(params, _z(1, 16, 16, 1))  # lenet5's params
+    with pytest.raises(ValueError, match=r"^`lenet5.apply`: `params\['C5'\]\['w'\]` has shape \(401, 120\); "
+                                         r"expected \(400, 120\)"):
+        model.apply({**params, "C5": {"w": _z(401, 120), "b": params["C5"]["b"]}}, x)
+    with pytest.raises(ValueError, match=r"^`lenet5`: `activation` must be one of .*got \['relu'\]"):
+        models.lenet5(activation=["relu"])
+    with pytest.raises(ValueError, match=r"^`lecun1989`: `activation` must be one of .*got \['tanh'\]"):
+        models.lecun1989(activation=["tanh"])
+    assert models.lenet5(activation="tanh") is models.lenet5(activation="tanh")  # still cached
+    with pytest.raises(TypeError, match=r"^`lenet5.init`: `dtype` must be a floating-point dtype, got 'foo'"):
+        model.init(jax.random.key(0), "foo")
+
+
+def test_sdlm_numbers_and_curvature_trees_are_checked():
+    """NumPy numbers are numbers (np.float32 mu/gamma were refused); a string or None learning rate
+    was Python's TypeError from `>`, an array's NumPy's ValueError; a curvature of another shape was
+    stored as is (set_curvature) or met a broadcasting error (running_curvature)."""
+    from jaxcnn import sdlm
+
+    params = {"a": jnp.ones((3,), F32)}
+    state = sdlm.sdlm(np.float32(0.1), mu=np.float32(0.02)).init(params)
+    new = sdlm.running_curvature(state, {"a": jnp.ones((3,), F32)}, np.float32(0.5))
+    np.testing.assert_allclose(new.hessian["a"], np.full(3, 0.5))
+    for bad in ("0.1", None, jnp.array([0.1, 0.2], F32), float("inf"), 10**400):
+        with pytest.raises(ValueError, match=r"^`sdlm`: `learning_rate` must be positive"):
+            sdlm.sdlm(bad)
+    with pytest.raises(ValueError, match=r"^`sdlm`: `mu` must be a positive number \(finite\), got inf"):
+        sdlm.sdlm(0.1, mu=float("inf"))
+    with pytest.raises(ValueError, match=r"^`set_curvature`: `hessian`\['a'\] has shape \(4,\); expected"):
+        sdlm.set_curvature(state, {"a": jnp.ones((4,), F32)})
+    with pytest.raises(ValueError, match=r"^`running_curvature`: `h_p` must be a pytree like the params"):
+        sdlm.running_curvature(state, {"b": jnp.ones((3,), F32)}, 0.5)
+    with pytest.raises(ValueError, match=r"^`running_curvature`: `h_p`\['a'\] has shape \(4,\)"):
+        sdlm.running_curvature(state, {"a": jnp.ones((4,), F32)}, 0.5)
