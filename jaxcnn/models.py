@@ -156,6 +156,7 @@ _LECUN1989_SHAPES = {  # what init returns: untied biases for H1 and H2
     "out": {"w": (30, 10), "b": (10,)},
 }
 
+
 def h2_connection_mask() -> np.ndarray:
     """The 0/1 table of which H1 maps feed which H2 maps in `lecun1989`: ``(12, 12)``, [in, out].
 
@@ -227,19 +228,14 @@ def lecun1989(*, activation: str = "tanh") -> Model:
         _check_key(f"{fn}.init", key)
         d = _check_dtype(f"{fn}.init", dtype)
         k1, k2, k3, k4 = jax.random.split(key, 4)
-        kernel_mask = jnp.asarray(np.broadcast_to(mask_np, (5, 5, 12, 12)), d)
-        return {
-            "H1": {
-                "w": _uniform(k1, (5, 5, 1, 12), 2.4 / np.sqrt(25), d),
-                "b": jnp.zeros((8, 8, 12), d),
-            },
-            "H2": {
-                "w": _uniform(k2, (5, 5, 12, 12), 2.4 / np.sqrt(8 * 25), d) * kernel_mask,
-                "b": jnp.zeros((4, 4, 12), d),
-            },
-            "H3": {"w": _uniform(k3, (192, 30), 2.4 / np.sqrt(192), d), "b": jnp.zeros((30,), d)},
-            "out": {"w": _uniform(k4, (30, 10), 2.4 / np.sqrt(30), d), "b": jnp.zeros((10,), d)},
-        }
+        shapes = _LECUN1989_SHAPES
+        kernel_mask = jnp.asarray(np.broadcast_to(mask_np, shapes["H2"]["w"]), d)
+        fan_in = {"H1": 25, "H2": 8 * 25, "H3": 192, "out": 30}  # H2: 8 of the 12 H1 maps feed each map
+        params = {name: {"w": _uniform(k, shapes[name]["w"], 2.4 / np.sqrt(fan_in[name]), d),
+                         "b": jnp.zeros(shapes[name]["b"], d)}
+                  for k, name in zip((k1, k2, k3, k4), shapes, strict=True)}
+        params["H2"]["w"] = params["H2"]["w"] * kernel_mask
+        return params
 
     def apply(params: Params, x: jax.Array, *, ops: ModuleType = jaxcnn) -> jax.Array:
         _check_input(f"{fn}.apply", x, (16, 16, 1))
