@@ -66,6 +66,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
+import jax.numpy as jnp
+
+from jaxcnn._checks import check_float, fail, is_int
 
 __all__ = ["active", "diag_gauss_newton", "second_order"]
 
@@ -119,8 +122,23 @@ def diag_gauss_newton(loss_fn: Callable[..., jax.Array], params: Any, *args: Any
       A pytree like ``params``: ``d2E/dw2`` per parameter, >= 0, summed over the batch as the loss
       sums it (divided by N for mean losses). Works under ``jax.jit`` (trace it there).
     """
+    fn = "diag_gauss_newton"
+    if not callable(loss_fn):
+        raise fail(fn, f"`loss_fn` must be callable, got {type(loss_fn).__name__}", TypeError)
+    if not is_int(argnums) or not 0 <= argnums <= len(args):
+        raise fail(fn, f"`argnums` must be an int in [0, {len(args)}] (the position of `params` among the "
+                   f"{len(args) + 1} arguments of `loss_fn`), got {argnums!r}")
+    for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+        check_float(fn, f"params{jax.tree_util.keystr(path)}", leaf)
+
+    def scalar_loss(*xs: Any) -> jax.Array:
+        loss = loss_fn(*xs)
+        if jnp.shape(loss) != ():
+            raise fail(fn, f"`loss_fn` must return a scalar loss, got shape {jnp.shape(loss)}")
+        return loss
+
     with second_order():
-        return jax.grad(loss_fn, argnums=argnums)(*_place(params, args, argnums))
+        return jax.grad(scalar_loss, argnums=argnums)(*_place(params, args, argnums))
 
 
 def _place(value: Any, rest: tuple[Any, ...], position: int) -> tuple[Any, ...]:

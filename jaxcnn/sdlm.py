@@ -54,7 +54,7 @@ import numpy as np
 import optax
 
 from jaxcnn import curvature, train
-from jaxcnn._checks import fail
+from jaxcnn._checks import fail, is_int
 from jaxcnn.train import steps as _steps
 
 __all__ = [
@@ -211,6 +211,11 @@ def estimate_curvature(apply_fn: ApplyFn, loss_fn: LossFn, params: Any, x: jax.A
     Returns:
       A pytree like `params`, ``>= 0``.
     """
+    n_x, n_y = (jnp.shape(a)[0] if jnp.ndim(a) else None for a in (x, y))
+    if not n_x or n_x != n_y:
+        raise fail("estimate_curvature", f"`x` and `y` must hold the same number (>= 1) of examples on their "
+                   f"first axis, got shapes {jnp.shape(x)} and {jnp.shape(y)}")
+
     def one(xi: jax.Array, yi: jax.Array) -> Any:
         return curvature.diag_gauss_newton(lambda p: loss_fn(apply_fn(p, xi[None]), yi[None]), params)
 
@@ -221,6 +226,11 @@ def lecun_schedule(epsilon: float, steps_per_pass: int) -> optax.Schedule:
     """LeCun et al. (1998)'s piecewise-constant global rate over passes, scaled to start at
     `epsilon`: ``epsilon`` for passes 1-2, ``0.4 epsilon`` for 3-5, ``0.2`` for 6-8, ``0.1`` for
     9-12, ``0.02`` after (5e-4, 2e-4, 1e-4, 5e-5, 1e-5 for LeNet-5)."""
+    eps = _real(epsilon)
+    if eps is None or not 0 < eps < math.inf:
+        raise fail("lecun_schedule", f"`epsilon` must be a positive finite number, got {epsilon!r}")
+    if not is_int(steps_per_pass) or steps_per_pass < 1:
+        raise fail("lecun_schedule", f"`steps_per_pass` must be a positive int, got {steps_per_pass!r}")
     boundaries, previous = {}, 1.0
     for (last, _), (_, ratio) in zip(_LECUN_RATIOS[:-1], _LECUN_RATIOS[1:], strict=True):
         boundaries[last * steps_per_pass] = ratio / previous
@@ -302,6 +312,9 @@ def _estimator(apply_fn: ApplyFn, loss_fn: LossFn) -> Callable:
 def curvature_sample(seed: int, epoch: int, n: int, samples: int) -> jax.Array:
     """The examples the curvature of pass `epoch` is averaged over: the first `samples` of a
     permutation drawn from ``(seed, epoch)`` (independent of the pass's own order)."""
+    for name, value, least in (("seed", seed, 0), ("epoch", epoch, 0), ("n", n, 1), ("samples", samples, 1)):
+        if not is_int(value) or value < least:
+            raise fail("curvature_sample", f"`{name}` must be an int >= {least}, got {value!r}")
     key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), epoch), 0x5D1A)
     return jax.random.permutation(key, n)[: min(samples, n)]
 

@@ -62,6 +62,27 @@ def test_mode_is_baked_in_when_traced(x64):
     assert_close(vjp(h)[0], (1 - jnp.tanh(x) ** 2) ** 2)  # called outside: still the traced rule
 
 
+def test_bad_arguments_are_the_librarys_errors():
+    x, t = normal(0, (2, 3), jnp.float32), normal(1, (2, 4), jnp.float32)
+    params = {"w": normal(2, (3, 4), jnp.float32)}
+
+    def loss(p, x, t):
+        return jaxcnn.squared_error(jaxcnn.dense(x, p["w"]), t)
+
+    gn = curvature.diag_gauss_newton
+    with pytest.raises(TypeError, match="`diag_gauss_newton`: `loss_fn` must be callable"):
+        gn("loss", params, x, t)
+    for bad in (3, -1, "a", 1.0, True):
+        with pytest.raises(ValueError, match=r"`argnums` must be an int in \[0, 2\]"):
+            gn(loss, params, x, t, argnums=bad)
+    with pytest.raises(TypeError, match=r"`params\['w'\]` must be a floating-point array, got dtype int32"):
+        gn(loss, {"w": jnp.zeros((3, 4), jnp.int32)}, x, t)
+    with pytest.raises(ValueError, match=r"`loss_fn` must return a scalar loss, got shape \(2, 4\)"):
+        gn(lambda p, x, t: jaxcnn.dense(x, p["w"]) - t, params, x, t)
+    h = gn(loss, params, x, t)  # the checks let a good call through
+    assert h["w"].shape == (3, 4) and bool(jnp.all(h["w"] >= 0))
+
+
 def test_mode_restored_after_an_error():
     with pytest.raises(RuntimeError), curvature.second_order():
         assert curvature.active()

@@ -71,6 +71,29 @@ def test_bad_mu(bad):
         sdlm.sdlm(0.1, mu=bad)
 
 
+@pytest.mark.parametrize("call, match", [
+    (lambda: sdlm.lecun_schedule(-1.0, 10), "`lecun_schedule`: `epsilon` must be a positive finite number"),
+    (lambda: sdlm.lecun_schedule("a", 10), "`lecun_schedule`: `epsilon` must be"),
+    (lambda: sdlm.lecun_schedule(1e-3, 0), "`lecun_schedule`: `steps_per_pass` must be a positive int"),
+    (lambda: sdlm.lecun_schedule(1e-3, 2.5), "`steps_per_pass` must be a positive int"),
+    (lambda: sdlm.curvature_sample(0, 0, -1, 5), "`curvature_sample`: `n` must be an int >= 1"),
+    (lambda: sdlm.curvature_sample(0, 0, 10, 0), "`samples` must be an int >= 1"),
+    (lambda: sdlm.curvature_sample("a", 0, 10, 5), "`seed` must be an int >= 0"),
+    (lambda: sdlm.curvature_sample(0, -1, 10, 5), "`epoch` must be an int >= 0"),
+])
+def test_schedule_and_sample_arguments_are_checked(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_estimate_curvature_needs_matching_nonempty_examples():
+    apply, params, x, t = _mlp()
+    with pytest.raises(ValueError, match="`estimate_curvature`: `x` and `y` must hold the same number"):
+        sdlm.estimate_curvature(apply, jaxcnn.squared_error, params, x[:0], t[:0])  # the mean of none: NaN
+    with pytest.raises(ValueError, match=r"got shapes \(4, 4\) and \(3, 3\)"):
+        sdlm.estimate_curvature(apply, jaxcnn.squared_error, params, x[:4], t[:3])
+
+
 def _mlp():
     def apply(p, x):
         return jaxcnn.tanh(jaxcnn.dense(jaxcnn.tanh(jaxcnn.dense(x, p["w1"], p["b1"])), p["w2"], p["b2"]))
