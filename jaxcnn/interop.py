@@ -33,11 +33,15 @@ _FN = "conv_general_dilated"
 def _ints(name: str, value: Any, nd: int) -> tuple[int, ...]:
     if value is None:
         return (1,) * nd
-    if is_int(value):
-        return (int(value),) * nd
-    value = tuple(value)
+    given = value
+    try:
+        value = (value,) * nd if is_int(value) else tuple(value)
+    except TypeError:  # not iterable
+        value = ()
     if len(value) != nd or not all(is_int(v) for v in value):
-        raise fail(_FN, f"`{name}` must be {nd} ints (one per spatial dim), got {value!r}", TypeError)
+        raise fail(_FN, f"`{name}` must be {nd} ints (one per spatial dim), got {given!r}", TypeError)
+    if min(value) < 1:
+        raise fail(_FN, f"`{name}` must be positive (one per spatial dim), got {value!r}")
     return tuple(int(v) for v in value)
 
 
@@ -95,7 +99,12 @@ def conv_general_dilated(
     if out_sharding is not None:
         raise fail(_FN, f"`out_sharding` {out_sharding!r} cannot be honoured by jaxcnn's rules; pass None")
     dtype = jnp.result_type(lhs)
-    if preferred_element_type is not None and jnp.dtype(preferred_element_type) != dtype:
+    try:
+        preferred = None if preferred_element_type is None else jnp.dtype(preferred_element_type)
+    except TypeError:
+        raise fail(_FN, f"`preferred_element_type` must be None or a dtype, got {preferred_element_type!r}",
+                   TypeError) from None
+    if preferred is not None and preferred != dtype:
         raise fail(
             _FN,
             f"`preferred_element_type` {jnp.dtype(preferred_element_type)} differs from the inputs' dtype "
@@ -108,13 +117,22 @@ def conv_general_dilated(
     if not is_int(feature_group_count) or feature_group_count < 1:
         raise fail(_FN, f"`feature_group_count` must be a positive int, got {feature_group_count!r}",
                    TypeError)
-    dn = lax.conv_dimension_numbers(jnp.shape(lhs), jnp.shape(rhs), dimension_numbers)
+    try:
+        dn = lax.conv_dimension_numbers(jnp.shape(lhs), jnp.shape(rhs), dimension_numbers)
+    except (TypeError, ValueError) as err:
+        raise fail(_FN, f"`dimension_numbers` {dimension_numbers!r} do not fit `lhs` {jnp.shape(lhs)} and "
+                   f"`rhs` {jnp.shape(rhs)} ({err})", type(err)) from None
     nd = jnp.ndim(lhs) - 2
     lhs_perm = (dn.lhs_spec[0], *dn.lhs_spec[2:], dn.lhs_spec[1])  # -> (N, *spatial, C)
     rhs_perm = (*dn.rhs_spec[2:], dn.rhs_spec[1], dn.rhs_spec[0])  # -> (*k, C/groups, D)
     out_perm = (dn.out_spec[0], *dn.out_spec[2:], dn.out_spec[1])
     x = _transpose(jnp.asarray(lhs), lhs_perm)
     w = _transpose(jnp.asarray(rhs), rhs_perm)
+    c, c_g, d, groups = x.shape[-1], w.shape[-2], w.shape[-1], feature_group_count
+    if c != c_g * groups or d % groups:
+        raise fail(_FN, f"`lhs` has {c} feature(s) and `rhs` {c_g} input and {d} output feature(s): with "
+                   f"`feature_group_count` {groups} they need lhs features = rhs input features * "
+                   f"{groups} and rhs output features divisible by {groups}")
     strides = _ints("window_strides", window_strides, nd)
     base = _ints("lhs_dilation", lhs_dilation, nd)
     dilation = _ints("rhs_dilation", rhs_dilation, nd)

@@ -144,6 +144,21 @@ def test_unsupported_options_raise():
         call(x, w, (1, 1), "SAME", lhs_dilation=(2, 2), dimension_numbers=dn)
     with pytest.raises(ValueError, match="cannot be expressed"):
         call(x, w, (1, 1), ((3, 0), (0, 0)), lhs_dilation=(2, 2), dimension_numbers=dn)
+    # lax's own argument names in the library's errors (they were jaxcnn.conv's `stride`, `groups`, ...)
+    for name, bad in (("window_strides", (0, 1)), ("lhs_dilation", (1, 0)), ("rhs_dilation", (-1, 1))):
+        with pytest.raises(ValueError, match=f"`conv_general_dilated`: `{name}` must be positive"):
+            call(x, w, bad if name == "window_strides" else (1, 1), "VALID", dimension_numbers=dn,
+                 **({} if name == "window_strides" else {name: bad}))
+    with pytest.raises(TypeError, match="`window_strides` must be 2 ints"):
+        call(x, w, "a", "SAME", dimension_numbers=dn)
+    with pytest.raises(ValueError, match="`feature_group_count` 3 they need"):
+        call(x, w, (1, 1), "SAME", dimension_numbers=dn, feature_group_count=3)
+    with pytest.raises(ValueError, match="`lhs` has 4 feature.*`rhs` 2 input"):
+        call(x, jnp.ones((3, 3, 2, 4)), (1, 1), "SAME", dimension_numbers=dn)
+    with pytest.raises((TypeError, ValueError), match="`conv_general_dilated`: `dimension_numbers`"):
+        call(x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO"))
+    with pytest.raises(TypeError, match="`preferred_element_type` must be None or a dtype"):
+        call(x, w, (1, 1), "SAME", dimension_numbers=dn, preferred_element_type="foo")
     # what applies is honoured: the inputs' own dtype as preferred_element_type, DEFAULT precision
     y = call(x, w, (1, 1), "SAME", dimension_numbers=dn, preferred_element_type=jnp.float32,
              precision=lax.Precision.DEFAULT, out_sharding=None)
