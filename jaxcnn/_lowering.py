@@ -326,7 +326,10 @@ def own_loop(p: jax.Array) -> jax.Array:
     loop: it otherwise hands the multiply and the sum together to YNNPACK, whose fusion takes both
     factors whole, so every tap of the padded input and a copy of the deltas were written out first
     (depthwise 3x3 64 56x56 N=8, Eq 13 on a 2-core EPYC: 4.6-6.4 ms that way, 3.4-3.6 ms this way).
-    Pooling's sums of tap slices pass through it for the same reason (each slice was copied out)."""
+    Pooling's sums of tap slices pass through it for the same reason (each slice was copied out), and
+    the forward sum of broadcast taps (1-2 input channels), which a reduction of the output (a loss)
+    took into YNNPACK (the benchmark's audio 1->32 row 3.30 / 2.16 and 2.60 / 1.65 ms that way / this
+    way, 2.7 -> 6.6 MiB, `jax.grad` 8.3; LeNet-5's and wide LeNet's steps 8.87 / 9.11, 54.0 / 54.0)."""
     f = jnp.finfo(p.dtype)
     return lax.reduce_precision(p, exponent_bits=f.nexp, mantissa_bits=f.nmant)
 
@@ -359,8 +362,9 @@ def forward(x: jax.Array, kernel: jax.Array, spec: ConvSpec, plan: Plan) -> jax.
     def taps(x):  # one matmul per tap, accumulated
         if groups == 1:
             xp = _windows.pad(x, spec.pads, spec.pad_value)
-            return _windows.total(_einsum("...c,cd->...d", _windows.tap(xp, g, t, _spatial(spec)), kernel[t])
-                                  for t in _tap_indices(spec))
+            y = _windows.total(_einsum("...c,cd->...d", _windows.tap(xp, g, t, _spatial(spec)), kernel[t])
+                               for t in _tap_indices(spec))
+            return own_loop(y) if _tiny(c_g) else y  # broadcast products: `own_loop`
         if _tiny(c_g):  # depthwise: per tap and input channel of a group, a broadcast product
             xp = _windows.pad(x, spec.pads, spec.pad_value).astype(acc)
             return _windows.total(_each_group(_windows.tap(xp, g, t, _spatial(spec)), c, c_g, d // groups)

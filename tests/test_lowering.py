@@ -683,6 +683,28 @@ def test_own_loop_is_exact(dtype):
     assert np.isnan(np.asarray(jax.jit(_lowering.own_loop)(np.array([np.nan], dtype)))).all()
 
 
+def test_cpu_one_channel_forward_taps_stay_out_of_ynnpack_reductions():
+    """A conv over one input channel sums broadcast taps (the "taps" forward pass); a reduction of its
+    output (here the loss ``sum(y * ct)``) took them into a YNNPACK fusion whose operands were every
+    tap's slice. Through `own_loop` they stay in XLA's own loop: no YNNPACK fusion takes a tap (an
+    ``f32[8,4000,1]`` slice of the padded input). The values are the reference's."""
+    x, w = normal(0, (8, 16000, 1), jnp.float32), normal(1, (9, 1, 32), jnp.float32)
+    ct = normal(2, (8, 4000, 32), jnp.float32)
+
+    def loss(module, x, w):
+        return jnp.sum(module.conv(x, w, stride=4, padding=4) * ct)
+
+    f = jax.jit(jax.value_and_grad(functools.partial(loss, conv), argnums=(0, 1)))
+    hlo = f.lower(x, w).compile().as_text()
+    fusions = re.findall(r"kind=kCustom, calls=%(\S+),[^\n]*__ynn_fusion", hlo)
+    starts = [hlo[hlo.index(f"%{name} ("):] for name in fusions]
+    bodies = [body[: body.index("\n}\n")] for body in starts]
+    assert not [b for b in bodies if "f32[8,4000,1]" in b], "a YNNPACK fusion takes the taps"
+    got = f(x, w)
+    want = jax.value_and_grad(functools.partial(loss, reference), argnums=(0, 1))(x, w)
+    assert_close(got, want)
+
+
 def test_cpu_xla_form_is_xla_own_convolution():
     """On CPU the "xla" forward of a wide 2-D conv computes a wider output and crops it; a 1x1 conv
     is a matmul of the strided input (no convolution at all); both equal the reference."""
