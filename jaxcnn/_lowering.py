@@ -22,9 +22,9 @@ Lowerings (the names of the private switch, see `force`):
   compute an extra output column, cropped, to stay XLA's own (`jaxcnn._choice.widen`), a 1x1 one is
   a matmul of the strided input, and a grouped Eq 22 one convolution per group (`_eq22.by_groups`).
 * ``"taps"`` — the sums over ``t`` as written: one small matmul per tap, accumulated. With one
-  input channel the forward taps are broadcast products that XLA fuses into a single loop; with 16
-  taps or more they go through a scan of two steps or more (`_REUSED_TAPS`), so that a conv output
-  read twice is not computed twice.
+  input channel the forward taps are broadcast products that XLA fuses into a single loop (its own,
+  not YNNPACK's: `own_loop`); with 16 taps or more they go through a scan of two steps or more
+  (`_REUSED_TAPS`), so that a conv output read twice is not computed twice.
 * ``"patches"`` — im2col: all taps stacked, ``P = [X_t]_t`` ``(N, *out, k_1, ..., k_nd, C)`` (built
   separably, `jaxcnn._windows.gather`), make each sum *one* matmul: ``y = P @ W``,
   ``dE/dw = P^T @ delta`` (Eq 13's sum, exactly), ``dE/dx = col2im(delta @ W^T)``
