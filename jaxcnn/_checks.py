@@ -45,13 +45,12 @@ def is_int(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
-def check_array(fn: str, name: str, x: Any, what: str = "an array") -> Any:
+def check_array(fn: str, name: str, x: Any, what: str = "an array", wrap: str = "jnp.asarray(...)") -> Any:
     """`x` must be an array (JAX, NumPy, or a scalar of a NumPy/JAX dtype), never a Python container,
-    a string or None (whose dtype JAX would guess, or fail to with a message naming no argument);
-    returns its dtype."""
+    a string or None (whose dtype JAX would guess, or fail to with a message naming no argument; the
+    message suggests `wrap`); returns its dtype."""
     if isinstance(x, (list, tuple, dict, str, bytes)) or x is None:
-        raise fail(fn, f"`{name}` must be {what}, got a {type(x).__name__}; wrap it with jnp.asarray(...)",
-                   TypeError)
+        raise fail(fn, f"`{name}` must be {what}, got a {type(x).__name__}; wrap it with {wrap}", TypeError)
     try:
         return jnp.result_type(x)
     except TypeError:
@@ -60,12 +59,7 @@ def check_array(fn: str, name: str, x: Any, what: str = "an array") -> Any:
 
 def check_float(fn: str, name: str, x: Any) -> None:
     """Differentiable arguments must be floating-point arrays (never int, bool, or a Python list)."""
-    if isinstance(x, (list, tuple, dict, str, bytes)) or x is None:
-        raise fail(
-            fn, f"`{name}` must be a floating-point array, got a {type(x).__name__}; "
-            "wrap it with jnp.asarray(..., jnp.float32)", TypeError,
-        )
-    dtype = check_array(fn, name, x, "a floating-point array")
+    dtype = check_array(fn, name, x, "a floating-point array", "jnp.asarray(..., jnp.float32)")
     if not jnp.issubdtype(dtype, jnp.floating):
         raise fail(fn, f"`{name}` must be a floating-point array, got dtype {dtype}", TypeError)
 
