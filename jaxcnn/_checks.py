@@ -20,6 +20,7 @@ import numbers
 from collections.abc import Sequence
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -33,6 +34,12 @@ AXES = {1: "W", 2: "HW", 3: "DHW"}
 """Names of the spatial axes in messages, per number of spatial dims (NWC, NHWC, NDHWC)."""
 MAX_ELEMENTS = 2**33
 """Most elements of one array the library creates (32 GiB of float32: more than any device here)."""
+
+
+class Like(jax.ShapeDtypeStruct):
+    """The shape and dtype of an array the library derives from arguments it has checked (the forward
+    input of `conv_input_grad`, from `x_shape`), checked in its place; a user's ShapeDtypeStruct,
+    which has no values, is refused (`check_array`)."""
 
 
 def fail(fn: str, message: str, exc: type[Exception] = ValueError) -> Exception:
@@ -51,6 +58,9 @@ def check_array(fn: str, name: str, x: Any, what: str = "an array", wrap: str = 
     message suggests `wrap`); returns its dtype."""
     if isinstance(x, (list, tuple, dict, str, bytes)) or x is None:
         raise fail(fn, f"`{name}` must be {what}, got a {type(x).__name__}; wrap it with {wrap}", TypeError)
+    if isinstance(x, jax.ShapeDtypeStruct) and not isinstance(x, Like):  # `float()` of it failed later
+        raise fail(fn, f"`{name}` must be {what}, got a jax.ShapeDtypeStruct (a shape, no values); for "
+                   f"shapes alone, call the function through jax.eval_shape", TypeError)
     try:
         return jnp.result_type(x)
     except TypeError:
@@ -74,6 +84,20 @@ def as_real(fn: str, name: str, value: Any, what: str = "a Python number") -> fl
     except OverflowError:
         raise fail(fn, f"`{name}` must be a number a float can hold (|value| < 1.8e308), "
                    f"got {value!r}") from None
+
+
+def as_finite(fn: str, name: str, value: Any, dtype: Any) -> float:
+    """`as_real`, finite, and finite in `dtype`, the dtype of the array it is applied to (a static
+    `pad_value` or slope becomes a constant of that dtype: 1e300 would be float32's inf, silently)."""
+    real = as_real(fn, name, value)
+    if not math.isfinite(real):
+        raise fail(fn, f"`{name}` must be a finite number, got {real!r}")
+    dtype = jnp.dtype(dtype)
+    largest = float(jnp.finfo(dtype).max)
+    if abs(real) > largest:
+        raise fail(fn, f"`{name}` {real!r} overflows {dtype.name}, the dtype it is applied in "
+                   f"(largest finite {largest:.4g})")
+    return real
 
 
 def check_rank(fn: str, name: str, x: Any, rank: int | Sequence[int], layout: str) -> None:

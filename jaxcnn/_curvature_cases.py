@@ -27,6 +27,7 @@ import numpy as np
 import jaxcnn
 from jaxcnn import curvature
 from jaxcnn import reference as ref
+from jaxcnn._checks import Like
 from jaxcnn._specs import conv_spec
 
 
@@ -201,8 +202,7 @@ def padding_mode_chain(x_shape: tuple[int, ...], w_shape: tuple[int, ...], *, pa
     """`Case.chain` of ``jaxcnn.conv(x, w, padding_mode=...)`` with these options: the ``jnp.pad``
     mode, the resolved ``(lo, hi)`` pads per spatial dim (the library's own resolution, so every
     padding form works) and the options of the VALID conv that follows."""
-    x = jax.ShapeDtypeStruct(tuple(x_shape), jnp.float32)
-    w = jax.ShapeDtypeStruct(tuple(w_shape), jnp.float32)
+    x, w = Like(tuple(x_shape), jnp.float32), Like(tuple(w_shape), jnp.float32)
     spec = conv_spec("padding_mode_chain", x, w, None, stride=stride, padding=padding, dilation=dilation,
                      groups=groups, flip=flip, pad_value=0.0)
     options = {"stride": spec.stride, "dilation": spec.dilation, "groups": spec.groups, "flip": spec.flip}

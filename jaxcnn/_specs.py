@@ -11,16 +11,16 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxcnn._checks import (
     AXES,
     Ints,
+    Like,
     Pads,
+    as_finite,
     as_ints,
-    as_real,
     check_array,
     check_array_size,
     check_bool,
@@ -111,8 +111,6 @@ def _check_groups(fn: str, groups: Any) -> int:
     return int(groups)
 
 
-def _check_pad_value(fn: str, pad_value: Any) -> float:
-    return as_real(fn, "pad_value", pad_value)
 
 
 def _conv_arrays(fn: str, x: Any, w: Any, b: Any, nd: int | None) -> int:
@@ -171,7 +169,7 @@ def conv_spec(
     if min(kernel) < 1:
         raise fail(fn, f"`w` must have a non-empty kernel, got shape {jnp.shape(w)}")
     flip = check_bool(fn, "flip", flip)
-    pad_value = _check_pad_value(fn, pad_value)
+    pad_value = as_finite(fn, "pad_value", pad_value, jnp.result_type(x))
     stride_ = as_ints(fn, "stride", stride, nd)
     dilation_ = as_ints(fn, "dilation", dilation, nd)
     size = tuple(int(s) for s in jnp.shape(x)[1:-1])
@@ -242,7 +240,7 @@ def input_grad_spec(fn: str, delta: Any, w: Any, x_shape: Any, *, nd: int | None
     check_float(fn, "delta", delta)
     check_float(fn, "w", w)
     check_same_dtype(fn, ["delta", "w"], [delta, w])
-    x_like = jax.ShapeDtypeStruct(x_shape, jnp.result_type(delta))
+    x_like = Like(x_shape, jnp.result_type(delta))
     spec = conv_spec(fn, x_like, w, None, pad_value=0.0, nd=nd, **options)
     _check_delta(fn, delta, spec, x_shape[0], jnp.shape(w)[-1])
     return spec, x_shape
@@ -256,7 +254,7 @@ def weight_grad_spec(fn: str, x: Any, delta: Any, w_shape: Any, *, nd: int | Non
     check_float(fn, "x", x)
     check_float(fn, "delta", delta)
     check_same_dtype(fn, ["x", "delta"], [x, delta])
-    w_like = jax.ShapeDtypeStruct(w_shape, jnp.result_type(x))
+    w_like = Like(w_shape, jnp.result_type(x))
     spec = conv_spec(fn, x, w_like, None, nd=nd, **options)
     _check_delta(fn, delta, spec, jnp.shape(x)[0], w_shape[-1])
     return spec, w_shape
@@ -386,12 +384,13 @@ def dense_check(fn: str, x: Any, w: Any, b: Any) -> None:
         )
 
 
-def negative_slope_check(fn: str, negative_slope: Any) -> float:
-    """A leaky-ReLU slope: a real Python/NumPy number (not bool, not an array), as a float.
+def negative_slope_check(fn: str, negative_slope: Any, dtype: Any) -> float:
+    """A leaky-ReLU slope: a real Python/NumPy number (not bool, not an array), finite in `dtype`
+    (the input's), as a float.
 
     It is static configuration (hashable, a `nondiff_argnums` value) and never differentiated.
     """
-    return as_real(fn, "negative_slope", negative_slope)
+    return as_finite(fn, "negative_slope", negative_slope, dtype)
 
 
 def reduction_check(fn: str, reduction: Any) -> str:

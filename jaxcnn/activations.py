@@ -167,17 +167,18 @@ def leaky_relu(x: jax.Array, negative_slope: float = 0.01) -> jax.Array:
 
     Args:
       x: floating-point array of any shape.
-      negative_slope: :math:`\alpha`, a static Python number (not differentiated; a new value
-        means a new trace under ``jax.jit``).
+      negative_slope: :math:`\alpha`, a static Python number, finite in ``x``'s dtype (not
+        differentiated; a new value means a new trace under ``jax.jit``).
 
     Returns:
       ``f(x)``, same shape and dtype as ``x``.
 
     Raises:
       TypeError: ``x`` is not floating point, or ``negative_slope`` is not a number.
+      ValueError: ``negative_slope`` is NaN, infinite, or beyond ``x``'s dtype (1e5 in float16).
     """
     check_float("leaky_relu", "x", x)
-    slope = negative_slope_check("leaky_relu", negative_slope)
+    slope = negative_slope_check("leaky_relu", negative_slope, jnp.result_type(x))
     return (_leaky_relu_gn if curvature.active() else _leaky_relu)(x, slope)
 
 

@@ -426,7 +426,8 @@ def conv(
       dilation: kernel dilation, int or one per dim, >= 1.
       groups: channel groups; ``C`` and ``D`` divisible by it.
       flip: rotate the kernel 180 degrees first (true convolution).
-      pad_value: value of the padded border (LeCun 1989 pads with -1); padded units get no gradient.
+      pad_value: value of the padded border (LeCun 1989 pads with -1), a finite number that `x`'s
+        dtype holds; padded units get no gradient.
       padding_mode: ``"zeros"`` (default: the border is `pad_value`), ``"reflect"`` (mirrored without
         the edge unit; each pad smaller than the input), ``"replicate"`` (the edge unit repeated) or
         ``"circular"`` (wrapped; each pad at most the input) — PyTorch's ``padding_mode``. The border

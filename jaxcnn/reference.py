@@ -228,7 +228,7 @@ def relu(x: jax.Array) -> jax.Array:
 def leaky_relu(x: jax.Array, negative_slope: float = 0.01) -> jax.Array:
     """Reference `jaxcnn.leaky_relu`: ``x if x > 0 else negative_slope * x``; slope at 0."""
     check_float("leaky_relu", "x", x)
-    negative_slope = negative_slope_check("leaky_relu", negative_slope)
+    negative_slope = negative_slope_check("leaky_relu", negative_slope, jnp.result_type(x))
     return jnp.where(x > 0, x, negative_slope * x)
 
 

@@ -489,6 +489,21 @@ BAD_ARGS = [
      ValueError, r"^`conv`: `pad_value` must be a number a float can hold"),
     ("leaky_relu-negative_slope-10**400", lambda m: m.leaky_relu(_z(3), -(10**400)), ValueError,
      r"^`leaky_relu`: `negative_slope` must be a number a float can hold"),
+    # a static number applied in the array's dtype: 1e300 was float32's inf, silently; NaN gave the
+    # custom rule a derivative of 1 at x > 0 where `jax.grad` of the reference gave NaN (0 * NaN)
+    ("conv-pad_value-1e300-float32", lambda m: m.conv(_z(1, 3, 1), _z(2, 1, 1), padding=1, pad_value=1e300),
+     ValueError, r"^`conv`: `pad_value` 1e\+300 overflows float32, the dtype it is applied in"),
+    ("conv-pad_value-nan", lambda m: m.conv(_z(1, 3, 1), _z(2, 1, 1), padding=1, pad_value=float("nan")),
+     ValueError, r"^`conv`: `pad_value` must be a finite number, got nan"),
+    ("leaky_relu-negative_slope-nan", lambda m: m.leaky_relu(_z(3), float("nan")), ValueError,
+     r"^`leaky_relu`: `negative_slope` must be a finite number, got nan"),
+    ("leaky_relu-negative_slope-1e5-float16", lambda m: m.leaky_relu(_z(3, dtype=jnp.float16), 1e5),
+     ValueError, r"^`leaky_relu`: `negative_slope` 100000.0 overflows float16"),
+    # a shape without values: `float()` of it, or `<=` against it, failed inside the library
+    ("conv-x-ShapeDtypeStruct", lambda m: m.conv(jax.ShapeDtypeStruct((1, 3, 1), F32), _z(2, 1, 1)),
+     TypeError, r"^`conv`: `x` must be a floating-point array, got a jax.ShapeDtypeStruct"),
+    ("relu-x-ShapeDtypeStruct", lambda m: m.relu(jax.ShapeDtypeStruct((3,), F32)), TypeError,
+     r"^`relu`: `x` must be a floating-point array, got a jax.ShapeDtypeStruct .* jax.eval_shape"),
     ("softmax_cross_entropy-labels-list", lambda m: m.softmax_cross_entropy(_z(2, 3), [0, 2]), TypeError,
      r"^`softmax_cross_entropy`: `labels` must be integer class ids \(N,\) or float one-hot \(N, K\), "
      r"got a list"),
@@ -515,6 +530,16 @@ BAD_ARGS = [
 def test_bad_arguments_found_by_the_hunt_raise_the_librarys_error(call, exc, match, module):
     with pytest.raises(exc, match=match):
         call(module)
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_shapes_alone_go_through_eval_shape(module):
+    """What the ShapeDtypeStruct message suggests works: shapes in, shapes out, no values."""
+    sds = jax.ShapeDtypeStruct
+    y = jax.eval_shape(functools.partial(module.conv2d, padding=2, pad_value=-1.0, stride=2),
+                       sds((3, 16, 16, 1), F32), sds((5, 5, 1, 12), F32))
+    assert (y.shape, y.dtype) == ((3, 8, 8, 12), F32)
+    assert jax.eval_shape(module.leaky_relu, sds((4,), jnp.float16)).dtype == jnp.float16
 
 
 def test_rot180_and_interop_refuse_non_arrays():
