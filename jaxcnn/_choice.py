@@ -194,7 +194,7 @@ def lowered(formula: str, plan: Plan, spec: ConvSpec, ncd: tuple[int, int, int],
             matmul_form, folded, *args, subpixel=None):
     """``xla_form(*args)`` (one XLA convolution, as written in `jaxcnn.convolution`),
     ``matmul_form(*args, spec, plan)`` (`jaxcnn._lowering`'s sum over the taps), ``folded(*args)``
-    (the same formula of a conv with one spatial dim fewer, `jaxcnn._lowering.fold_spec`) or
+    (the same formula of a conv with one spatial dim fewer, `jaxcnn._fold.fold_spec`) or
     ``subpixel(*args)`` (Eq 22 only: the stride-1 formula over the input's phases, `_eq22.subpixel`):
     the forced lowering, or for "auto" the CPU's measured choice (`choose`), XLA's on other
     platforms. Forced where it has no such form, "fold" (1-D) and "subpixel" are the patches'."""

@@ -42,7 +42,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxcnn import _border, _choice, _eq22, _lowering, _windows
+from jaxcnn import _border, _choice, _eq22, _fold, _lowering, _windows
 from jaxcnn._checks import check_array, check_plain_2d, fail
 from jaxcnn._specs import (
     LAYOUTS,
@@ -136,7 +136,7 @@ def _correlate(lhs: jax.Array, rhs: jax.Array, *, dims: tuple[str, str, str], st
 def _forward(x: jax.Array, w: jax.Array, spec: ConvSpec, plan: _lowering.Plan) -> jax.Array:
     """Eq 7, ``y[i] = sum_t w[t] . x_pad[s*i + d*t]``: one XLA convolution, or on CPU its sum over
     the taps as matmuls (`jaxcnn._lowering.forward`) or Eq 7 of a conv with one spatial dim fewer over
-    the first axis's taps (`folded`, `jaxcnn._lowering.fold_spec`: 3-D convs, strided 2-D ones)."""
+    the first axis's taps (`folded`, `jaxcnn._fold.fold_spec`: 3-D convs, strided 2-D ones)."""
     # Eq 7 (flip=False, cross-correlation) or Eq 6 (flip=True, convolution: rot180 first).
     kernel = _rotate(w, spec.nd) if spec.flip else w
     lhs, rhs = LAYOUTS[spec.nd]
@@ -150,11 +150,11 @@ def _forward(x: jax.Array, w: jax.Array, spec: ConvSpec, plan: _lowering.Plan) -
 
     def folded(x, kernel):  # Eq 7 in one dim fewer, the first axis's taps as channels
         def chunk(x):
-            y = _forward(_lowering.fold_input(x, spec), _lowering.fold_kernel(kernel),
-                         _lowering.fold_spec(spec), plan._replace(name="auto"))
+            y = _forward(_fold.fold_input(x, spec), _fold.fold_kernel(kernel),
+                         _fold.fold_spec(spec), plan._replace(name="auto"))
             return y.reshape(x.shape[0], spec.out[0], *y.shape[1:])
 
-        return _lowering.fold_chunks(chunk, spec, plan, x.shape[-1], x)
+        return _fold.fold_chunks(chunk, spec, plan, x.shape[-1], x)
 
     ncd = (x.shape[0], x.shape[-1], w.shape[-1])
     return _choice.lowered("forward", plan, spec, ncd, eq7, _lowering.forward, folded, x, kernel)
@@ -197,9 +197,9 @@ def _input_grad(delta: jax.Array, w: jax.Array, spec: ConvSpec, plan: _lowering.
                           feature_groups=spec.groups, cpu=cpu, per_group=True)
 
     def folded(delta, kernel):  # Eq 22 in one dim fewer, each first-axis tap placed back
-        dx3 = _input_grad(_lowering.merge_first(delta), _lowering.fold_kernel(kernel),
-                          _lowering.fold_spec(spec), plan._replace(name="auto"))
-        return _lowering.unfold_input(dx3, spec, delta.shape[0])
+        dx3 = _input_grad(_fold.merge_first(delta), _fold.fold_kernel(kernel),
+                          _fold.fold_spec(spec), plan._replace(name="auto"))
+        return _fold.unfold_input(dx3, spec, delta.shape[0])
 
     def subpixel(delta, kernel):  # Eq 22 of the stride-1 conv over the input's phases, put back
         return _eq22.by_subpixel(delta, kernel, spec, lambda dl, sub_kernel, sub: _input_grad(
@@ -229,11 +229,11 @@ def _weight_grad(x: jax.Array, delta: jax.Array, spec: ConvSpec, plan: _lowering
 
     def folded(x, delta):  # Eq 14 in one dim fewer, read back per first-axis tap
         def chunk(x, delta):
-            dk3 = _weight_grad(_lowering.fold_input(x, spec), _lowering.merge_first(delta),
-                               _lowering.fold_spec(spec), plan._replace(name="auto"))
-            return _lowering.unfold_kernel(dk3, spec)
+            dk3 = _weight_grad(_fold.fold_input(x, spec), _fold.merge_first(delta),
+                               _fold.fold_spec(spec), plan._replace(name="auto"))
+            return _fold.unfold_kernel(dk3, spec)
 
-        return _lowering.fold_chunks(chunk, spec, plan, x.shape[-1], x, delta, summed=True)
+        return _fold.fold_chunks(chunk, spec, plan, x.shape[-1], x, delta, summed=True)
 
     ncd = (x.shape[0], x.shape[-1], delta.shape[-1])
     dk = _choice.lowered("weight", plan, spec, ncd, eq14, _lowering.weight_grad, folded, x, delta)

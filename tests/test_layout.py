@@ -14,7 +14,8 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "jaxcnn"
 CORE = {"jaxcnn", "jaxcnn.convolution", "jaxcnn._windows", "jaxcnn.activations", "jaxcnn.pooling",
         "jaxcnn.dense", "jaxcnn.losses", "jaxcnn.reference", "jaxcnn._checks", "jaxcnn._specs",
-        "jaxcnn._lowering", "jaxcnn._choice", "jaxcnn._border", "jaxcnn._eq22", "jaxcnn._io"}
+        "jaxcnn._lowering", "jaxcnn._fold", "jaxcnn._choice", "jaxcnn._border", "jaxcnn._eq22",
+        "jaxcnn._io"}
 ABOVE_CORE = ("jaxcnn.models", "jaxcnn.train", "jaxcnn.datasets", "jaxcnn.gradcheck", "jaxcnn.registry")
 
 

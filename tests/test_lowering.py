@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxcnn import _choice, _eq22, _lowering, _windows, pooling, reference
+from jaxcnn import _choice, _eq22, _fold, _lowering, _windows, pooling, reference
 from jaxcnn import convolution as conv
 from jaxcnn._specs import conv_spec, pool_spec
 from tests.tolerances import assert_close, assert_dtype, normal
@@ -514,13 +514,13 @@ def test_fold_pieces_are_transposes(stride, dilation, pads, groups, x64):
     w = normal(1, (3, 2, 2, 3, 2 * groups), jnp.float64)
     spec = conv_spec("conv", x, w, None, stride=(stride, 1, 1), padding=(pads, (1, 0), (0, 1)),
                      dilation=(dilation, 1, 1), groups=groups, flip=False, pad_value=0.0, nd=3)
-    x3 = _lowering.fold_input(x, spec)
+    x3 = _fold.fold_input(x, spec)
     assert x3.shape == (2 * spec.out[0], 5, 4, 3 * 3 * groups)
     z = normal(2, x3.shape, jnp.float64)
-    back = _lowering.unfold_input(z, spec, 2)
+    back = _fold.unfold_input(z, spec, 2)
     assert back.shape == x.shape
     np.testing.assert_allclose(jnp.vdot(x3, z), jnp.vdot(x, back), rtol=1e-12)
-    np.testing.assert_array_equal(_lowering.unfold_kernel(_lowering.fold_kernel(w), spec), w)
+    np.testing.assert_array_equal(_fold.unfold_kernel(_fold.fold_kernel(w), spec), w)
     with _lowering.force("fold"):
         folded = conv.conv3d(x, w, stride=(stride, 1, 1), padding=(pads, (1, 0), (0, 1)),
                              dilation=(dilation, 1, 1), groups=groups)
