@@ -111,8 +111,6 @@ def _check_groups(fn: str, groups: Any) -> int:
     return int(groups)
 
 
-
-
 def _conv_arrays(fn: str, x: Any, w: Any, b: Any, nd: int | None) -> int:
     """dtypes and ranks of a conv's operands; returns the spatial dims (from w's rank)."""
     check_float(fn, "x", x)

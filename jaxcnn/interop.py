@@ -107,7 +107,7 @@ def conv_general_dilated(
     if preferred is not None and preferred != dtype:
         raise fail(
             _FN,
-            f"`preferred_element_type` {jnp.dtype(preferred_element_type)} differs from the inputs' dtype "
+            f"`preferred_element_type` {preferred} differs from the inputs' dtype "
             f"{dtype}; jaxcnn's rules return the inputs' dtype",
             TypeError,
         )

@@ -266,6 +266,8 @@ _LENET5_SHAPES = {  # layer: (the kernel's shape, its fan-in)
     "F6": ((120, 84), 120),
     "out": ((84, 10), 84),
 }
+_LENET5_PARAMS = {name: {"w": shape, "b": shape[-1:]} for name, (shape, _) in _LENET5_SHAPES.items()}
+"""What `lenet5`'s init returns, the shapes its apply checks."""
 
 # Variance-scaling init (uniform, fan-in): He's gain 2 for the rectifiers, LeCun's 1 otherwise.
 _RECTIFIER_GAIN = {"relu": 2.0, "leaky_relu": 2.0}
@@ -319,8 +321,7 @@ def lenet5(*, activation: str = "relu", pooling: str = "max") -> Model:
 
     def apply(params: Params, x: jax.Array, *, ops: ModuleType = jaxcnn) -> jax.Array:
         _check_input(f"{fn}.apply", x, (28, 28, 1))
-        _check_params(f"{fn}.apply", params, {name: {"w": shape, "b": shape[-1:]}
-                                              for name, (shape, _) in _LENET5_SHAPES.items()})
+        _check_params(f"{fn}.apply", params, _LENET5_PARAMS)
         _check_ops(f"{fn}.apply", ops, ("conv2d", "dense", "flatten", activation, pool_name))
         f = registry.lookup(ops, activation, registry.ACTIVATIONS, fn=f"{fn}.apply", arg="activation")
         pool = registry.lookup(ops, pool_name, registry.POOLS, fn=f"{fn}.apply", arg="pooling")

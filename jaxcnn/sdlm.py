@@ -97,11 +97,9 @@ def sdlm(learning_rate: float | optax.Schedule, *, mu: float = DEFAULT_MU) -> op
       An optax ``GradientTransformation``; its state is `SDLMState` with ``h = 0`` until
       `set_curvature` sets it (typically before each pass, from `estimate_curvature`).
     """
-    mu_ = _real(mu)
-    if mu_ is None or not 0 < mu_ < math.inf:
+    if _positive(mu) is None:
         raise fail("sdlm", f"`mu` must be a positive number (finite), got {mu!r}")
-    lr_ = None if callable(learning_rate) else _real(learning_rate)
-    if not callable(learning_rate) and (lr_ is None or not 0 < lr_ < math.inf):
+    if not callable(learning_rate) and _positive(learning_rate) is None:
         raise fail("sdlm", f"`learning_rate` must be positive (finite) or a schedule, got {learning_rate!r}")
 
     def init(params: Any) -> SDLMState:
@@ -173,6 +171,12 @@ def _real(value: Any) -> float | None:
         return None
 
 
+def _positive(value: Any) -> float | None:
+    """`_real`'s float when it is positive and finite (a rate, `mu`), else None."""
+    real = _real(value)
+    return real if real is not None and 0 < real < math.inf else None
+
+
 def _check_gamma(fn: str, gamma: Any) -> float:
     gamma_ = _real(gamma)
     if gamma_ is None or not 0 < gamma_ <= 1:
@@ -226,8 +230,7 @@ def lecun_schedule(epsilon: float, steps_per_pass: int) -> optax.Schedule:
     """LeCun et al. (1998)'s piecewise-constant global rate over passes, scaled to start at
     `epsilon`: ``epsilon`` for passes 1-2, ``0.4 epsilon`` for 3-5, ``0.2`` for 6-8, ``0.1`` for
     9-12, ``0.02`` after (5e-4, 2e-4, 1e-4, 5e-5, 1e-5 for LeNet-5)."""
-    eps = _real(epsilon)
-    if eps is None or not 0 < eps < math.inf:
+    if _positive(epsilon) is None:
         raise fail("lecun_schedule", f"`epsilon` must be a positive finite number, got {epsilon!r}")
     if not is_int(steps_per_pass) or steps_per_pass < 1:
         raise fail("lecun_schedule", f"`steps_per_pass` must be a positive int, got {steps_per_pass!r}")
