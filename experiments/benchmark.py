@@ -717,7 +717,7 @@ def suite_table(result: dict[str, Any]) -> str:
         state = "n/a" if t["met"] is None else ("met" if t["met"] else "NOT met")
         value = "-" if t["value"] is None else f"{t['value']:.2f}"
         lines.append(f"  {k} = {value} (target {t['target']}) {state}")
-    beyond = beyond_matmul(result["rows"], result["matmul_gflops"], result.get("torch_matmul_gflops"))
+    beyond = result["beyond_matmul"]
     if beyond:
         lines += ["", f"0.8x PyTorch's time would run faster than the faster float32 matmul on {len(beyond)}"
                   f" row{'s' * (len(beyond) != 1)} (the row's GFLOP/s there, % of that matmul's):",

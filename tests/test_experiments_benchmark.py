@@ -55,6 +55,7 @@ def test_suite_table_prints_the_shares_and_the_rows_beyond(benchmark):
               "repeats": 3, "epoch_repeats": 1, "epoch_examples": 1, "matmul_gflops": 100.0,
               "torch_matmul_gflops": 90.0, "rows": rows}
     result["targets"] = benchmark.suite_summary(rows, 100.0)
+    result["beyond_matmul"] = benchmark.beyond_matmul(rows, 100.0, 90.0)
     text = benchmark.suite_table(result)
     assert "XLA's, 2048^3, median; PyTorch's 90.0" in text
     assert "torch %mm" in text and "100%" in text and "50%" in text
