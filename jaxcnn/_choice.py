@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxcnn._checks import Ints, Pads
-from jaxcnn._lowering import _TINY, Plan, _patch_bytes, _tiny
+from jaxcnn._lowering import TINY, Plan, patch_bytes, tiny
 from jaxcnn._specs import ConvSpec
 
 # Measured on a 2-core AVX-512 CPU, quiet (experiments/benchmark.py's 2-D shapes, batch 128 unless
@@ -153,11 +153,11 @@ def choose(formula: str, spec: ConvSpec, n: int, c: int, d: int) -> str:
         return "xla"
     if g > 1:  # grouped: batched over the groups; depthwise: broadcast products
         if formula == "forward":
-            return "taps" if _tiny(c_g) else ("xla" if spec.nd == 2 else "patches")
+            return "taps" if tiny(c_g) else ("xla" if spec.nd == 2 else "patches")
         if formula == "input":
-            return "phases" if _tiny(d_g) else "xla"
-        return "taps" if _tiny(c_g, d_g) else "patches"
-    if formula == "forward" and c_g <= _TINY:
+            return "phases" if tiny(d_g) else "xla"
+        return "taps" if tiny(c_g, d_g) else "patches"
+    if formula == "forward" and c_g <= TINY:
         return "taps" if n * math.prod(spec.out) >= _MANY else "patches"
     if spec.nd == 3:  # XLA's 3-D convolution is slow: 2-D convolutions over the depth's taps
         if formula == "input" and strided and _whole_phases(spec):
@@ -167,15 +167,15 @@ def choose(formula: str, spec: ConvSpec, n: int, c: int, d: int) -> str:
         return "fold"  # 1-D convolutions over the rows' taps: not YNNPACK's (measured above)
     if formula == "forward" and (c_g < _WIDE or spec.nd == 2):
         return "xla"
-    patch_bytes, positions = _patch_bytes(spec, c, jnp.float32), math.prod(spec.out)
+    buffer, positions = patch_bytes(spec, c, jnp.float32), math.prod(spec.out)
     if formula == "forward":
         many = positions >= _XLA_POSITIONS and n * positions <= _XLA_ROWS
-        return "xla" if strided or many or patch_bytes > _BIG else "patches"
-    if formula == "input" and min(c, d) >= _WIDE and (strided or n * patch_bytes >= _XLA_COL2IM):
+        return "xla" if strided or many or buffer > _BIG else "patches"
+    if formula == "input" and min(c, d) >= _WIDE and (strided or n * buffer >= _XLA_COL2IM):
         if strided and spec.nd == 2 and d >= _DEEP and positions <= _FEW:
             return "taps"  # few positions, deep deltas: per-tap matmuls (measured above)
         return "xla"  # strided: by phases (no inserted zeros); stride 1: a plain convolution
-    if formula == "weight" and spec.nd == 1 and min(c, d) >= _WIDE and patch_bytes > _BIG:
+    if formula == "weight" and spec.nd == 1 and min(c, d) >= _WIDE and buffer > _BIG:
         return "xla"  # the wide 1-D weight gradient: XLA's 38.5 ms vs patches' 41 (1-D 32->64 k9 4000)
     return "patches"
 

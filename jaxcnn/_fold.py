@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxcnn import _windows
-from jaxcnn._lowering import Plan, _chunk, _map_chunks, _sum_chunks, acc_dtype
+from jaxcnn._lowering import Plan, acc_dtype, chunk, map_chunks, sum_chunks
 from jaxcnn._specs import ConvSpec
 
 
@@ -62,8 +62,8 @@ def fold_chunks(fn: Callable[..., jax.Array], spec: ConvSpec, plan: Plan, c: int
     which its 2-D formula is XLA's convolution (`jaxcnn._choice`): 7.2 instead of 3.6 ms."""
     itemsize = jnp.dtype(acc_dtype(arrays[0].dtype)).itemsize
     per_example = spec.out[0] * spec.kernel[0] * math.prod(spec.size[1:]) * c * itemsize
-    size = _chunk(arrays[0].shape[0], per_example, plan.chunk_bytes)
-    return (_sum_chunks if summed else _map_chunks)(fn, size, *arrays)
+    size = chunk(arrays[0].shape[0], per_example, plan.chunk_bytes)
+    return (sum_chunks if summed else map_chunks)(fn, size, *arrays)
 
 
 def unfold_input(dx3: jax.Array, spec: ConvSpec, n: int) -> jax.Array:

@@ -171,7 +171,7 @@ def _spatial(spec: ConvSpec, first: int = 1) -> tuple[int, ...]:
 
 
 # ------------------------------------------------------------------------------- batch chunks
-def _chunk(n: int, per_example_bytes: int, budget: int) -> int:
+def chunk(n: int, per_example_bytes: int, budget: int) -> int:
     """Examples per scan step: the largest divisor of n whose patches fit `budget` bytes, one when
     even one example's do not. Steps of one example (they once were two at least) keep the
     compiled temporaries of a training step at or below XLA's convolutions' (issue 11's target),
@@ -211,10 +211,10 @@ _REUSED_TAPS = 16
 def _input_chunk(x: jax.Array, spec: ConvSpec, plan: Plan) -> int:
     """Examples per scan step of a form without patches (depthwise): their input within the budget."""
     per_example = math.prod(spec.size) * x.shape[-1] * jnp.dtype(acc_dtype(x.dtype)).itemsize
-    return _chunk(x.shape[0], per_example, plan.chunk_bytes)
+    return chunk(x.shape[0], per_example, plan.chunk_bytes)
 
 
-def _patch_bytes(spec: ConvSpec, c: int, dtype) -> int:
+def patch_bytes(spec: ConvSpec, c: int, dtype) -> int:
     """Bytes of one example's patches ``(*out, prod(k), C)``."""
     return math.prod(spec.out) * math.prod(spec.kernel) * c * jnp.dtype(acc_dtype(dtype)).itemsize
 
@@ -229,7 +229,7 @@ def _split_chunks(fn: Callable[..., jax.Array], size: int, arrays) -> tuple[list
     return [a.reshape(a.shape[0] // size, size, *a.shape[1:]) for a in arrays], fn
 
 
-def _map_chunks(fn: Callable[..., jax.Array], size: int, *arrays: jax.Array) -> jax.Array:
+def map_chunks(fn: Callable[..., jax.Array], size: int, *arrays: jax.Array) -> jax.Array:
     """``fn`` applied to batch chunks of `size` examples (a `lax.scan`), results concatenated."""
     n = arrays[0].shape[0]
     if size >= n:
@@ -239,8 +239,8 @@ def _map_chunks(fn: Callable[..., jax.Array], size: int, *arrays: jax.Array) -> 
     return out.reshape(n, *out.shape[2:])
 
 
-def _sum_chunks(fn: Callable[..., jax.Array], size: int, *arrays: jax.Array) -> jax.Array:
-    """``sum_chunks fn(chunk)`` over batch chunks of `size` examples (a `lax.scan` accumulating)."""
+def sum_chunks(fn: Callable[..., jax.Array], size: int, *arrays: jax.Array) -> jax.Array:
+    """The sum of ``fn(chunk)`` over batch chunks of `size` examples (a `lax.scan` accumulating)."""
     n = arrays[0].shape[0]
     if size >= n:
         return fn(*arrays)
@@ -254,7 +254,7 @@ def _rows(spec: ConvSpec, n: int, per_example_bytes: int, plan: Plan) -> int | N
     """Output rows (first spatial dim) per scan step when one example's patches exceed 8 times the
     budget (a batch chunk of one or two examples would not stay in cache, and its buffer would
     outgrow XLA's convolution's temporary memory): the largest divisor of the rows whose patches
-    fit the budget. None: batch chunks (`_chunk`) do."""
+    fit the budget. None: batch chunks (`chunk`) do."""
     if not plan.rows or n == 0 or per_example_bytes <= _ROWS_AFTER * plan.chunk_bytes or spec.out[0] < 2:
         return None
     per_row = per_example_bytes // spec.out[0]
@@ -313,11 +313,11 @@ def _lift(a: jax.Array, lead: int) -> jax.Array:
     return a.reshape((1,) * lead + a.shape)
 
 
-_TINY = 2  # channels per group up to which a group's products are broadcast multiplies, not matmuls
+TINY = 2  # channels per group up to which a group's products are broadcast multiplies, not matmuls
 
 
-def _tiny(*sizes: int) -> bool:
-    return math.prod(sizes) <= _TINY
+def tiny(*sizes: int) -> bool:
+    return math.prod(sizes) <= TINY
 
 
 def own_loop(p: jax.Array) -> jax.Array:
@@ -364,8 +364,8 @@ def forward(x: jax.Array, kernel: jax.Array, spec: ConvSpec, plan: Plan) -> jax.
             xp = _windows.pad(x, spec.pads, spec.pad_value)
             y = _windows.total(_einsum("...c,cd->...d", _windows.tap(xp, g, t, _spatial(spec)), kernel[t])
                                for t in _tap_indices(spec))
-            return own_loop(y) if _tiny(c_g) else y  # broadcast products: `own_loop`
-        if _tiny(c_g):  # depthwise: per tap and input channel of a group, a broadcast product
+            return own_loop(y) if tiny(c_g) else y  # broadcast products: `own_loop`
+        if tiny(c_g):  # depthwise: per tap and input channel of a group, a broadcast product
             xp = _windows.pad(x, spec.pads, spec.pad_value).astype(acc)
             return _windows.total(_each_group(_windows.tap(xp, g, t, _spatial(spec)), c, c_g, d // groups)
                                   * _lift(kernel[(*t, c)].astype(acc), nd + 1)
@@ -384,10 +384,10 @@ def forward(x: jax.Array, kernel: jax.Array, spec: ConvSpec, plan: Plan) -> jax.
         kl = _group_kernel(kernel, groups).reshape(groups, k * c_g, d // groups)
         return _unlead(_einsum("g...k,gkd->g...d", p.reshape(*p.shape[: nd + 2], k * c_g), kl))
 
-    if groups > 1 and _tiny(c_g) and plan.name == "taps":  # no patches: chunks of the input in cache
+    if groups > 1 and tiny(c_g) and plan.name == "taps":  # no patches: chunks of the input in cache
         size = _input_chunk(x, spec, plan)
-        return _map_chunks(taps, size, x).astype(x.dtype)
-    per_example = _patch_bytes(spec, x.shape[-1], x.dtype)
+        return map_chunks(taps, size, x).astype(x.dtype)
+    per_example = patch_bytes(spec, x.shape[-1], x.dtype)
     rows = _rows(spec, x.shape[0], per_example, plan)
     if rows is not None:  # a scan over (example, block of output rows)
         sub, block, steps = _row_blocks(spec, _windows.pad(x, spec.pads, spec.pad_value), rows)
@@ -395,10 +395,10 @@ def forward(x: jax.Array, kernel: jax.Array, spec: ConvSpec, plan: Plan) -> jax.
                         jnp.arange(steps))
         return y.reshape(x.shape[0], spec.out[0], *y.shape[2:])
     fn = taps if plan.name == "taps" else patches  # "phases" changes Eq 20 only
-    size = _chunk(x.shape[0], per_example, plan.chunk_bytes)
-    if plan.name == "taps" and groups == 1 and _tiny(c_g) and k >= _REUSED_TAPS and size == x.shape[0] > 1:
+    size = chunk(x.shape[0], per_example, plan.chunk_bytes)
+    if plan.name == "taps" and groups == 1 and tiny(c_g) and k >= _REUSED_TAPS and size == x.shape[0] > 1:
         size = _divisor_up_to(x.shape[0], x.shape[0] // 2)  # two steps or more: see `_REUSED_TAPS`
-    return _map_chunks(fn, size, x).astype(x.dtype)
+    return map_chunks(fn, size, x).astype(x.dtype)
 
 
 # ------------------------------------------------------------------------------ Eq 13: dE/dw
@@ -420,7 +420,7 @@ def weight_grad(x: jax.Array, delta: jax.Array, spec: ConvSpec, plan: Plan) -> j
     def from_groups(dk):  # (G, *k, C/G, D/G) -> (*k, C/G, D)
         return _merge(jnp.moveaxis(dk, 0, -2))
 
-    def tiny(x, delta):  # depthwise: per tap and input channel of a group, products summed
+    def depthwise(x, delta):  # per tap and input channel of a group, products summed
         # channels last, a `lax.scan` over the taps inside a scan over a few examples: one tap's
         # products live at a time (XLA materialised all k before their reductions when the taps
         # were unrolled: 7.7 MiB of temporaries for depthwise 3x3 64 56x56 N=8, one example per
@@ -438,7 +438,7 @@ def weight_grad(x: jax.Array, delta: jax.Array, spec: ConvSpec, plan: Plan) -> j
                                          for c in range(c_g)])
             return lax.scan(tap_sums, None, indices)[1]
         size = _input_chunk(x, spec, plan)
-        return _sum_chunks(one, size, x, delta).reshape(*spec.kernel, c_g, d)
+        return sum_chunks(one, size, x, delta).reshape(*spec.kernel, c_g, d)
 
     def taps(x, delta):  # one matmul per tap, contracting batch and positions
         if groups == 1:
@@ -465,9 +465,9 @@ def weight_grad(x: jax.Array, delta: jax.Array, spec: ConvSpec, plan: Plan) -> j
         dk = _einsum("gkm,gmd->gkd", pt.reshape(groups, k * c_g, rows), dl)
         return from_groups(dk.reshape(groups, *spec.kernel, c_g, d_g))
 
-    if groups > 1 and _tiny(c_g, d_g):  # every lowering: no patches, its own scan over the examples
-        return tiny(x, delta).astype(x.dtype)
-    per_example = _patch_bytes(spec, x.shape[-1], x.dtype)
+    if groups > 1 and tiny(c_g, d_g):  # every lowering: no patches, its own scan over the examples
+        return depthwise(x, delta).astype(x.dtype)
+    per_example = patch_bytes(spec, x.shape[-1], x.dtype)
     rows = _rows(spec, x.shape[0], per_example, plan)
     if rows is not None:  # a scan over (example, block of output rows), summing
         sub, block, steps = _row_blocks(spec, _windows.pad(x, spec.pads, spec.pad_value), rows)
@@ -486,8 +486,8 @@ def weight_grad(x: jax.Array, delta: jax.Array, spec: ConvSpec, plan: Plan) -> j
     # (512->512 7x7 N=8, 9 MiB of kernel, on a 2-core EPYC: by two examples 7.3 ms and 10.9 MiB of
     # temporaries, the whole batch at once 5.1 ms and 6.9 MiB)
     kernel_bytes = k * c_g * d * jnp.dtype(acc).itemsize
-    size = _chunk(x.shape[0], per_example, max(plan.chunk_bytes, kernel_bytes))
-    return _sum_chunks(fn, size, x, delta).astype(x.dtype)
+    size = chunk(x.shape[0], per_example, max(plan.chunk_bytes, kernel_bytes))
+    return sum_chunks(fn, size, x, delta).astype(x.dtype)
 
 
 # ------------------------------------------------------------------------------ Eq 20: dE/dx
@@ -507,7 +507,7 @@ def input_grad(delta: jax.Array, kernel: jax.Array, spec: ConvSpec, plan: Plan) 
         if groups == 1:
             return _windows.total(_windows.place(_einsum("...d,cd->...c", delta, kernel[t]), g, t, axes)
                                   for t in _tap_indices(spec))
-        if _tiny(d_g):  # broadcast products (..., G, 1, D/G) * (G, C/G, D/G), summed over D/G
+        if tiny(d_g):  # broadcast products (..., G, 1, D/G) * (G, C/G, D/G), summed over D/G
             dg = _split(delta, groups).astype(acc)[..., None, :]
             kg = jnp.moveaxis(_split(kernel, groups), -2, -3).astype(acc)  # (*k, G, C/G, D/G)
             return _windows.total(_windows.place(_merge(jnp.sum(dg * _lift(kg[t], nd + 1), axis=-1)), g, t,
@@ -528,8 +528,8 @@ def input_grad(delta: jax.Array, kernel: jax.Array, spec: ConvSpec, plan: Plan) 
         return _unlead(_windows.scatter(z, g, _spatial(spec, 2), nd + 2))
 
     if plan.name == "phases":  # Eq 22 as stride-1 correlations of the deltas (`by_phases`), no col2im
-        sub_plan = plan._replace(name="taps" if groups > 1 and _tiny(d_g) else "patches")
+        sub_plan = plan._replace(name="taps" if groups > 1 and tiny(d_g) else "patches")
         return _eq22.by_phases(delta, kernel, spec, lambda dl, sub_k, sub: forward(dl, sub_k, sub, sub_plan))
     fn = taps if plan.name == "taps" else patches
-    size = _chunk(delta.shape[0], _patch_bytes(spec, c_g * groups, delta.dtype), plan.chunk_bytes)
-    return _map_chunks(fn, size, delta).astype(delta.dtype)
+    size = chunk(delta.shape[0], patch_bytes(spec, c_g * groups, delta.dtype), plan.chunk_bytes)
+    return map_chunks(fn, size, delta).astype(delta.dtype)

@@ -347,13 +347,13 @@ def test_pool_forward_sliced_by_the_measured_rule(nd, window, stride, sliced):
 
 
 def test_chunk_sizes():
-    assert _lowering._chunk(128, 1000, 1 << 20) == 128  # small: one piece
-    assert _lowering._chunk(128, 80_000, 1 << 20) == 8  # 13 fit, 8 divides 128
-    assert _lowering._chunk(128, 500_000, 1 << 20) == 2  # two fit
-    assert _lowering._chunk(128, 800_000, 1 << 20) == 1  # one fits
-    assert _lowering._chunk(128, 3 << 20, 1 << 20) == 1  # over the budget alone: one at a time
-    assert _lowering._chunk(7, 300_000, 1 << 20) == 1  # a prime batch: one at a time
-    assert np.all([128 % _lowering._chunk(128, p, 1 << 20) == 0 for p in (1, 10**4, 10**5, 10**6)])
+    assert _lowering.chunk(128, 1000, 1 << 20) == 128  # small: one piece
+    assert _lowering.chunk(128, 80_000, 1 << 20) == 8  # 13 fit, 8 divides 128
+    assert _lowering.chunk(128, 500_000, 1 << 20) == 2  # two fit
+    assert _lowering.chunk(128, 800_000, 1 << 20) == 1  # one fits
+    assert _lowering.chunk(128, 3 << 20, 1 << 20) == 1  # over the budget alone: one at a time
+    assert _lowering.chunk(7, 300_000, 1 << 20) == 1  # a prime batch: one at a time
+    assert np.all([128 % _lowering.chunk(128, p, 1 << 20) == 0 for p in (1, 10**4, 10**5, 10**6)])
 
 
 @pytest.mark.parametrize("case", [CASES[k] for k in PUBLIC_CASES], ids=PUBLIC_CASES)
@@ -363,8 +363,8 @@ def test_chunks_of_two_examples(case, dtype):
     x, w, _, options, ct = make_args(case, dtype, seed=4)
     full = {"stride": 1, "padding": "VALID", "dilation": 1, "groups": 1, "flip": False, "pad_value": 0.0}
     spec = conv_spec("conv2d", x, w, None, **{**full, **options})
-    per_example = _lowering._patch_bytes(spec, x.shape[-1], dtype)
-    assert _lowering._chunk(x.shape[0], per_example, 2 * per_example) == 2 < x.shape[0]
+    per_example = _lowering.patch_bytes(spec, x.shape[-1], dtype)
+    assert _lowering.chunk(x.shape[0], per_example, 2 * per_example) == 2 < x.shape[0]
     with _lowering.force("patches", chunk_bytes=2 * per_example, rows=False):
         custom = jit(lambda x, w, ct: (conv_vjp(conv, x, w, None, ct, options),
                                        public_grads(conv, x, w, ct, options)))(x, w, ct)
