@@ -1,4 +1,6 @@
-"""Reporting for the experiment scripts: machine info, text tables, training curves, a tqdm bar.
+"""Reporting for the experiment scripts: machine info, text tables, training curves, a tqdm bar, and
+what lecun1989.py and lenet5.py share around `jaxcnn.train.fit` (the two backward paths, a run's
+JSON record, their comparison, the results file).
 
 Not part of the library (``jaxcnn`` has no tqdm or matplotlib dependency): the scripts beside this
 file import it as ``_report`` (``python experiments/lecun1989.py`` puts this folder on sys.path).
@@ -8,17 +10,27 @@ file import it as ``_report`` (``python experiments/lecun1989.py`` puts this fol
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
+import json
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import IO, Any
 
 import jax
+import jax.numpy as jnp
 
+import jaxcnn
 from jaxcnn import train
 
-__all__ = ["TqdmProgress", "format_table", "machine_info", "plot_history", "progress"]
+__all__ = ["LABELS", "OPS", "TqdmProgress", "bound_apply", "finish", "fit_record", "format_table",
+           "machine_info", "measured", "param_diffs", "plot_history", "progress"]
+
+# The two backward paths a script trains: the article's rules, and JAX's autodiff of the reference.
+OPS = {"custom": jaxcnn, "reference": jaxcnn.reference}
+LABELS = {"custom": "jaxcnn (custom VJP)", "reference": "jaxcnn.reference (autodiff)"}
 
 
 class TqdmProgress:
@@ -153,3 +165,74 @@ def plot_history(
     fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
     train.atomic_write(path, buffer.getvalue())
+
+
+@functools.cache
+def bound_apply(model: Any, name: str) -> Callable[[Any, jax.Array], jax.Array]:
+    """``model.apply`` with the ops of path `name` bound (one object per pair: jit caches are shared)."""
+    return functools.partial(model.apply, ops=OPS[name])
+
+
+def fit_record(name: str, record: Mapping[str, Any], run_fit: Callable[[], train.FitResult],
+               n_train: int, n_test: int, *, running: str = "train_loss_running") -> dict[str, Any]:
+    """The JSON record of training path `name` by ``run_fit()`` (a `jaxcnn.train.fit` call): its name
+    and label, `record`, what `fit` measured (`measured`), its seconds and its final params under
+    "_params"; when a loss became NaN or infinite, the epochs measured before it, ``"diverged"``
+    (the message, also printed) and the epoch of the checkpoint kept, and no "_params"."""
+    record = {"ops": name, "backward": LABELS[name], **record}
+    try:
+        result = run_fit()
+    except train.NonFiniteLossError as err:
+        print(f"\n{LABELS[name]}: {err}", file=sys.stderr, flush=True)
+        return {**record, **measured(err.history, n_train, n_test, running=running), "diverged": str(err),
+                "checkpoint_epoch": err.kept_epoch}
+    return {
+        **record,
+        **measured(result.history, n_train, n_test, running=running),
+        "train_seconds": result.train_seconds,
+        "compile_seconds": result.compile_seconds,
+        "eval_seconds": result.eval_seconds,
+        "resumed_from_epoch": result.start_epoch,
+        "_params": result.params,
+    }
+
+
+def measured(fit_history: Sequence[Mapping[str, Any]], n_train: int, n_test: int, *,
+             running: str = "train_loss_running") -> dict[str, Any]:
+    """History (fit's running training loss under the key `running`), final numbers and error counts
+    and training seconds of the epochs `fit` recorded (None where none was)."""
+    keys = ("epoch", "train_loss", "train_error", "test_loss", "test_error", "train_loss_running", "seconds")
+    history = [{(running if k == "train_loss_running" else k): h[k] for k in keys} for h in fit_history]
+    last = history[-1] if history else None
+    return {
+        "history": history,
+        "final": None if last is None else
+        {k: last[k] for k in ("train_error", "test_error", "train_loss", "test_loss")},
+        "final_errors": None if last is None else
+        {"train": round(last["train_error"] * n_train), "test": round(last["test_error"] * n_test)},
+        "train_seconds": sum(h["seconds"] for h in history),
+    }
+
+
+def param_diffs(runs: Mapping[str, Mapping[str, Any]]) -> dict[str, Any] | None:
+    """Custom vs reference after training: the largest parameter difference, per layer and in all,
+    and whether the final error counts are the same (None unless both paths ran to the end)."""
+    if set(runs) != {"custom", "reference"} or any("diverged" in r for r in runs.values()):
+        return None
+    diffs = jax.tree.map(lambda u, v: float(jnp.max(jnp.abs(u - v))),
+                         runs["custom"]["_params"], runs["reference"]["_params"])
+    return {"max_param_abs_diff": max(jax.tree_util.tree_leaves(diffs)),
+            "per_layer_max_abs_diff": diffs,
+            "same_final_error_counts": runs["custom"]["final_errors"] == runs["reference"]["final_errors"]}
+
+
+def finish(out: Path, results: Mapping[str, Any], plotted: bool, diverged: Sequence[str]) -> bool:
+    """Write ``out/results.json`` (atomically) and say what was written; with `diverged` paths, say
+    so on stderr. Whether every path ran to the end."""
+    train.atomic_write(out / "results.json", (json.dumps(results, indent=2) + "\n").encode())
+    written = [out / "results.json", *([out / "curves.png"] if plotted else [])]
+    print(f"\nwrote {' and '.join(map(str, written))} ({results['wall_seconds']:.1f} s in all)")
+    if diverged:
+        print(f"error: the loss became non-finite on the {', '.join(diverged)} path(s); see results.json",
+              file=sys.stderr)
+    return not diverged

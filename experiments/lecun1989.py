@@ -30,10 +30,8 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +45,6 @@ import jaxcnn
 from jaxcnn import datasets, models, sdlm, train
 
 PAPER = {"train_error": 0.0014, "test_error": 0.0500, "train_loss": 2.5e-3, "test_loss": 1.8e-2}
-OPS = {"custom": jaxcnn, "reference": jaxcnn.reference}
-LABELS = {"custom": "jaxcnn (custom VJP)", "reference": "jaxcnn.reference (autodiff)"}
 PARAM_TOLERANCE = 1e-4
 # Plain per-example SGD on Eq 9 with a constant rate, chosen by a sweep on the default data (test
 # error, mean of 3-10 seeds): tanh lr 0.003 5.05%, 0.004 5.0%, 0.005 5.09% (10 seeds, this script;
@@ -139,12 +135,6 @@ def learning_rate(args: argparse.Namespace, steps: int) -> float | optax.Schedul
     return optax.cosine_decay_schedule(args.lr, steps)
 
 
-@functools.cache
-def bound_apply(model: models.Model, name: str) -> Callable[[Any, jax.Array], jax.Array]:
-    """``model.apply`` with the ops of path `name` bound (one object per pair: jit caches are shared)."""
-    return functools.partial(model.apply, ops=OPS[name])
-
-
 def train_path(name: str, args: argparse.Namespace, data: tuple) -> dict[str, Any]:
     """Train one backward path; returns its JSON record (plus the final params under "_params").
 
@@ -152,9 +142,9 @@ def train_path(name: str, args: argparse.Namespace, data: tuple) -> dict[str, An
     (the message), the finite passes measured, and no ``"_params"``."""
     x_tr, y_tr, x_te, y_te = data
     t_tr, t_te = datasets.one_hot_pm1(y_tr), datasets.one_hot_pm1(y_te)
-    ops = OPS[name]
+    ops = _report.OPS[name]
     model = models.lecun1989(activation=args.activation)
-    apply_fn = bound_apply(model, name)
+    apply_fn = _report.bound_apply(model, name)
     params = model.init(jax.random.key(args.seed))
     optimizer = optax.sgd(learning_rate(args, args.epochs * len(y_tr)))
     config = {"model": model.name, "ops": name, "lr": args.lr, "schedule": args.schedule,
@@ -164,12 +154,10 @@ def train_path(name: str, args: argparse.Namespace, data: tuple) -> dict[str, An
         optimizer = sdlm.sdlm(learning_rate(args, args.epochs * len(y_tr)), mu=args.mu)
         config.update(optimizer="sdlm", mu=args.mu, sdlm_samples=args.sdlm_samples)
         fit = functools.partial(sdlm.fit, samples=args.sdlm_samples, curvature_loss_fn=jaxcnn.squared_error,
-                                curvature_apply_fn=bound_apply(model, "custom"))
+                                curvature_apply_fn=_report.bound_apply(model, "custom"))
     if args.schedule != "constant":  # the decay spans all passes: more passes, another schedule
         config["epochs"] = args.epochs
     record = {
-        "ops": name,
-        "backward": LABELS[name],
         "model": model.name,
         "epochs": args.epochs,
         "lr": args.lr,
@@ -179,46 +167,13 @@ def train_path(name: str, args: argparse.Namespace, data: tuple) -> dict[str, An
         f"h re-estimated on {args.sdlm_samples} examples before each pass",
         "seed": args.seed,
     }
-    try:
-        result = fit(
-            apply_fn, ops.squared_error, optimizer, params, (x_tr, t_tr),
-            epochs=args.epochs, batch_size=None, seed=args.seed,
-            eval_sets={"train": (x_tr, t_tr), "test": (x_te, t_te)}, eval_loss_fn=paper_mse,
-            checkpoint=args.out / "checkpoints" / f"{name}.npz", resume=args.resume,
-            progress=_report.progress(not args.no_progress), desc=f"lecun1989 {name}", config=config,
-        )
-    except train.NonFiniteLossError as err:
-        print(f"\n{LABELS[name]}: {err}", file=sys.stderr, flush=True)
-        return {**record, **measured(err.history, len(y_tr), len(y_te)), "diverged": str(err),
-                "checkpoint_epoch": err.kept_epoch}
-    return {
-        **record,
-        **measured(result.history, len(y_tr), len(y_te)),
-        "train_seconds": result.train_seconds,
-        "compile_seconds": result.compile_seconds,
-        "eval_seconds": result.eval_seconds,
-        "resumed_from_epoch": result.start_epoch,
-        "_params": result.params,
-    }
-
-
-def measured(fit_history: list[dict[str, Any]], n_train: int, n_test: int) -> dict[str, Any]:
-    """History, final numbers and training seconds of the passes `fit` recorded (None if none)."""
-    history = [
-        {"epoch": h["epoch"], "train_loss": h["train_loss"], "train_error": h["train_error"],
-         "test_loss": h["test_loss"], "test_error": h["test_error"],
-         "train_eq9_running": h["train_loss_running"], "seconds": h["seconds"]}
-        for h in fit_history
-    ]
-    last = history[-1] if history else None
-    return {
-        "history": history,
-        "final": None if last is None else
-        {k: last[k] for k in ("train_error", "test_error", "train_loss", "test_loss")},
-        "final_errors": None if last is None else
-        {"train": round(last["train_error"] * n_train), "test": round(last["test_error"] * n_test)},
-        "train_seconds": sum(h["seconds"] for h in history),
-    }
+    return _report.fit_record(name, record, lambda: fit(
+        apply_fn, ops.squared_error, optimizer, params, (x_tr, t_tr),
+        epochs=args.epochs, batch_size=None, seed=args.seed,
+        eval_sets={"train": (x_tr, t_tr), "test": (x_te, t_te)}, eval_loss_fn=paper_mse,
+        checkpoint=args.out / "checkpoints" / f"{name}.npz", resume=args.resume,
+        progress=_report.progress(not args.no_progress), desc=f"lecun1989 {name}", config=config,
+    ), len(y_tr), len(y_te), running="train_eq9_running")
 
 
 def data_id(args: argparse.Namespace) -> dict[str, Any]:
@@ -229,35 +184,27 @@ def data_id(args: argparse.Namespace) -> dict[str, Any]:
             "test_size": args.test_size, "seed": args.data_seed}
 
 
-def compare(runs: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
-    """Custom vs reference: equal error counts and parameters within `PARAM_TOLERANCE` (None unless
-    both paths ran to the end)."""
-    if set(runs) != {"custom", "reference"} or any("diverged" in r for r in runs.values()):
+def compare(runs: dict[str, dict[str, Any]], n_train: int, n_test: int) -> dict[str, Any] | None:
+    """Custom vs reference: equal error counts (at the end and after every pass) and parameters
+    within `PARAM_TOLERANCE` (None unless both paths ran to the end)."""
+    diffs = _report.param_diffs(runs)
+    if diffs is None:
         return None
-    a, b = runs["custom"]["_params"], runs["reference"]["_params"]
-    diffs = jax.tree.map(lambda u, v: float(jnp.max(jnp.abs(u - v))), a, b)
-    max_diff = max(jax.tree_util.tree_leaves(diffs))
-    same_counts = runs["custom"]["final_errors"] == runs["reference"]["final_errors"]
     same_history = all(
         round(h1[k] * n) == round(h2[k] * n)
         for h1, h2 in zip(runs["custom"]["history"], runs["reference"]["history"], strict=True)
-        for k, n in (("train_error", 1), ("test_error", 1))
+        for k, n in (("train_error", n_train), ("test_error", n_test))
     )
-    return {
-        "max_param_abs_diff": max_diff,
-        "per_layer_max_abs_diff": jax.tree.map(float, diffs),
-        "same_final_error_counts": same_counts,
-        "same_error_rates_every_pass": same_history,
-        "tolerance": PARAM_TOLERANCE,
-        "passed": bool(same_counts and max_diff <= PARAM_TOLERANCE),
-    }
+    passed = diffs["same_final_error_counts"] and diffs["max_param_abs_diff"] <= PARAM_TOLERANCE
+    return {**diffs, "same_error_rates_every_pass": same_history, "tolerance": PARAM_TOLERANCE,
+            "passed": bool(passed)}
 
 
 def table(runs: dict[str, dict[str, Any]]) -> str:
     rows = [("", "train err", "test err", "train MSE", "test MSE", "train s", "compile s")]
     rows.append(("LeCun et al. 1989 (paper)", f"{PAPER['train_error']:.2%}", f"{PAPER['test_error']:.2%}",
                  f"{PAPER['train_loss']:.2e}", f"{PAPER['test_loss']:.2e}", "-", "-"))
-    rows += [_report.run_row(LABELS[name], r, ".2e") for name, r in runs.items()]
+    rows += [_report.run_row(_report.LABELS[name], r, ".2e") for name, r in runs.items()]
     return _report.format_table(rows)
 
 
@@ -284,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
           f"on {machine['backend']}", flush=True)
     names = ("custom", "reference") if args.ops == "both" else (args.ops,)
     runs = {name: train_path(name, args, (x_tr, y_tr, x_te, y_te)) for name in names}
-    agreement = compare(runs)
+    agreement = compare(runs, len(y_tr), len(y_te))
     diverged = [name for name, r in runs.items() if "diverged" in r]
 
     print()
@@ -312,14 +259,8 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join(["python", "experiments/lecun1989.py", *(sys.argv[1:] if argv is None else argv)])
         .strip(),
     }
-    train.atomic_write(args.out / "results.json", (json.dumps(results, indent=2) + "\n").encode())
-    written = [args.out / "results.json", *([args.out / "curves.png"] if plotted else [])]
-    print(f"\nwrote {' and '.join(map(str, written))} ({results['wall_seconds']:.1f} s in all)")
-    if diverged:
-        print(f"error: the loss became non-finite on the {', '.join(diverged)} path(s); see results.json",
-              file=sys.stderr)
-        return 1
-    return 0 if agreement is None or agreement["passed"] else 1
+    finished = _report.finish(args.out, results, plotted, diverged)
+    return 0 if finished and (agreement is None or agreement["passed"]) else 1
 
 
 if __name__ == "__main__":

@@ -24,10 +24,8 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +35,7 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
-import jaxcnn
 from jaxcnn import datasets, models, registry, train
-
-OPS = {"custom": jaxcnn, "reference": jaxcnn.reference}
-LABELS = {"custom": "jaxcnn (custom VJP)", "reference": "jaxcnn.reference (autodiff)"}
 
 
 def random_shift(key: jax.Array, x: jax.Array, max_shift: int, fill: float = -1.0) -> jax.Array:
@@ -104,19 +98,13 @@ def make_optimizer(args: argparse.Namespace, steps: int) -> optax.GradientTransf
     return sgd
 
 
-@functools.cache
-def bound_apply(model: models.Model, name: str) -> Callable[[Any, jax.Array], jax.Array]:
-    """``model.apply`` with the ops of path `name` bound (one object per pair: jit caches are shared)."""
-    return functools.partial(model.apply, ops=OPS[name])
-
-
 def train_path(name: str, args: argparse.Namespace, data: tuple) -> dict[str, Any]:
     """Train one backward path; its JSON record (plus the final params under "_params"), or, when
     a loss became NaN or infinite, the epochs measured and ``"diverged"`` (the message)."""
     x_tr, y_tr, x_te, y_te = data
-    ops = OPS[name]
+    ops = _report.OPS[name]
     model = models.lenet5(activation=args.activation, pooling=args.pooling)
-    apply_fn = bound_apply(model, name)
+    apply_fn = _report.bound_apply(model, name)
     steps = args.epochs * (len(y_tr) // args.batch_size)
     augment = functools.partial(random_shift, max_shift=args.max_shift) if args.max_shift else None
     config = {"model": model.name, "ops": name, "lr": args.lr, "optimizer": args.optimizer,
@@ -124,8 +112,6 @@ def train_path(name: str, args: argparse.Namespace, data: tuple) -> dict[str, An
               "epochs": args.epochs, "max_shift": args.max_shift,
               "data": [args.train_per_class, args.test_per_class, args.data_seed]}
     record = {
-        "ops": name,
-        "backward": LABELS[name],
         "model": model.name,
         "epochs": args.epochs,
         "lr": args.lr,
@@ -136,57 +122,19 @@ def train_path(name: str, args: argparse.Namespace, data: tuple) -> dict[str, An
         "augmentation": f"random shifts in [-{args.max_shift}, {args.max_shift}] px, background fill",
         "seed": args.seed,
     }
-    try:
-        result = train.fit(
-            apply_fn, ops.softmax_cross_entropy, make_optimizer(args, steps),
-            model.init(jax.random.key(args.seed)), (x_tr, y_tr),
-            epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
-            eval_sets={"train": (x_tr, y_tr), "test": (x_te, y_te)}, augment=augment,
-            checkpoint=args.out / "checkpoints" / f"{name}.npz", resume=args.resume,
-            progress=_report.progress(not args.no_progress), desc=f"lenet5 {name}", config=config,
-        )
-    except train.NonFiniteLossError as err:
-        print(f"\n{LABELS[name]}: {err}", file=sys.stderr, flush=True)
-        return {**record, **measured(err.history, len(y_tr), len(y_te)), "diverged": str(err),
-                "checkpoint_epoch": err.kept_epoch}
-    return {
-        **record,
-        **measured(result.history, len(y_tr), len(y_te)),
-        "train_seconds": result.train_seconds,
-        "compile_seconds": result.compile_seconds,
-        "eval_seconds": result.eval_seconds,
-        "resumed_from_epoch": result.start_epoch,
-        "_params": result.params,
-    }
-
-
-def measured(fit_history: list[dict[str, Any]], n_train: int, n_test: int) -> dict[str, Any]:
-    """History, final numbers and training seconds of the epochs `fit` recorded (None if none)."""
-    history = [{k: h[k] for k in ("epoch", "train_loss", "train_error", "test_loss", "test_error",
-                                  "train_loss_running", "seconds")} for h in fit_history]
-    last = history[-1] if history else None
-    return {
-        "history": history,
-        "final": None if last is None else
-        {k: last[k] for k in ("train_error", "test_error", "train_loss", "test_loss")},
-        "final_errors": None if last is None else
-        {"train": round(last["train_error"] * n_train), "test": round(last["test_error"] * n_test)},
-        "train_seconds": sum(h["seconds"] for h in history),
-    }
-
-
-def compare(runs: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
-    if set(runs) != {"custom", "reference"} or any("diverged" in r for r in runs.values()):
-        return None
-    diffs = jax.tree.map(lambda u, v: float(jnp.max(jnp.abs(u - v))),
-                         runs["custom"]["_params"], runs["reference"]["_params"])
-    return {"max_param_abs_diff": max(jax.tree_util.tree_leaves(diffs)),
-            "same_final_error_counts": runs["custom"]["final_errors"] == runs["reference"]["final_errors"]}
+    return _report.fit_record(name, record, lambda: train.fit(
+        apply_fn, ops.softmax_cross_entropy, make_optimizer(args, steps),
+        model.init(jax.random.key(args.seed)), (x_tr, y_tr),
+        epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+        eval_sets={"train": (x_tr, y_tr), "test": (x_te, y_te)}, augment=augment,
+        checkpoint=args.out / "checkpoints" / f"{name}.npz", resume=args.resume,
+        progress=_report.progress(not args.no_progress), desc=f"lenet5 {name}", config=config,
+    ), len(y_tr), len(y_te))
 
 
 def table(runs: dict[str, dict[str, Any]]) -> str:
     rows = [("", "train err", "test err", "train CE", "test CE", "train s", "compile s")]
-    rows += [_report.run_row(LABELS[name], r, ".3g") for name, r in runs.items()]
+    rows += [_report.run_row(_report.LABELS[name], r, ".3g") for name, r in runs.items()]
     return _report.format_table(rows)
 
 
@@ -211,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     machine = _report.machine_info()
     names = ("custom", "reference") if args.ops == "both" else (args.ops,)
     runs = {name: train_path(name, args, (x_tr, y_tr, x_te, y_te)) for name in names}
-    agreement = compare(runs)
+    agreement = _report.param_diffs(runs)
     diverged = [name for name, r in runs.items() if "diverged" in r]
     print()
     print(table(runs))
@@ -236,14 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         "wall_seconds": time.perf_counter() - t_start,
         "command": " ".join(["python", "experiments/lenet5.py", *(sys.argv[1:] if argv is None else argv)]),
     }
-    train.atomic_write(args.out / "results.json", (json.dumps(results, indent=2) + "\n").encode())
-    written = [args.out / "results.json", *([args.out / "curves.png"] if plotted else [])]
-    print(f"\nwrote {' and '.join(map(str, written))} ({results['wall_seconds']:.1f} s in all)")
-    if diverged:
-        print(f"error: the loss became non-finite on the {', '.join(diverged)} path(s); see results.json",
-              file=sys.stderr)
-        return 1
-    return 0
+    return 0 if _report.finish(args.out, results, plotted, diverged) else 1
 
 
 if __name__ == "__main__":

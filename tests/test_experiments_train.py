@@ -175,6 +175,26 @@ def test_lecun1989_nan_stop_still_writes_results(tmp_path, monkeypatch, capsys):
     assert (out / "curves.png").read_bytes()[:8] == PNG_MAGIC
 
 
+def test_lecun1989_agreement_counts_errors_after_every_pass():
+    """The paths agree pass by pass when their error *counts* match (the check used to round the
+    error rates themselves, so that any two rates below 50% agreed)."""
+    lecun1989 = _load("lecun1989")
+    params = {"w": jnp.ones((2, 3)), "b": jnp.zeros(3)}
+
+    def run(test_errors):  # 40 train / 20 test digits; the last pass's counts equal
+        history = [{"train_error": 0.1, "test_error": e} for e in test_errors]
+        return {"history": history, "final_errors": {"train": 4, "test": round(test_errors[-1] * 20)},
+                "_params": params}
+
+    same = lecun1989.compare({"custom": run([0.2, 0.1]), "reference": run([0.2, 0.1])}, 40, 20)
+    assert same["same_error_rates_every_pass"] and same["passed"] and same["max_param_abs_diff"] == 0.0
+    apart = lecun1989.compare({"custom": run([0.2, 0.1]), "reference": run([0.25, 0.1])}, 40, 20)
+    assert not apart["same_error_rates_every_pass"] and apart["same_final_error_counts"]
+    moved = {"custom": run([0.1]), "reference": {**run([0.1]), "_params": {**params, "b": jnp.full(3, 1e-3)}}}
+    assert not lecun1989.compare(moved, 40, 20)["passed"]  # 1e-3 > the 1e-4 tolerance
+    assert lecun1989.compare({"custom": run([0.1])}, 40, 20) is None  # one path: nothing to compare
+
+
 def test_experiment_choices_come_from_the_op_table():
     lenet5, lecun1989 = _load("lenet5"), _load("lecun1989")
     for activation in registry.ACTIVATIONS:
