@@ -9,6 +9,7 @@ file import it as ``_report`` (``python experiments/lecun1989.py`` puts this fol
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import functools
 import io
@@ -25,8 +26,8 @@ import jax.numpy as jnp
 import jaxcnn
 from jaxcnn import train
 
-__all__ = ["LABELS", "OPS", "TqdmProgress", "bound_apply", "finish", "fit_record", "format_table",
-           "machine_info", "measured", "param_diffs", "plot_history", "progress"]
+__all__ = ["LABELS", "OPS", "TqdmProgress", "bound_apply", "check_args", "finish", "fit_record",
+           "format_table", "machine_info", "measured", "param_diffs", "plot_history", "progress"]
 
 # The two backward paths a script trains: the article's rules, and JAX's autodiff of the reference.
 OPS = {"custom": jaxcnn, "reference": jaxcnn.reference}
@@ -56,6 +57,19 @@ class TqdmProgress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace, *, counts: Sequence[str] = (),
+               positive: Sequence[str] = ()) -> None:
+    """argparse's error (the usage line, exit status 2) for a count in `counts` below 1 or a number
+    in `positive` not above 0 (NaN included), each named by its flag: ``"batch_size"`` is
+    ``--batch-size``. Before any work: a bad setting found later could cost a finished run."""
+    for name in counts:
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    for name in positive:
+        if not getattr(args, name) > 0:
+            parser.error(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
 
 
 def progress(enabled: bool) -> bool | train.Progress:

@@ -380,9 +380,14 @@ def check_targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def torch_absent(result: dict[str, Any]) -> str:
+    """Why a result has no PyTorch times: skipped on request, or not installed."""
+    return "not run (--no-torch)" if result.get("torch_skipped") else "not installed"
+
+
 def fmt_time(row: dict[str, Any], col: str, torch_missing: bool) -> str:
     if col not in row["median"]:
-        return "torch not installed" if col == "torch" and torch_missing else "-"
+        return "n/a" if col == "torch" and torch_missing else "-"
     v = row["median"][col]
     if row["kind"] == "bytes":
         return f"{v / 2**20:.2f} MiB"
@@ -397,7 +402,7 @@ def table(result: dict[str, Any]) -> str:
     m, torch_missing = result["machine"], result["torch"] is None
     lines = [
         f"machine: {m['cpu']}, {m['cores']} cores; jax {m['jax_version']} ({m['backend']}); "
-        f"torch {result['torch'] or 'not installed'}",
+        f"torch {result['torch'] or torch_absent(result)}",
         f"medians of {result['repeats']} interleaved repeats after warm-up"
         f" (lecun1989 epoch: {result['epoch_repeats']} repeats of {result['epoch_examples']} examples);"
         f" 1-min load average {result['load_average']['before'][0]:.2f} before,"
@@ -633,8 +638,8 @@ def suite_summary(rows: list[dict[str, Any]], mm: float) -> dict[str, Any]:
         row["ratios"] = {"custom/reference": ratio(m, "custom", "reference"),
                          "custom/torch": ratio(m, "custom", "torch")}
         mem = row.get("memory", {})
-        row["ratios"]["memory custom/reference"] = (mem["custom"] / mem["reference"] if mem.get("reference")
-                                                    else (0.0 if mem else None))
+        # a floor of one byte: a reference with no temporaries makes any custom ones a large ratio
+        row["ratios"]["memory custom/reference"] = mem["custom"] / max(mem["reference"], 1) if mem else None
         if row.get("flops"):
             row["gflops"] = {k: row["flops"] / v / 1e9 for k, v in m.items()}
             row["ratios"]["custom/matmul GFLOP/s"] = row["gflops"]["custom"] / mm
@@ -677,10 +682,9 @@ def beyond_matmul(rows: list[dict[str, Any]], matmul: float, torch_matmul: float
 def suite_table(result: dict[str, Any]) -> str:
     m, torch_missing = result["machine"], result["torch"] is None
     load = result["load_average"]
-    absent = "not run (--no-torch)" if result.get("torch_skipped") else "not installed"
     lines = [
         f"machine: {m['cpu']}, {m['cores']} cores; jax {m['jax_version']} ({m['backend']}); "
-        f"torch {result['torch'] or absent}"
+        f"torch {result['torch'] or torch_absent(result)}"
         + (f" ({result['torch_threads']} threads)" if result["torch"] else ""),
         f"medians of {result['repeats']} interleaved repeats after warm-up (lecun1989 epoch:"
         f" {result['epoch_repeats']} of {result['epoch_examples']} examples); float32 matmul"
@@ -778,7 +782,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--suite", choices=("shapes", "legacy"), default="shapes",
                    help="shapes: issue 11's layers (default); legacy: the README's LeNet-era rows")
     p.add_argument("--only", default=None, help="comma-separated substrings of row names (shapes suite)")
-    p.add_argument("--quick", action="store_true", help="fewer repeats and a 300-example epoch")
+    p.add_argument("--quick", action="store_true",
+                   help="a 300-example lecun1989 epoch (legacy: also 5 repeats, not 15)")
     p.add_argument("--repeats", type=int, default=None,
                    help="interleaved repeats (default: shapes 7; legacy 15, quick 5)")
     p.add_argument("--no-torch", action="store_true",
@@ -813,6 +818,7 @@ def run_legacy(args: argparse.Namespace, torch: Any) -> dict[str, Any]:
     result = {
         "suite": "legacy",
         "machine": _report.machine_info(),
+        "torch_skipped": bool(args.no_torch),
         "load_average": {"before": list(load_before), "after": list(os.getloadavg())},
         "torch": None if torch is None else torch.__version__,
         "repeats": repeats,

@@ -600,7 +600,7 @@ def fig_avg_pool(out: Path) -> str:
 # --------------------------------------------------------------------------- (h) lecun1989
 def _load_run(run: Path) -> tuple[Any, str, str]:
     """Parameters from a checkpoint of experiments/lecun1989.py: ``(params, activation, note)``."""
-    from jaxcnn import models, train
+    from jaxcnn import models, sdlm, train
 
     if run.suffix == ".npz":
         candidates = [run]
@@ -611,8 +611,10 @@ def _load_run(run: Path) -> tuple[Any, str, str]:
         raise SystemExit(f"figures: --run {run}: no checkpoint found (looked for "
                          f"{', '.join(str(p) for p in candidates)})")
     params = models.lecun1989().init(jax.random.key(0))
-    # The optimizer state is stored beside the params: constant-rate SGD keeps none, a schedule a count.
-    templates = [optax.sgd(0.1).init(params), optax.sgd(optax.linear_schedule(0.1, 0.0, 1)).init(params)]
+    # The optimizer state is stored beside the params: constant-rate SGD keeps none, a schedule a count;
+    # `--optimizer sdlm` its curvature, and a count with a schedule.
+    schedule = optax.linear_schedule(0.1, 0.0, 1)
+    templates = [make(rate).init(params) for make in (optax.sgd, sdlm.sdlm) for rate in (0.1, schedule)]
     error: Exception | None = None
     for opt_state in templates:
         try:

@@ -63,7 +63,13 @@ def parse_args(argv):
     p.add_argument("--train-per-class", type=int, default=300)
     p.add_argument("--test-per-class", type=int, default=200)
     p.add_argument("--conv", choices=("jaxcnn", "lax"), default="jaxcnn")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    for name in ("epochs", "batch_size", "train_per_class", "test_per_class"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if not args.lr > 0:
+        p.error(f"--lr must be > 0, got {args.lr}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -50,7 +50,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--train-per-class", type=int, default=300)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("runs/sdlm"))
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    _report.check_args(p, args, counts=("passes", "samples", "examples", "train_per_class"),
+                       positive=("eps", "mu"))
+    for flag, n in (("--samples", args.samples), ("--examples", args.examples)):
+        if n > 10 * args.train_per_class:  # ten classes; the first n training digits are taken
+            p.error(f"{flag} must be at most the {10 * args.train_per_class} training digits, got {n}")
+    return args
 
 
 def exact_gauss_newton(model: models.Model, params: Any, x: jax.Array) -> Any:

@@ -10,7 +10,7 @@ embedded 3,000 / 2,000 digits with the article's rules, in the same example orde
 * SGD — `jaxcnn.train.fit` with ``optax.sgd(lr)`` (the setting of ``experiments/lecun1989.py``);
 * SDLM — `jaxcnn.sdlm.fit`: the curvature (`jaxcnn.curvature`) averaged over `--samples`
   examples before each pass, steps ``eps / (mu + h)``; with `--gamma`, Efficient BackProp's running
-  estimate instead (``h <- (1 - gamma) h + gamma h_p`` after every example, from the 500-example
+  estimate instead (``h <- (1 - gamma) h + gamma h_p`` after every example, from the `--samples`
   estimate before the first pass).
 
 `--validation N` trains on all but N of the training digits (a fixed random split, seed 0) and
@@ -72,7 +72,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--test-per-class", type=int, default=200)
     p.add_argument("--no-cost", action="store_true", help="skip the curvature-cost measurement")
     p.add_argument("--out", type=Path, default=Path("runs/sdlm_seeds.json"))
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    _report.check_args(p, args, counts=("seeds", "epochs", "samples", "train_per_class", "test_per_class"),
+                       positive=("lr", "eps", "mu"))
+    if args.gamma is not None and not 0 < args.gamma <= 1:
+        p.error(f"--gamma must be in (0, 1], got {args.gamma}")
+    if not 0 <= args.validation < 10 * args.train_per_class:  # ten classes
+        p.error(f"--validation must be in [0, {10 * args.train_per_class}), got {args.validation}")
+    return args
 
 
 def passes_to(history: list[dict[str, Any]], target: float) -> int | None:
@@ -107,7 +114,7 @@ def curvature_cost(data: tuple, args: argparse.Namespace, repeats: int = 50) -> 
     of a whole training pass (SGD: the per-example updates; SDLM: the curvature estimate on
     `args.samples` examples, vmapped per example, then the same per-example updates)."""
     x_tr, t_tr = jnp.asarray(data[0]), jnp.asarray(data[1])
-    model = models.lecun1989()
+    model = models.lecun1989(activation=args.activation)
     params = model.init(jax.random.key(0))
 
     def loss(p, x, t):
@@ -173,8 +180,6 @@ def main(argv: list[str] | None = None) -> int:
     x_tr, y_tr, x_te, y_te = datasets.lecun1989_data(train_per_class=args.train_per_class,
                                                      test_per_class=args.test_per_class)
     if args.validation:  # evaluate on held-out training digits; the test digits are dropped
-        if not 0 < args.validation < len(x_tr):
-            raise SystemExit(f"--validation must be in (0, {len(x_tr)}), got {args.validation}")
         perm = np.random.default_rng(0).permutation(len(x_tr))
         held, kept = perm[: args.validation], perm[args.validation:]
         x_tr, y_tr, x_te, y_te = x_tr[kept], y_tr[kept], x_tr[held], y_tr[held]

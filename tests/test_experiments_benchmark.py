@@ -61,3 +61,33 @@ def test_suite_table_prints_the_shares_and_the_rows_beyond(benchmark):
     assert "torch %mm" in text and "100%" in text and "50%" in text
     assert "faster float32 matmul on 1 row " in text and "fast torch 125%" in text
     assert "slow torch 62" not in text
+
+
+def test_memory_ratio_of_a_reference_without_temporaries(benchmark):
+    """A `jax.grad` program with no temporaries makes any custom ones fail the memory target (the ratio
+    used to be 0.0 there, which always met it); both without any meet it."""
+    rows = [_row("some", 1e9, 0.01, 0.02, None), _row("none", 1e9, 0.01, 0.02, None)]
+    rows[0]["memory"] = {"custom": 64.0 * 2**20, "reference": 0.0}
+    rows[1]["memory"] = {"custom": 0.0, "reference": 0.0}
+    targets = benchmark.suite_summary(rows, 100.0)
+    assert rows[0]["ratios"]["memory custom/reference"] == 64.0 * 2**20
+    assert rows[1]["ratios"]["memory custom/reference"] == 0.0
+    assert targets["max temp memory custom/reference"]["met"] is False
+
+
+@pytest.mark.parametrize("skipped, says", [(True, "not run (--no-torch)"), (False, "not installed")])
+def test_tables_say_why_torch_is_missing(benchmark, skipped, says):
+    rows = [_row("a", 1e9, 0.01, 0.02, None)]
+    result = {"machine": {"cpu": "cpu", "cores": 2, "jax_version": "0", "backend": "cpu"}, "torch": None,
+              "torch_threads": None, "torch_skipped": skipped,
+              "load_average": {"before": [0.0], "after": [0.0]},
+              "repeats": 3, "epoch_repeats": 1, "epoch_examples": 1, "matmul_gflops": 100.0,
+              "torch_matmul_gflops": None, "rows": rows}
+    result["targets"] = benchmark.suite_summary(rows, 100.0)
+    result["beyond_matmul"] = {}
+    assert f"torch {says}" in benchmark.suite_table(result)
+    legacy = {**result, "rows": [{**rows[0], "name": benchmark.CONV64,
+                                  "gflops": {"custom": 1.0, "reference": 1.0}}], "targets": []}
+    legacy["rows"][0]["ratios"]["custom/matmul GFLOP/s"] = 0.01
+    text = benchmark.table(legacy)
+    assert f"torch {says}" in text and "n/a" in text.split("\n")[4]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import jax
@@ -271,7 +272,31 @@ def test_sdlm_seeds_script_tiny(tmp_path, capsys, standard_promotion, experiment
     assert "training on 30" in capsys.readouterr().out
 
 
-def test_lecun1989_sdlm_tiny(tmp_path, standard_promotion, experiments_path):
+@pytest.mark.parametrize("script, argv, says", [
+    ("sdlm_seeds", ["--seeds", "0"], "--seeds must be >= 1, got 0"),
+    ("sdlm_seeds", ["--epochs", "0"], "--epochs must be >= 1, got 0"),
+    ("sdlm_seeds", ["--samples", "0"], "--samples must be >= 1, got 0"),
+    ("sdlm_seeds", ["--eps", "nan"], "--eps must be > 0, got nan"),
+    ("sdlm_seeds", ["--gamma", "1.5"], "--gamma must be in (0, 1], got 1.5"),
+    ("sdlm_seeds", ["--validation", "40", "--train-per-class", "4"],
+     "--validation must be in [0, 40), got 40"),
+    ("sdlm_figure", ["--examples", "0"], "--examples must be >= 1, got 0"),
+    ("sdlm_figure", ["--passes", "0"], "--passes must be >= 1, got 0"),
+    ("sdlm_figure", ["--mu", "0"], "--mu must be > 0, got 0.0"),
+    ("sdlm_figure", ["--examples", "501", "--train-per-class", "50"],
+     "--examples must be at most the 500 training digits, got 501"),
+    ("sdlm_figure", ["--train-per-class", "4"], "--samples must be at most the 40 training digits, got 500"),
+])
+def test_scripts_refuse_bad_settings_before_any_work(script, argv, says, capsys, experiments_path):
+    """argparse's usage error (exit status 2), before a single pass is trained: `--seeds 0` used to
+    end in ``min() arg is an empty sequence`` after the work, `--gamma 1.5` in sdlm.fit's error
+    after a whole SGD run, `--examples 0` in NaN results."""
+    with pytest.raises(SystemExit) as exit_info:
+        _load(script).parse_args(argv)
+    assert exit_info.value.code == 2 and says in capsys.readouterr().err
+
+
+def test_lecun1989_sdlm_tiny(tmp_path, monkeypatch, standard_promotion, experiments_path):
     out = tmp_path / "run"
     code = _load("lecun1989").main(["--optimizer", "sdlm", "--epochs", "2", "--train-per-class", "4",
                                     "--test-per-class", "2", "--sdlm-samples", "8", "--out", str(out),
@@ -279,3 +304,11 @@ def test_lecun1989_sdlm_tiny(tmp_path, standard_promotion, experiments_path):
     assert code == 0  # both paths (custom and reference gradients, custom curvature) agree
     results = json.loads((out / "results.json").read_text())
     assert all("SDLM" in r["optimizer"] and len(r["history"]) == 2 for r in results["runs"])
+    # figures.py --run reads its checkpoint too (it knew SGD's optimizer states only); registered, as
+    # its dataclasses look their module up
+    spec = importlib.util.spec_from_file_location("_experiment_figures", ROOT / "experiments" / "figures.py")
+    figures = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, figures)
+    spec.loader.exec_module(figures)
+    params, activation, note = figures._load_run(out)
+    assert activation == "tanh" and "pass 2" in note and params["H1"]["w"].shape == (5, 5, 1, 12)
