@@ -120,9 +120,14 @@ def test_array_errors_by_hand():
     expected = np.array([1.0, 0.0, -10.0])
     actual = np.array([1.0, 1e-6, -10.0 + 1e-4])
     max_abs, max_rel = gradcheck.array_errors(actual, expected)
-    # scale max(1, max|e|) = 10: rel = [0, 1e-6 / (0 + 10), 1e-4 / (10 + 10)]
+    # scale max|e| = 10: rel = [0, 1e-6 / (0 + 10), 1e-4 / (10 + 10)]
     assert max_abs == pytest.approx(1e-4)
     assert max_rel == pytest.approx(5e-6)
+    # a small array is judged on its own scale: 15% off is 0.15 / 2, however small (it was 1e-7 / 2
+    # when the scale was floored at 1, within float32's 1e-5)
+    assert gradcheck.array_errors(expected * 1.15e-6, expected * 1e-6)[1] == pytest.approx(0.075)
+    assert gradcheck.array_errors(np.zeros(2), np.zeros(2)) == (0.0, 0.0)
+    assert gradcheck.array_errors(np.array([0.0, 1e-30]), np.zeros(2))[1] > 1e200  # zeros met by zeros
     assert gradcheck.array_errors(np.array([np.nan, np.inf]), np.array([np.nan, np.inf])) == (0.0, 0.0)
     assert gradcheck.array_errors(np.array([np.nan, 1.0]), np.array([0.0, 1.0])) == (np.inf, np.inf)
     assert gradcheck.array_errors(np.zeros((0, 3)), np.zeros((0, 3))) == (0.0, 0.0)
@@ -131,15 +136,18 @@ def test_array_errors_by_hand():
 
 
 def test_relative_error_is_the_test_suites_criterion():
-    """rel <= rtol exactly when tests/tolerances' |a-e| <= rtol (|e| + max(1, max|e|)) holds."""
+    """rel <= rtol exactly when tests/tolerances' |a-e| <= rtol (|e| + max|e|) holds, at any scale."""
     rng = np.random.default_rng(0)
-    e = rng.standard_normal(50) * 3
-    a = e + rng.standard_normal(50) * 1e-4
-    _, rel = gradcheck.array_errors(a, e)
-    scale = max(1.0, float(np.max(np.abs(e))))
-    chex.assert_trees_all_close(a, e, rtol=rel * 1.001, atol=rel * 1.001 * scale)
-    with pytest.raises(AssertionError):
-        chex.assert_trees_all_close(a, e, rtol=rel * 0.999, atol=rel * 0.999 * scale)
+    for size in (3.0, 1e-6):
+        e = rng.standard_normal(50) * size
+        a = e + rng.standard_normal(50) * 1e-4 * size
+        _, rel = gradcheck.array_errors(a, e)
+        scale = float(np.max(np.abs(e)))
+        chex.assert_trees_all_close(a, e, rtol=rel * 1.001, atol=rel * 1.001 * scale)
+        with pytest.raises(AssertionError):
+            chex.assert_trees_all_close(a, e, rtol=rel * 0.999, atol=rel * 0.999 * scale)
+        with pytest.raises(AssertionError):  # the suite's own check, at float32's 1e-5 (rel ~ 1e-4)
+            tolerances.assert_close(a, e, dtype=jnp.float32)
 
 
 # ------------------------------------------------------------------------------ compare_vjp
@@ -329,7 +337,7 @@ def test_cli_small_correct_run_passes_and_writes_json(tmp_path, capsys):
     fd_cfg = next(c for c in checked if c["function"] == "fd:sigmoid")
     assert fd_cfg["dtype"] == "float64" and fd_cfg["kind"] == "fd"
     assert not jax.config.jax_enable_x64
-    assert not list(tmp_path.glob(".gradcheck-*"))  # the temporary file was renamed
+    assert not list(tmp_path.glob(".*.tmp"))  # `atomic_write`'s temporary file was renamed
 
 
 def test_cli_catches_planted_rule_and_replays_exactly(tmp_path, capsys):
@@ -359,9 +367,10 @@ def test_cli_catches_planted_rule_and_replays_exactly(tmp_path, capsys):
     assert f"{len(failed)} configs replayed, 0 failed" in capsys.readouterr().out
 
 
-def _toy_family(invalid_every_other: bool) -> Family:
-    def draw(rng, i):
-        return {"x_shape": [2, 4, 4, 1], "window": 5 if invalid_every_other and i % 2 else 2}
+def _toy_family(invalid_every_other: bool, invalid_always: bool = False) -> Family:
+    def draw(rng, i):  # a window of 5 over a 4x4 input: the library's ValueError
+        refused = invalid_always or invalid_every_other and i % 2
+        return {"x_shape": [2, 4, 4, 1], "window": 5 if refused else 2}
 
     def build(o, dtype):
         args = (o["window"],)
@@ -392,6 +401,31 @@ def test_cli_counts_invalid_configs_as_skipped_and_runs_float64(tmp_path, capsys
     invalid = [c for c in _load(out)["configs"] if c["status"] == "invalid"]
     assert len(invalid) == 3 and all(c["seed"] is None and "window" in c["message"] for c in invalid)
     assert not jax.config.jax_enable_x64  # restored after the float64 sweep
+
+
+def test_cli_fails_a_row_that_checked_fewer_configs_than_planned(tmp_path, capsys):
+    """A row whose draws the library refuses checks nothing: the sweep fails (it said "result: ok",
+    exit 0, when a regression in the shared validation disabled a whole row)."""
+    out = tmp_path / "short.json"
+    code = gradcheck.main(["--json", str(out), "--no-progress"],
+                          registry={"toy_pool": _toy_family(False, invalid_always=True)})
+    text = capsys.readouterr().out
+    assert code == 1 and "result: FAIL" in text
+    assert "short of their planned configs (the library refused the draws): toy_pool" in text
+    summary = _load(out)["summary"]["toy_pool"]
+    assert summary["configs"] == 0 and summary["short"] and summary["status"] == "FAIL (short)"
+    assert not _load(out)["passed"]
+
+
+def test_replay_of_a_config_the_library_now_refuses_fails(tmp_path, capsys):
+    """A stored failure that the library now refuses cannot be checked: not a pass (it was one)."""
+    stored = tmp_path / "old.json"
+    config = {"function": "toy_pool", "kind": "vjp", "options": {"x_shape": [2, 4, 4, 1], "window": 5},
+              "dtype": "float32", "seed": 7, "status": "fail", "worst_rel": 1.0}
+    stored.write_text(json.dumps({"tool": "jaxcnn.gradcheck", "format": gradcheck.sweep.FORMAT,
+                                  "configs": [config]}))
+    code = gradcheck.main(["--replay", str(stored)], registry={"toy_pool": _toy_family(False)})
+    assert code == 1 and "1 now refused by the library (not checked)" in capsys.readouterr().out
 
 
 def test_cli_usage_errors(capsys):

@@ -192,6 +192,7 @@ class _Row:
     worst_rel: float = 0.0
     rtol: float | None = None
     note: str | None = None
+    short: bool = False  # fewer valid configs than planned: a failure (nothing silently unchecked)
     seconds: float = 0.0
 
     def add(self, record: dict[str, Any]) -> None:
@@ -212,12 +213,14 @@ class _Row:
 
     @property
     def status(self) -> str:
-        if self.note is not None and not self.configs:
+        if self.note is not None and not self.configs and not self.short:
             return "n/a"
-        return f"FAIL {self.failed}/{self.configs}" if self.failed else "ok"
+        if self.failed:
+            return f"FAIL {self.failed}/{self.configs}"
+        return "FAIL (short)" if self.short else "ok"
 
     def summary(self) -> dict[str, Any]:
-        return {"configs": self.configs, "invalid": self.invalid, "failed": self.failed,
+        return {"configs": self.configs, "invalid": self.invalid, "failed": self.failed, "short": self.short,
                 "worst_abs": _jf(self.worst_abs), "worst_rel": _jf(self.worst_rel), "rtol": self.rtol,
                 "status": self.status, "note": self.note, "seconds": round(self.seconds, 3)}
 
@@ -353,7 +356,7 @@ def _sweep(opts: argparse.Namespace, families: list[Family], argv: Sequence[str]
                         progress.update(counts[j], family.name)
                         j += 1
             if j < len(counts):
-                row.note = f"only {j} valid static configs in {draws} draws"
+                row.note, row.short = f"only {j} of {len(counts)} static configs valid in {draws} draws", True
                 progress.update(sum(counts[j:]), family.name)
             row.seconds = time.perf_counter() - row_start
     finally:
@@ -363,9 +366,13 @@ def _sweep(opts: argparse.Namespace, families: list[Family], argv: Sequence[str]
     checked = sum(r.configs for r in rows)
     failed = sum(r.failed for r in rows)
     invalid = sum(r.invalid for r in rows)
+    short = [r.name for r in rows if r.short]
     print(f"\n{checked} configs checked in {sum(1 for r in rows if r.configs)} rows, {failed} failed, "
           f"{invalid} invalid static configs skipped (library ValueError), "
           f"{timing.shapes} static configs compiled")
+    if short:
+        print(f"rows short of their planned configs (the library refused the draws): {', '.join(short)}")
+    failed += len(short)
     print(f"time {wall:.1f} s wall ({cpu:.1f} s CPU on {os.cpu_count()} cores): first call per static config "
           f"(trace + compile + run) {timing.first_s:.1f} s, other calls {timing.run_s:.1f} s, "
           f"case setup {timing.setup_s:.1f} s")
@@ -420,7 +427,10 @@ def _replay(opts: argparse.Namespace, registry: Mapping[str, Family]) -> int:
             )
     print("\n".join(lines) if lines else "no failed configs to replay")
     still = sum(r["status"] in ("fail", "error") for r in records)
-    print(f"\n{len(records)} configs replayed, {still} failed", flush=True)
+    refused = sum(r["status"] == "invalid" for r in records)
+    print(f"\n{len(records)} configs replayed, {still} failed"
+          + (f", {refused} now refused by the library (not checked)" if refused else ""), flush=True)
+    still += refused  # a failure that can no longer be checked is not a pass
     if opts.json:
         payload = {"tool": "jaxcnn.gradcheck", "format": FORMAT, "replay_of": opts.replay, **env,
                    "passed": not still, "summary": {}, "configs": records}

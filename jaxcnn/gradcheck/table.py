@@ -262,8 +262,8 @@ def _draw_pool(name: str, rng: np.random.Generator, i: int, nd: int = 2, small: 
         "padding": _padding(rng, _PADDINGS[(i // 2) % 6], tuple(w - 1 for w in win)),
         quantised: i % 2 == 0,
     }
-    for key in _keywords(name, bool):  # count_include_pad, ceil_mode
-        options[key] = (i // 2) % 4 < 2
+    for k, key in enumerate(_keywords(name, bool)):  # count_include_pad, ceil_mode: bit k of i // 2, so
+        options[key] = (i // (2 << k)) % 2 == 0  # that every combination comes within eight configs
     for key in _keywords(name, int):  # the window's dilation (max_pool)
         options[key] = int(rng.integers(1, 3))
     pools = tuple(getattr(_lowering, "POOL_LOWERINGS", ("auto",)))
