@@ -587,6 +587,9 @@ def one_hot_pm1(labels: ArrayLike, num_classes: int = 10) -> jax.Array:
         lo, hi = int(y.min()), int(y.max())
         if lo < 0 or hi >= n:
             raise fail(fn, f"`labels` must lie in [0, {n}), got values in [{lo}, {hi}]")
-    classes = jnp.arange(n, dtype=y.dtype).reshape((1,) * y.ndim + (n,))  # no rank promotion
-    hit = y[..., None] == classes
+    if n > np.iinfo(np.int32).max:
+        raise fail(fn, f"`num_classes` must be at most {np.iinfo(np.int32).max}, got {n}")
+    # the classes in int32, not the labels' dtype: uint8 labels of 300 classes wrapped class 256 to 0
+    classes = jnp.arange(n, dtype=jnp.int32).reshape((1,) * y.ndim + (n,))  # no rank promotion
+    hit = y[..., None].astype(jnp.int32) == classes
     return jnp.where(hit, jnp.float32(1.0), jnp.float32(-1.0))

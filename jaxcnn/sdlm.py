@@ -55,6 +55,7 @@ import optax
 
 from jaxcnn import curvature, train
 from jaxcnn._checks import fail, is_int
+from jaxcnn.train import loop as _loop
 from jaxcnn.train import steps as _steps
 
 __all__ = [
@@ -373,101 +374,62 @@ def fit(
         `jaxcnn.reference` twins, whose autodiff has no second-order rules.
 
     Returns:
-      `jaxcnn.train.FitResult`; ``compile_seconds`` covers the curvature estimate and the pass
-      (the evaluation compiles within the first ``eval_seconds``), ``train_seconds`` the
-      curvature passes and the updates.
+      `jaxcnn.train.FitResult`; ``compile_seconds`` covers the curvature estimate, the pass and
+      the evaluations, ``train_seconds`` the curvature passes and the updates.
+
+    Raises:
+      NonFiniteLossError: a training or evaluation loss became NaN or infinite; as in
+        `jaxcnn.train.fit`, the checkpoint then holds the epoch of the best finite evaluation.
+      ValueError: bad arguments; a checkpoint that does not match, was written with other
+        settings (seed, training-set size, `samples`, `gamma`, `config`) or holds more epochs
+        than `epochs`.
     """
     fn = "sdlm.fit"
     if batch_size is not None:
         raise fail(fn, f"`batch_size` must be None (per-example steps), got {batch_size!r}")
+    _steps._check_optimizer(fn, optimizer)
     curvature_apply_fn = apply_fn if curvature_apply_fn is None else curvature_apply_fn
     curvature_loss_fn = loss_fn if curvature_loss_fn is None else curvature_loss_fn
+    n = _loop.check_fit_args(fn, *train_set, epochs, None, seed)
     x_train, y_train = jnp.asarray(train_set[0]), jnp.asarray(train_set[1])
-    n = int(x_train.shape[0])
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+    if epochs < 1:
         raise fail(fn, f"`epochs` must be a positive int, got {epochs!r}")
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
         raise fail(fn, f"`samples` must be a positive int, got {samples!r}")
     if gamma is not None:
         _check_gamma(fn, gamma)
     eval_loss_fn = loss_fn if eval_loss_fn is None else eval_loss_fn
-    eval_data = {k: (jnp.asarray(a), jnp.asarray(b)) for k, (a, b) in dict(eval_sets or {}).items()}
-
-    params = jax.tree.map(jnp.array, params)
-    opt_state = optimizer.init(params)
-    history: list[dict[str, Any]] = []
-    start, train_seconds = 0, 0.0
-    if progress is True:
-        reporter = train.PrintProgress()
-    elif isinstance(progress, train.Progress):
-        reporter = progress
-    elif progress is False or progress is None:
-        reporter = None
-    else:
-        raise fail(fn, f"`progress` must be a bool or a jaxcnn.train.Progress, got {progress!r}", TypeError)
+    eval_sets = dict(eval_sets or {})
+    for name, (ex, ey) in eval_sets.items():
+        _steps._check_eval_args(f"{fn}: eval set {name!r}", ex, ey, eval_batch_size)
+    reporter = _loop.reporter_for(fn, progress)
     meta_run = {"seed": int(seed), "batch_size": None, "n_train": n, "sdlm_samples": int(samples),
                 "sdlm_gamma": None if gamma is None else float(gamma),
                 "config": json.loads(json.dumps(dict(config or {})))}
     ckpt = None if checkpoint is None else Path(checkpoint)
-    if ckpt is not None and resume and ckpt.exists():
-        state, meta = train.load_checkpoint(ckpt, {"params": params, "opt_state": opt_state})
-        for key, value in meta_run.items():
-            if meta.get(key) != value:
-                raise fail(fn, f"checkpoint '{ckpt}' was written with {key}={meta.get(key)!r}, this run "
-                               f"has {key}={value!r}; use another path or resume=False")
-        params, opt_state = state["params"], state["opt_state"]
-        history, start = list(meta["history"]), int(meta["epoch"])
-        train_seconds = float(meta.get("train_seconds", 0.0))
+    run = _loop.start_run(fn, optimizer, params, ckpt if resume else None, meta_run, epochs)
+    evals = {k: (jnp.asarray(a), jnp.asarray(b)) for k, (a, b) in eval_sets.items()}
+    data = _loop.Data(x_train, y_train, evals)
 
     t0 = time.perf_counter()
     sample0, order0 = curvature_sample(seed, 0, n, samples), train.epoch_permutation(seed, 0, n)
     estimate = _estimator(curvature_apply_fn, curvature_loss_fn).lower(
-        params, x_train[sample0], y_train[sample0]).compile()
+        run.params, x_train[sample0], y_train[sample0]).compile()
     if gamma is None:
         one_pass = train.make_sgd_epoch(apply_fn, loss_fn, optimizer)
     else:
         one_pass = _running_epoch(apply_fn, loss_fn, curvature_apply_fn, curvature_loss_fn, optimizer,
                                   float(gamma))
-    one_pass = one_pass.lower(params, opt_state, x_train, y_train, order0).compile()
-    compile_seconds = time.perf_counter() - t0
+    one_pass = one_pass.lower(run.params, run.opt_state, x_train, y_train, order0).compile()
 
-    eval_seconds = 0.0
-    saved = start if ckpt is not None and start else None  # the epoch the checkpoint holds
-    if reporter is not None:
-        reporter.start(desc=desc, total=epochs, initial=start, unit="epoch")
-    try:
-        for epoch in range(start, epochs):
-            t0 = time.perf_counter()
-            if gamma is None or epoch == 0:  # running: h_bar starts from pass 1's estimate
-                sample = curvature_sample(seed, epoch, n, samples)
-                h = estimate(params, x_train[sample], y_train[sample])
-                opt_state = set_curvature(opt_state, h)
-            params, opt_state, losses = one_pass(params, opt_state, x_train, y_train,
-                                                 train.epoch_permutation(seed, epoch, n))
-            losses = np.asarray(jax.device_get(losses))
-            seconds = time.perf_counter() - t0
-            train_seconds += seconds
-            if not np.all(np.isfinite(losses)):
-                raise train.NonFiniteLossError(
-                    f"`{fn}`: the training loss became non-finite in pass {epoch + 1}; lower the learning "
-                    "rate or raise mu", epoch=epoch + 1, kept_epoch=saved, checkpoint=ckpt, history=history)
-            record: dict[str, Any] = {"epoch": epoch + 1, "train_loss_running": float(losses.mean())}
-            t0 = time.perf_counter()
-            for name, (ex, ey) in eval_data.items():
-                result = train.evaluate(apply_fn, eval_loss_fn, params, ex, ey, batch_size=eval_batch_size)
-                record[f"{name}_loss"], record[f"{name}_error"] = result.loss, result.error
-            eval_seconds += time.perf_counter() - t0
-            record["seconds"] = seconds
-            history.append(record)
-            if ckpt is not None:
-                train.save_checkpoint(ckpt, {"params": params, "opt_state": opt_state},
-                                      {"epoch": epoch + 1, "history": history, "train_seconds": train_seconds,
-                                       **meta_run})
-                saved = epoch + 1
-            if reporter is not None:
-                reporter.advance(1)
-                reporter.epoch_done(record, epochs)
-    finally:
-        if reporter is not None:
-            reporter.close()
-    return train.FitResult(params, opt_state, history, compile_seconds, train_seconds, eval_seconds, start)
+    def run_epoch(params: Any, opt_state: Any, epoch: int, advance: Callable[[int], None]):
+        if gamma is None or epoch == 0:  # running: h_bar starts from pass 1's estimate
+            sample = curvature_sample(seed, epoch, n, samples)
+            opt_state = set_curvature(opt_state, estimate(params, x_train[sample], y_train[sample]))
+        out = one_pass(params, opt_state, x_train, y_train, train.epoch_permutation(seed, epoch, n))
+        advance(1)
+        return out
+
+    evaluators = _loop.compile_evaluators(apply_fn, eval_loss_fn, eval_batch_size, run, data)
+    compiled = _loop.Compiled(run_epoch, evaluators, time.perf_counter() - t0, 1, "epoch")
+    return _loop.run_epochs(fn, compiled, run, data, epochs, reporter, ckpt, meta_run, desc)

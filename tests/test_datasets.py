@@ -494,6 +494,9 @@ def test_one_hot_pm1():
     np.testing.assert_array_equal(got, expected)
     np.testing.assert_array_equal(jax.jit(datasets.one_hot_pm1)(labels), expected)
     assert datasets.one_hot_pm1(np.zeros((2, 4), np.int32), 3).shape == (2, 4, 3)
+    # small label dtypes: the classes past their range do not wrap (uint8 label 0 also hit class 256)
+    small = datasets.one_hot_pm1(np.array([0, 255], np.uint8), 300)
+    assert [np.flatnonzero(row > 0).tolist() for row in np.asarray(small)] == [[0], [255]]
 
 
 def test_one_hot_pm1_rejects_bad_labels():

@@ -151,6 +151,27 @@ def test_fit_resume_reproduces_an_uninterrupted_run(tmp_path):
     assert full.history[-1]["train_loss"] < full.history[0]["train_loss"]
     with pytest.raises(ValueError, match="`sdlm.fit`: `batch_size` must be None"):
         sdlm.fit(apply, jaxcnn.squared_error, sdlm.sdlm(0.002), params, (x, t), batch_size=4, **kw)
+    for seed, says in ((-1, "an int >= 0, got -1"), (2**32, "below 2\\*\\*32")):  # once OverflowErrors
+        with pytest.raises(ValueError, match=f"`sdlm.fit`: `seed` must be {says}"):
+            sdlm.fit(apply, jaxcnn.squared_error, sdlm.sdlm(0.002), params, (x, t), **{**kw, "seed": seed})
+    # fewer epochs than the checkpoint holds: refused as by train.fit (it returned 3 epochs for 2)
+    with pytest.raises(ValueError, match=r"`sdlm.fit`: checkpoint '.*c.npz' has 3 epochs, `epochs` is 2"):
+        sdlm.fit(apply, jaxcnn.squared_error, sdlm.sdlm(0.002), params, (x, t), checkpoint=ckpt,
+                 **{**kw, "epochs": 2})
+
+
+def test_fit_stops_on_a_non_finite_evaluation_loss(tmp_path):
+    """A NaN evaluation loss stops the run as `train.fit` does (it was recorded, and checkpointed,
+    silently); the checkpoint keeps the last finite epoch."""
+    apply, params, x, t = _mlp()
+    ckpt = tmp_path / "c.npz"
+    kw = dict(seed=1, samples=8, progress=False, checkpoint=ckpt)
+    sdlm.fit(apply, jaxcnn.squared_error, sdlm.sdlm(0.002), params, (x, t), epochs=1,
+             eval_sets={"test": (x, t)}, **kw)
+    with pytest.raises(train.NonFiniteLossError, match="evaluation set 'test' became nan at epoch 2") as err:
+        sdlm.fit(apply, jaxcnn.squared_error, sdlm.sdlm(0.002), params, (x, t), epochs=3,
+                 eval_sets={"test": (x.at[0, 0].set(jnp.nan), t)}, **kw)
+    assert err.value.kept_epoch == 1 and [h["epoch"] for h in err.value.history] == [1]
 
 
 def _one_curvature(apply):

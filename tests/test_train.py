@@ -164,6 +164,21 @@ def test_checkpoint_round_trip(tmp_path, standard_promotion):
         assert "params/H1/w" in archive.files
 
 
+def test_checkpoint_of_bfloat16_and_float8_leaves_loads_back(tmp_path):
+    """NumPy's .npz keeps only the raw bytes of bfloat16 and float8 (dtype ``|V2``, ``|V1``): such a
+    checkpoint was written but refused on load ("dtype |V2; the template expects bfloat16")."""
+    path = tmp_path / "low.npz"
+    state = {"params": {"w": jnp.arange(6, dtype=jnp.bfloat16).reshape(2, 3) / 3,
+                        "s": jnp.full((4,), 1.5, jnp.float8_e4m3fn), "b": jnp.ones(3, jnp.float32)}}
+    train.save_checkpoint(path, state, {"epoch": 1})
+    loaded, meta = train.load_checkpoint(path, state)
+    assert jax.tree.map(lambda a: a.dtype, loaded) == jax.tree.map(lambda a: a.dtype, state)
+    assert _equal(loaded, state) and meta == {"format": train.CHECKPOINT_FORMAT, "epoch": 1}
+    other = {"params": {**state["params"], "w": jnp.zeros((2, 3), jnp.float16)}}  # same width, not the same
+    with pytest.raises(ValueError, match="low.npz.*'params/w' has shape \\(2, 3\\) and dtype bfloat16"):
+        train.load_checkpoint(path, other)
+
+
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch, standard_promotion):
     path = tmp_path / "ckpt.npz"
     train.save_checkpoint(path, _state(), {"epoch": 1})
@@ -350,6 +365,8 @@ def test_fit_progress_and_timings(capsys, monkeypatch):
         train.fit(APPLY, jaxcnn.squared_error, SGD, _params(), (x, t), epochs=1, batch_size=13)
     with pytest.raises(ValueError, match="`fit`: `augment` and `data_parallel` need minibatches"):
         train.fit(APPLY, jaxcnn.squared_error, SGD, _params(), (x, t), epochs=1, augment=_noise)
+    with pytest.raises(ValueError, match=r"`fit`: `seed` must be below 2\*\*32, got 4294967296"):
+        train.fit(APPLY, jaxcnn.squared_error, SGD, _params(), (x, t), epochs=1, seed=2**32)  # OverflowError
 
 
 class _Recorder:

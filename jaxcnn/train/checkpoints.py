@@ -26,6 +26,10 @@ __all__ = ["CHECKPOINT_FORMAT", "load_checkpoint", "save_checkpoint"]
 
 CHECKPOINT_FORMAT = "jaxcnn-checkpoint-v1"
 _META_KEY = "__meta__"
+# The dtypes NumPy's .npz cannot name (bfloat16, the float8s: stored as raw void bytes, which no
+# dtype check could tell apart): such leaves are saved as unsigned ints of their width, and their
+# dtype names under this key, so that they load back as what they were.
+_DTYPES_KEY = "__dtypes__"
 
 
 def _key_name(entry: Any) -> str:
@@ -41,7 +45,7 @@ def _flatten(state: Mapping[str, Any]) -> dict[str, np.ndarray]:
     for top, tree in state.items():
         for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
             key = "/".join([top, *(_key_name(e) for e in path)])
-            if key in flat or key == _META_KEY:
+            if key in flat or key in (_META_KEY, _DTYPES_KEY):
                 raise fail("save_checkpoint", f"two leaves share the key {key!r}")
             flat[key] = np.asarray(jax.device_get(leaf))
     return flat
@@ -61,6 +65,9 @@ def save_checkpoint(path: str | os.PathLike[str], state: Mapping[str, Any], meta
       meta: e.g. ``{"epoch": 3, "seed": 0, "history": [...]}``.
     """
     flat = _flatten(state)
+    extended = {k: a.dtype.name for k, a in flat.items() if a.dtype.kind == "V"}
+    flat.update({k: flat[k].view(f"u{flat[k].dtype.itemsize}") for k in extended})
+    flat[_DTYPES_KEY] = np.array(json.dumps(extended))
     flat[_META_KEY] = np.array(json.dumps({"format": CHECKPOINT_FORMAT, **meta}))
     buffer = io.BytesIO()
     np.savez(buffer, **flat)
@@ -102,6 +109,7 @@ def load_checkpoint(
         raise fail("load_checkpoint", f"{where} has no valid {_META_KEY!r} entry: {err}") from err
     if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
         raise fail("load_checkpoint", f"{where} is not a {CHECKPOINT_FORMAT} file")
+    _restore_dtypes(where, stored)
     missing, extra = sorted(set(expected) - set(stored)), sorted(set(stored) - set(expected))
     if missing or extra:
         raise fail(
@@ -122,3 +130,18 @@ def load_checkpoint(
         leaves = [jnp.asarray(stored["/".join([top, *(_key_name(e) for e in p)])]) for p, _ in paths]
         state[top] = jax.tree_util.tree_unflatten(treedef, leaves)
     return state, meta
+
+
+def _restore_dtypes(where: str, stored: dict[str, np.ndarray]) -> None:
+    """View the leaves `save_checkpoint` stored as unsigned ints back as their dtypes (in place)."""
+    try:
+        names = json.loads(str(stored.pop(_DTYPES_KEY)[()])) if _DTYPES_KEY in stored else {}
+        dtypes = {k: jnp.dtype(v) for k, v in names.items()}
+    except (TypeError, ValueError) as err:
+        raise fail("load_checkpoint", f"{where} has no valid {_DTYPES_KEY!r} entry: {err}") from err
+    for key, dtype in dtypes.items():
+        got = stored.get(key)
+        if got is None or got.dtype != np.dtype(f"u{dtype.itemsize}"):
+            raise fail("load_checkpoint", f"{where}: {key!r} is listed as {dtype.name} but stored as "
+                                          f"{None if got is None else got.dtype}")
+        stored[key] = got.view(dtype)

@@ -143,7 +143,7 @@ class _Silent(PrintProgress):
         pass
 
 
-def _progress(fn: str, progress: Any) -> Progress:
+def reporter_for(fn: str, progress: Any) -> Progress:
     if progress is True:
         return PrintProgress()
     if progress is False or progress is None:
@@ -194,7 +194,7 @@ def _remember_if_best(run: _Run, record: Mapping[str, Any], meta: Mapping[str, A
         run.best = _Snapshot(run.epoch, metric, score, state, {**meta, "history": list(meta["history"])})
 
 
-def _start(fn: str, optimizer: optax.GradientTransformation, params: Any, ckpt: Path | None,
+def start_run(fn: str, optimizer: optax.GradientTransformation, params: Any, ckpt: Path | None,
            meta_run: Mapping[str, Any], epochs: int) -> _Run:
     """A fresh run, or the one saved in `ckpt` (validated against this call's settings)."""
     params = jax.tree.map(jnp.array, params)  # a private copy: its buffers are donated
@@ -247,13 +247,13 @@ def _diverged(fn: str, run: _Run, ckpt: Path | None, epoch: int, what: str) -> N
 
 
 # ---------------------------------------------------------------------------------- epochs
-class _Data(NamedTuple):
+class Data(NamedTuple):
     x: jax.Array
     y: jax.Array
     evals: dict[str, tuple[jax.Array, jax.Array]]
 
 
-class _Compiled(NamedTuple):
+class Compiled(NamedTuple):
     run_epoch: Callable[[Any, Any, int, Callable[[int], None]], tuple[Any, Any, jax.Array]]
     evaluators: dict[str, Callable[..., Any]]
     seconds: float
@@ -262,8 +262,8 @@ class _Compiled(NamedTuple):
 
 
 def _compile(apply_fn: ApplyFn, loss_fn: LossFn, eval_loss_fn: LossFn, eval_batch_size: int,
-             optimizer: optax.GradientTransformation, run: _Run, data: _Data, *, seed: int,
-             batch_size: int | None, augment: Callable | None, mesh: Mesh | None) -> _Compiled:
+             optimizer: optax.GradientTransformation, run: _Run, data: Data, *, seed: int,
+             batch_size: int | None, augment: Callable | None, mesh: Mesh | None) -> Compiled:
     """Compile the epoch (or step) and the evaluations ahead of time, so that the clock of the
     epochs measures training only."""
     t0 = time.perf_counter()
@@ -299,12 +299,18 @@ def _compile(apply_fn: ApplyFn, loss_fn: LossFn, eval_loss_fn: LossFn, eval_batc
                 advance(1)
             return params, opt_state, jnp.stack(losses)
 
+    evaluators = compile_evaluators(apply_fn, eval_loss_fn, eval_batch_size, run, data)
+    return Compiled(run_epoch, evaluators, time.perf_counter() - t0, steps, unit)
+
+
+def compile_evaluators(apply_fn: ApplyFn, eval_loss_fn: LossFn, eval_batch_size: int, run: _Run,
+                       data: Data) -> dict[str, Callable[..., Any]]:
+    """The evaluation of every set of ``data.evals``, compiled for the run's parameters."""
     evaluator = _evaluator(apply_fn, eval_loss_fn, int(eval_batch_size))
-    evaluators = {k: evaluator.lower(run.params, *d).compile() for k, d in data.evals.items()}
-    return _Compiled(run_epoch, evaluators, time.perf_counter() - t0, steps, unit)
+    return {k: evaluator.lower(run.params, *d).compile() for k, d in data.evals.items()}
 
 
-def _train_epoch(fn: str, compiled: _Compiled, run: _Run, data: _Data, epoch: int,
+def _train_epoch(fn: str, compiled: Compiled, run: _Run, data: Data, epoch: int,
                  progress: Progress, ckpt: Path | None, meta_run: Mapping[str, Any]) -> dict[str, Any]:
     """Epoch `epoch` (0-based): train, evaluate, checkpoint; its history record."""
     t0 = time.perf_counter()
@@ -338,10 +344,13 @@ def _train_epoch(fn: str, compiled: _Compiled, run: _Run, data: _Data, epoch: in
 
 
 # -------------------------------------------------------------------------------------- fit
-def _check_fit_args(fn: str, x: Any, y: Any, epochs: Any, batch_size: Any, seed: Any) -> int:
+def check_fit_args(fn: str, x: Any, y: Any, epochs: Any, batch_size: Any, seed: Any) -> int:
+    """The training set's size, after `fit`'s checks of its arguments (`jaxcnn.sdlm.fit`'s too)."""
     for name, value, minimum in (("epochs", epochs, 0), ("seed", seed, 0)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
             raise fail(fn, f"`{name}` must be an int >= {minimum}, got {value!r}")
+    if seed >= 2**32:  # the data order's key is folded from a uint32 (`epoch_permutation`)
+        raise fail(fn, f"`seed` must be below 2**32, got {seed!r}")
     n = jnp.shape(x)[0] if jnp.ndim(x) else 0
     if n < 1 or jnp.ndim(y) < 1 or jnp.shape(y)[0] != n:
         raise fail(
@@ -436,20 +445,20 @@ def fit(
     fn = "fit"
     _check_optimizer(fn, optimizer)
     x_train, y_train = train
-    n = _check_fit_args(fn, x_train, y_train, epochs, batch_size, seed)
+    n = check_fit_args(fn, x_train, y_train, epochs, batch_size, seed)
     if batch_size is None and (augment is not None or data_parallel):
         raise fail(fn, "`augment` and `data_parallel` need minibatches (`batch_size` is None)")
     eval_sets = dict(eval_sets or {})
     for name, (ex, ey) in eval_sets.items():
         _check_eval_args(f"{fn}: eval set {name!r}", ex, ey, eval_batch_size)
-    reporter = _progress(fn, progress)
+    reporter = reporter_for(fn, progress)
     mesh = _mesh(fn, data_parallel, batch_size)
     meta_run = {"seed": int(seed), "batch_size": batch_size, "n_train": n,
                 "config": json.loads(json.dumps(dict(config or {})))}
     ckpt = None if checkpoint is None else Path(checkpoint)
-    run = _start(fn, optimizer, params, ckpt if resume else None, meta_run, epochs)
+    run = start_run(fn, optimizer, params, ckpt if resume else None, meta_run, epochs)
 
-    data = _Data(jnp.asarray(x_train), jnp.asarray(y_train),
+    data = Data(jnp.asarray(x_train), jnp.asarray(y_train),
                  {k: (jnp.asarray(a), jnp.asarray(b)) for k, (a, b) in eval_sets.items()})
     if mesh is not None:
         run.params, run.opt_state = replicate(run.params, mesh), replicate(run.opt_state, mesh)
@@ -457,6 +466,14 @@ def fit(
     compiled = _compile(apply_fn, loss_fn, loss_fn if eval_loss_fn is None else eval_loss_fn, eval_batch_size,
                         optimizer, run, data, seed=seed, batch_size=batch_size, augment=augment, mesh=mesh)
 
+    return run_epochs(fn, compiled, run, data, epochs, reporter, ckpt, meta_run, desc)
+
+
+def run_epochs(fn: str, compiled: Compiled, run: _Run, data: Data, epochs: int, reporter: Progress,
+               ckpt: Path | None, meta_run: Mapping[str, Any], desc: str) -> FitResult:
+    """Epochs ``run.epoch .. epochs - 1`` of a started run (`start_run`) with its compiled epoch:
+    `fit`'s loop, and `jaxcnn.sdlm.fit`'s (training and evaluation losses checked, checkpoints,
+    the best finite epoch kept on a divergence)."""
     reporter.start(desc=desc, total=epochs * compiled.steps, initial=run.epoch * compiled.steps,
                    unit=compiled.unit)
     try:
