@@ -128,6 +128,11 @@ def test_array_errors_by_hand():
     assert gradcheck.array_errors(expected * 1.15e-6, expected * 1e-6)[1] == pytest.approx(0.075)
     assert gradcheck.array_errors(np.zeros(2), np.zeros(2)) == (0.0, 0.0)
     assert gradcheck.array_errors(np.array([0.0, 1e-30]), np.zeros(2))[1] > 1e200  # zeros met by zeros
+    # a comparison holding larger values floors the scale, up to 1 (`comparison_floor`)
+    floored = gradcheck.array_errors(expected * 1.15e-6, expected * 1e-6, 1.0)[1]
+    assert floored == pytest.approx(1.5e-6, rel=1e-4)
+    assert gradcheck.comparison_floor((np.array([0.5, -0.2]), [np.array([1e-6])])) == 0.5
+    assert gradcheck.comparison_floor({"y": np.array([3.0, np.inf])}) == 1.0
     assert gradcheck.array_errors(np.array([np.nan, np.inf]), np.array([np.nan, np.inf])) == (0.0, 0.0)
     assert gradcheck.array_errors(np.array([np.nan, 1.0]), np.array([0.0, 1.0])) == (np.inf, np.inf)
     assert gradcheck.array_errors(np.zeros((0, 3)), np.zeros((0, 3))) == (0.0, 0.0)
@@ -151,6 +156,20 @@ def test_relative_error_is_the_test_suites_criterion():
 
 
 # ------------------------------------------------------------------------------ compare_vjp
+def test_a_wrong_rule_of_a_small_function_fails_in_float32():
+    """Outputs and gradients all ~1e-6, the rule 15% off: it passed when every scale was floored at 1
+    (errors of ~1e-7 against float32's 1e-5, in absolute terms)."""
+    @jax.custom_vjp
+    def wrong(x):
+        return 1e-6 * jnp.sin(x)
+
+    wrong.defvjp(lambda x: (wrong(x), x), lambda x, g: (1.15e-6 * jnp.cos(x) * g,))
+    x = _normal(0, (4, 5), jnp.float32)
+    res = gradcheck.compare_vjp(wrong, lambda x: 1e-6 * jnp.sin(x), (x,), seed=0)
+    assert res.forward[0].passed and not res.passed
+    assert res.grads[0].max_rel > 0.05 and res.grads[0].max_abs < 1e-5
+
+
 def test_correct_conv2d_passes_with_tiny_errors():
     x, w, b = _conv_args()
     res = gradcheck.compare_vjp(partial(jaxcnn.conv2d, **CONV_KW), partial(reference.conv2d, **CONV_KW),

@@ -54,6 +54,7 @@ from jaxcnn.gradcheck.errors import (
     FDResult,
     FDStats,
     array_errors,
+    comparison_floor,
     rtol_for,
 )
 from jaxcnn.gradcheck.table import default_registry
@@ -72,6 +73,7 @@ __all__ = [
     "Family",
     "array_errors",
     "check_finite_differences",
+    "comparison_floor",
     "compare_gauss_newton",
     "compare_vjp",
     "default_registry",

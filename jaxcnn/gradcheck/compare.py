@@ -37,6 +37,7 @@ from jaxcnn.gradcheck.errors import (
     FDResult,
     FDStats,
     array_errors,
+    comparison_floor,
     rtol_for,
 )
 
@@ -148,13 +149,14 @@ def _vjp_pair(custom_fn, reference_fn, argnums, args, cotangent):
     return out_c, out_r, vjp_c(cotangent), vjp_r(cotangent)
 
 
-def _stats(names: list[str], actual: Any, expected: Any, rtol: float | None) -> list[ErrorStats]:
+def _stats(names: list[str], actual: Any, expected: Any, rtol: float | None,
+           floor: float) -> list[ErrorStats]:
     out = []
     leaves_e = jax.tree_util.tree_leaves(expected)
     for name, a, e in zip(names, jax.tree_util.tree_leaves(actual), leaves_e, strict=True):
         a, e = np.asarray(a), np.asarray(e)
         tol = rtol if rtol is not None else rtol_for(e.dtype) if jnp.issubdtype(e.dtype, jnp.inexact) else 0.0
-        max_abs, max_rel = array_errors(a, e)
+        max_abs, max_rel = array_errors(a, e, floor)
         out.append(ErrorStats(name, tuple(e.shape), jnp.dtype(e.dtype).name, max_abs, max_rel, tol))
     return out
 
@@ -222,8 +224,9 @@ def vjp_checker(
         problems += _mismatches("reference gradient", p.grad_names, g_r, primals)
         if problems:
             return CheckResult((), (), tuple(problems), seed)
-        forward = _stats(p.out_names, out_c, out_r, rtol)
-        grads = _stats(p.grad_names, g_c, g_r, rtol)
+        floor = comparison_floor(out_r, g_r)
+        forward = _stats(p.out_names, out_c, out_r, rtol, floor)
+        grads = _stats(p.grad_names, g_c, g_r, rtol, floor)
         return CheckResult(tuple(forward), tuple(grads), (), seed)
 
     return check
@@ -479,7 +482,8 @@ def gn_checker(
         problems += _mismatches("oracle", p.grad_names, want, primals)
         if problems:
             return CheckResult((), (), tuple(problems), seed)
-        return CheckResult((), tuple(_stats(p.grad_names, got, want, rtol)), (), seed)
+        stats = _stats(p.grad_names, got, want, rtol, comparison_floor(want))
+        return CheckResult((), tuple(stats), (), seed)
 
     return check
 

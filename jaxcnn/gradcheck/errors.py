@@ -6,16 +6,24 @@ to float64), elementwise over the array:
 .. math::
 
     \text{abs} = \max_i |a_i - e_i|, \qquad
-    \text{rel} = \max_i \frac{|a_i - e_i|}{|e_i| + \max_j |e_j|}
+    \text{rel} = \max_i \frac{|a_i - e_i|}{|e_i| + S}, \qquad
+    S = \max\big(\max_j |e_j|,\ \min(1, G)\big)
 
-and a result passes when ``rel <= rtol``, i.e. ``|a - e| <= rtol * (|e| + max|e|)`` elementwise:
-the test-suite's definition (``tests/tolerances.py`` reads `RTOL` from here). Entries near zero
-are judged on the array's scale, its largest entry, not their own (sums taken in another order
-differ by rounding proportional to the terms, not to the result), and only on it: a scale floored
-at 1, as it was, made the check absolute for an array whose entries are all small, so that a
-network's deep-layer gradients of ~1e-6, 15% off, passed a float32 check (``rtol`` 1e-5). An
-all-zero reference is met by zeros only. NaN against NaN and equal infinities count as equal; NaN
-or an infinity against anything else is an infinite error.
+with ``G`` the largest entry of every reference array of the same comparison (the outputs and
+gradients of one `compare_vjp` call, the leaves of one tree; `comparison_floor`), and a result
+passes when ``rel <= rtol``, i.e. ``|a - e| <= rtol * (|e| + S)`` elementwise: the test-suite's
+definition (``tests/tolerances.py`` reads `RTOL` from here). Entries near zero are judged on a
+scale, not their own: sums taken in another order differ by rounding proportional to the terms
+summed, not to the result, and a gradient that cancels to nearly nothing (the second derivative of
+a one-unit l2 pool, ``|x|``, is 0 up to rounding) is noise on its own scale. The array's own
+largest entry is that scale; where the comparison holds larger values, they bound its terms, up
+to 1. Until 2026-12-07 every scale was floored at 1, so that a comparison of small arrays only was
+absolute: a function whose outputs and gradients are all ~1e-6, its rule 15% off, passed a float32
+check (``rtol`` 1e-5). Where the comparison holds a value of 1 or more (a network's loss), a float32
+check still resolves a gradient's error down to ~1e-5 in absolute terms only: the float64 check
+(``rtol`` 1e-10) is the one that sees a small deep-layer gradient go wrong. An all-zero comparison
+is met by zeros only. NaN against NaN and equal infinities count as equal; NaN or an infinity
+against anything else is an infinite error.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -60,8 +69,17 @@ def rtol_for(dtype: Any) -> float:
     return RTOL[name]
 
 
-def array_errors(actual: Any, expected: Any) -> tuple[float, float]:
-    """``(max_abs, max_rel)`` of `actual` against `expected`, as defined in the module docstring.
+def comparison_floor(*expected: Any) -> float:
+    """``min(1, G)``: ``G`` the largest finite ``|entry|`` of every array of the trees `expected`
+    (the reference results of one comparison), the floor of each one's scale (module docstring)."""
+    peaks = [float(np.max(np.abs(e[np.isfinite(e)]), initial=0.0))
+             for e in (np.asarray(leaf, np.float64) for leaf in jax.tree_util.tree_leaves(expected))]
+    return min(1.0, max(peaks, default=0.0))
+
+
+def array_errors(actual: Any, expected: Any, floor: float = 0.0) -> tuple[float, float]:
+    """``(max_abs, max_rel)`` of `actual` against `expected`, as defined in the module docstring;
+    `floor` is the comparison's ``min(1, G)`` (`comparison_floor`; 0: the array's own scale only).
 
     Args:
       actual: the custom result.
@@ -85,7 +103,7 @@ def array_errors(actual: Any, expected: Any) -> tuple[float, float]:
         same = (a == e) | (np.isnan(a) & np.isnan(e))
         diff = np.where(same, 0.0, np.where(np.isnan(diff), np.inf, diff))
         finite = np.abs(e[np.isfinite(e)])
-        scale = max(_TINY, float(np.max(finite, initial=0.0)))  # > 0: an all-zero reference divides
+        scale = max(_TINY, floor, float(np.max(finite, initial=0.0)))  # > 0: all zeros divide too
         rel = diff / (np.abs(e) + scale)
         rel = np.where(same, 0.0, np.where(np.isnan(rel), np.inf, rel))
     return float(np.max(diff)), float(np.max(rel))
