@@ -301,6 +301,14 @@ def test_resume_with_fewer_epochs_than_the_checkpoint_is_refused(tmp_path):
         _fit(tmp_path, 2)
     assert len(_fit(tmp_path, 2, resume=False).history) == 2  # starting afresh is allowed
     assert _fit(tmp_path, 2).start_epoch == 2  # the fresh run's checkpoint resumes
+    # a checkpoint of the right arrays without fit's record: the library's error (a bare KeyError)
+    state = {"params": _params(), "opt_state": SGD.init(_params())}
+    for meta, says in (({"epoch": 1}, "epoch=1 and history=None"), ({"epoch": 2, "history": [{}]},
+                                                                      "epoch=2 and 1 history entries")):
+        train.save_checkpoint(tmp_path / "ckpt.npz", state, meta)
+        pattern = f"`fit`: checkpoint '.*ckpt.npz' has no training record.*{says}"
+        with pytest.raises(ValueError, match=pattern):
+            _fit(tmp_path, 3)
 
 
 def test_resumed_train_seconds_count_every_epoch(tmp_path):

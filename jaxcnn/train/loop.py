@@ -26,7 +26,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
-from jaxcnn._checks import fail
+from jaxcnn._checks import fail, is_int
 from jaxcnn.train.checkpoints import load_checkpoint, save_checkpoint
 from jaxcnn.train.steps import (
     ApplyFn,
@@ -45,6 +45,8 @@ from jaxcnn.train.steps import (
 )
 
 __all__ = ["FitResult", "NonFiniteLossError", "PrintProgress", "Progress", "epoch_summary", "fit"]
+# Not public, shared with `jaxcnn.sdlm.fit` (its epoch differs, its loop is this one): check_fit_args,
+# reporter_for, start_run, Data, Compiled, compile_evaluators, run_epochs.
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -144,6 +146,7 @@ class _Silent(PrintProgress):
 
 
 def reporter_for(fn: str, progress: Any) -> Progress:
+    """`fit`'s `progress` argument as a `Progress`: True the printed lines, False or None silence."""
     if progress is True:
         return PrintProgress()
     if progress is False or progress is None:
@@ -194,15 +197,22 @@ def _remember_if_best(run: _Run, record: Mapping[str, Any], meta: Mapping[str, A
         run.best = _Snapshot(run.epoch, metric, score, state, {**meta, "history": list(meta["history"])})
 
 
+def _count(history: Any) -> str:
+    return f"{len(history)} history entries" if isinstance(history, list) else f"history={history!r}"[:80]
+
+
 def start_run(fn: str, optimizer: optax.GradientTransformation, params: Any, ckpt: Path | None,
-           meta_run: Mapping[str, Any], epochs: int) -> _Run:
+              meta_run: Mapping[str, Any], epochs: int) -> _Run:
     """A fresh run, or the one saved in `ckpt` (validated against this call's settings)."""
     params = jax.tree.map(jnp.array, params)  # a private copy: its buffers are donated
     run = _Run(params, optimizer.init(params), [])
     if ckpt is None or not ckpt.exists():
         return run
     state, meta = load_checkpoint(ckpt, {"params": run.params, "opt_state": run.opt_state})
-    done = int(meta["epoch"])
+    done, history = meta.get("epoch"), meta.get("history")
+    if not is_int(done) or done < 0 or not isinstance(history, list) or len(history) != done:
+        raise fail(fn, f"checkpoint '{ckpt}' has no training record (an epoch count and one history entry "
+                       f"per epoch), got epoch={done!r} and {_count(history)}: not a checkpoint of `fit`")
     if done > epochs:
         raise fail(fn, f"checkpoint '{ckpt}' has {done} epochs, `epochs` is {epochs}; pass epochs >= {done} "
                        "or start without resume (resume=False)")
@@ -214,7 +224,7 @@ def start_run(fn: str, optimizer: optax.GradientTransformation, params: Any, ckp
                 f"{key}={value!r}; resume would not reproduce the run (use another path or resume=False)",
             )
     run.params, run.opt_state = state["params"], state["opt_state"]
-    run.history = list(meta["history"])
+    run.history = list(history)
     run.epoch = run.start = run.saved = done
     run.train_seconds = float(meta.get("train_seconds", sum(h.get("seconds", 0.0) for h in run.history)))
     if run.history:
