@@ -169,17 +169,19 @@ def chex_equal(actual, expected):
 def test_same_padding_is_jaxs():
     """"SAME" with an odd total puts the extra row/column at the bottom/right, as JAX does; an
     independent check (the reference shares jaxcnn's padding resolution)."""
-    x, w = normal(0, (1, 8, 8, 3), jnp.float32), normal(1, (3, 2, 1, 3), jnp.float32)
+    x, w = normal(0, (1, 8, 7, 3), jnp.float32), normal(1, (3, 2, 1, 3), jnp.float32)
     options = {"stride": (2, 3), "dilation": (2, 1), "groups": 3}
     y = conv.conv2d(x, w, padding="SAME", **options)
     y_lax = jax.lax.conv_general_dilated(
         x, w, window_strides=(2, 3), padding="SAME", rhs_dilation=(2, 1),
         dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=3,
     )
-    assert y.shape == (1, 4, 3, 3)  # ceil(8 / 2), ceil(8 / 3)
+    assert y.shape == (1, 4, 3, 3)  # ceil(8 / 2), ceil(7 / 3)
     assert_close(y, y_lax)
-    y_explicit = conv.conv2d(x, w, padding=((1, 2), (0, 1)), **options)  # totals 3 and 1
+    # totals: rows (4 - 1) 2 + 5 - 8 = 3, columns (3 - 1) 3 + 2 - 7 = 1; the extra one after
+    y_explicit = conv.conv2d(x, w, padding=((1, 2), (0, 1)), **options)
     np.testing.assert_array_equal(y, y_explicit)
+    assert not np.array_equal(y, conv.conv2d(x, w, padding=((1, 2), (1, 0)), **options))  # not before
 
 
 # ------------------------------------------------------------------------ finite differences
@@ -335,9 +337,13 @@ def test_stride2_by_hand():
     np.testing.assert_array_equal(full, dx_hand)
     dx = conv.conv2d_input_grad(as_nhwc(delta), as_hwio(w), (1, 5, 5, 1), stride=2)
     np.testing.assert_array_equal(dx[0, :, :, 0], dx_hand)
-    # weight gradient: the input cross-correlated with the dilated deltas
+    # weight gradient: the input cross-correlated with the dilated deltas, dw_mn = sum_ij delta_ij
+    # x[2i + m, 2j + n] = sum(delta) (5m + n) + sum_ij delta_ij (10 i + 2 j) = 10 (5m + n) + 82
+    dw_hand = np.array([[50 * m + 10 * n + 82 for n in range(3)] for m in range(3)], np.float32)
+    np.testing.assert_array_equal(dw_hand, [[82, 92, 102], [132, 142, 152], [182, 192, 202]])
     dw = conv.conv2d_weight_grad(as_nhwc(x), as_nhwc(delta), (3, 3, 1, 1), stride=2)
-    np.testing.assert_array_equal(dw[:, :, 0, 0], conv.correlate2d(jnp.asarray(x), dilated))
+    np.testing.assert_array_equal(dw[:, :, 0, 0], dw_hand)
+    np.testing.assert_array_equal(conv.correlate2d(jnp.asarray(x), dilated), dw_hand)
 
 
 def test_bias_gradient_by_hand():
@@ -652,7 +658,7 @@ def test_forward_mode_is_not_supported():
     supports forward mode (the documented alternative)."""
     x, w = normal(0, (1, 5, 5, 2), jnp.float32), normal(1, (3, 3, 2, 3), jnp.float32)
     t = normal(2, x.shape, jnp.float32)
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="can't apply forward-mode autodiff \\(jvp\\) to a custom_vjp"):
         jax.jvp(lambda x_: conv.conv2d(x_, w), (x,), (t,))
     y, y_dot = jax.jvp(lambda x_: reference.conv2d(x_, w), (x,), (t,))
     assert_close(y, conv.conv2d(x, w))

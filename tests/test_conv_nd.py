@@ -158,7 +158,8 @@ def test_forward_matches_numpy_and_vjp_matches_reference(case, dtype):
 @pytest.mark.parametrize("case", [GRID[1], GRID[5]], ids=[GRID_IDS[1], GRID_IDS[5]])
 def test_public_grads_equal_the_vjp(case, dtype):
     """conv_input_grad (Eq 22) and conv_weight_grad (Eq 14) are the VJP of conv w.r.t. x and w,
-    for the rules and for the reference twins."""
+    for the rules and for the reference twins (whose wrappers could still pass an option wrongly),
+    and so is the custom rule of conv itself."""
     x, w, _, options = make_args(case, dtype, seed=3)
     g_opts = {k: v for k, v in options.items() if k in GRAD_OPTIONS}
     delta = normal(11, np_conv(np.zeros(x.shape), np.zeros(w.shape), **options).shape, dtype)
@@ -168,7 +169,8 @@ def test_public_grads_equal_the_vjp(case, dtype):
         via_vjp = jax.vjp(functools.partial(reference.conv, **options), x, w)[1](delta)
         public = [(m.conv_input_grad(delta, w, x.shape, **g_opts),
                    m.conv_weight_grad(x, delta, w.shape, **options)) for m in (jaxcnn, reference)]
-        return via_vjp, public
+        custom_vjp = jax.vjp(functools.partial(jaxcnn.conv, **options), x, w)[1](delta)
+        return via_vjp, [*public, custom_vjp]
 
     (dx_ref, dw_ref), public = run(x, w, delta)
     for dx, dw in public:
@@ -403,7 +405,7 @@ BAD = [
     ("input-grad-wrong-delta", lambda m: m.conv_input_grad(_z(2, 4, 6), W1, (2, 7, 4)), ValueError,
      r"`conv_input_grad`: `delta`"),
     ("input-grad-rank-mismatch", lambda m: m.conv_input_grad(_z(2, 5, 6), W3, (2, 7, 4)), ValueError,
-     r"`conv_input_grad`: "),
+     r"`conv_input_grad`: `x` must have rank 5 \(NDHWC"),
     ("weight-grad-w-shape-length", lambda m: m.conv_weight_grad(X1, _z(2, 5, 6), (3, 4)), BOTH,
      r"`conv_weight_grad`: `w_shape`"),
     ("weight-grad-wrong-delta", lambda m: m.conv_weight_grad(X1, _z(2, 5, 5), (3, 4, 6)), ValueError,

@@ -259,7 +259,9 @@ DUALITY = [GRID[2], GRID[4], GRID[6]]  # output_padding < stride: the convolutio
 def test_is_conv_input_grad_and_its_gradients_are_conv_and_conv_weight_grad(case, x64):
     """Forward: Eq 22 (`conv_input_grad` of the convolution with kernel w). Backward: the input
     gradient is the forward convolution of the cotangent (Eq 7), the kernel gradient is
-    `conv_weight_grad` with the cotangent as input and x as the deltas (Eq 14). float64."""
+    `conv_weight_grad` with the cotangent as input and x as the deltas (Eq 14). float64. The three
+    are `jaxcnn.reference`'s (autodiff of lax's convolution): the library's own would be the very
+    functions conv_transpose runs, and agree with it whatever they computed."""
     x, w, _, options, y_shape = make_args(case, jnp.float64, seed=3)
     nd = len(w.shape) - 2
     assert _op_below_stride(options, nd)
@@ -270,9 +272,9 @@ def test_is_conv_input_grad_and_its_gradients_are_conv_and_conv_weight_grad(case
     @jax.jit
     def run(x, w, g):
         y, pull = jax.vjp(functools.partial(jaxcnn.conv_transpose, **options), x, w)
-        return (y, pull(g)), (jaxcnn.conv_input_grad(x, w, y_shape, **conv_opts),
-                              jaxcnn.conv(g, w, **conv_opts),
-                              jaxcnn.conv_weight_grad(g, x, w.shape, **conv_opts))
+        return (y, pull(g)), (reference.conv_input_grad(x, w, y_shape, **conv_opts),
+                              reference.conv(g, w, **conv_opts),
+                              reference.conv_weight_grad(g, x, w.shape, **conv_opts))
 
     (y, (dx, dw)), (y_eq22, dx_eq7, dw_eq14) = run(x, w, g)
     assert_close(y, y_eq22)

@@ -175,8 +175,10 @@ def test_vmap_per_example_every_lowering(name):
     assert_close(grads, per_example(reference.conv2d)((w, b), x, ct))
 
 
-def test_vmap_over_chunked_batches():
-    """vmap over groups of 4 examples, each group's conv running through the chunked scans."""
+@pytest.mark.parametrize("rows", [False, True], ids=["batch-chunks", "row-blocks"])
+def test_vmap_over_chunked_batches(rows):
+    """vmap over groups of 4 examples, each group's conv running through the chunked scans: batch
+    chunks (`rows=False`), or the row blocks a one-byte budget takes by default."""
     x, w, b, options, ct = make_args(CASES["s3-k4-pad1-minus1-untied"], jnp.float32, seed=8)
     xs, cts = jnp.stack([x, -2 * x]), jnp.stack([ct, ct[::-1]])
 
@@ -185,7 +187,7 @@ def test_vmap_over_chunked_batches():
             return jnp.vdot(f(x, w, b, **options), ct)
         return jax.vmap(jax.grad(loss, argnums=(0, 1, 2)), in_axes=(None, None, 0, 0))
 
-    with _lowering.force("patches", chunk_bytes=1):
+    with _lowering.force("patches", chunk_bytes=1, rows=rows):
         custom = jit(grads(conv.conv2d))(w, b, xs, cts)
     assert_close(custom, grads(reference.conv2d)(w, b, xs, cts))
 
@@ -302,18 +304,18 @@ def test_pool_paths_forced_through_the_public_functions(hw, window, padding, dty
         blockwise = vjps(pooling, x)
         with _lowering.force(pool="general"):
             general = vjps(pooling, x)
-        with _lowering.force(pool="sliced"):
+        with _lowering.force(pool="sliced"):  # these windows' "auto" already: the same program
             sliced = vjps(pooling, x)
+        with _lowering.force(pool="stacked"):
+            stacked = vjps(pooling, x)
         with _lowering.force(pool="by_dim"):
             by_dim = vjps(pooling, x)
-        return blockwise, general, sliced, by_dim
+        return blockwise, general, sliced, stacked, by_dim
 
-    blockwise, general, sliced, by_dim = run(x)
+    blockwise, general, sliced, stacked, by_dim = run(x)
     expected = vjps(reference, x)
-    assert_close(blockwise, expected)
-    assert_close(general, expected)
-    assert_close(sliced, expected)
-    assert_close(by_dim, expected)
+    for forced in (blockwise, general, sliced, stacked, by_dim):
+        assert_close(forced, expected)
     chex.assert_trees_all_equal(sliced["max_pool"], blockwise["max_pool"])  # the same units win
     chex.assert_trees_all_equal(by_dim["max_pool"], blockwise["max_pool"])
     assert_dtype((blockwise, general, sliced, by_dim), dtype)

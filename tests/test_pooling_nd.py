@@ -363,7 +363,7 @@ BAD = [
     ("padding-negative", X3, 2, {"padding": -1}, ValueError, "padding"),
     ("x-rank-2", np.zeros((4, 2), np.float32), 2, {}, ValueError, "x"),
     ("x-rank-6", np.zeros((1, 2, 2, 2, 2, 1), np.float32), 2, {}, ValueError, "x"),
-    ("window-larger-than-input", X1, 7, {}, ValueError, ""),
+    ("window-larger-than-input", X1, 7, {}, ValueError, "window"),  # "extent 7 ... a smaller `window`"
 ]
 
 
