@@ -341,14 +341,19 @@ def pool_spec(fn: str, x: Any, window: Any, stride: Any, padding: Any, *, dilati
     n, c = jnp.shape(x)[0], jnp.shape(x)[-1]
     padded = (s + lo + hi for s, (lo, hi) in zip(size, pads, strict=True))
     check_array_size(fn, "padding", "a padded input", (n, *padded, c))
-    out = output_size(fn, size, extent, stride_, pads, "window", "window")
-    overhang = (0,) * nd
-    if ceil_mode:
+    if not ceil_mode:
+        out = output_size(fn, size, extent, stride_, pads, "window", "window")
+        overhang = (0,) * nd
+    else:  # a window may overhang the padded input, even be wider than it (PyTorch's rule)
         out_, overhang_ = [], []
-        for m, e, st, (lo, hi) in zip(size, extent, stride_, pads, strict=True):
+        for axis, m, e, st, (lo, hi) in zip(AXES[nd], size, extent, stride_, pads, strict=True):
             o = -(-(m + lo + hi - e) // st) + 1
             if (o - 1) * st >= m + lo:  # the last window must start inside the input or the low padding
                 o -= 1
+            if o < 1:
+                raise fail(fn, f"window extent {e} along {axis} leaves no output of the padded input ({m} + "
+                               f"{lo} + {hi} = {m + lo + hi}), even with `ceil_mode`; a smaller `window` or "
+                               "more `padding` fits")
             out_.append(o)
             overhang_.append(max((o - 1) * st + e - (m + lo + hi), 0))
         out, overhang = tuple(out_), tuple(overhang_)

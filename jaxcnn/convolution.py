@@ -539,7 +539,8 @@ def conv_transpose(
 
     ``w (*k, C/groups, D)`` is the kernel of the convolution being transposed: that convolution maps
     ``C`` channels to ``D``, so `x` has ``D`` channels and the output ``C`` (PyTorch's ConvTranspose
-    weight ``(D, C/groups, *k)`` is this array with its axes reversed to ``(*k, C/groups, D)``).
+    weight ``(D, C/groups, *k)`` is this array as ``w_torch.permute(2, ..., nd + 1, 1, 0)``: the
+    spatial axes first, in order, then ``C/groups``, then ``D``).
 
     Args:
       x: ``(N, *n, D)`` input.

@@ -342,7 +342,8 @@ def max_pool(x: jax.Array, window: Size, *, stride: Size | None = None, padding:
         ``(lo, hi)`` pair per dim; each amount smaller than the window.
       dilation: distance between a window's taps (int or one per dim): the window spans
         ``e = d*(p - 1) + 1`` units (PyTorch's ``max_pool{1,2,3}d(dilation=...)``).
-      ceil_mode: round the output size up (PyTorch's rule, below); the overhang is padding.
+      ceil_mode: round the output size up (PyTorch's rule, below); the overhang is padding, and a
+        window may be wider than the padded input so long as it starts inside it.
 
     Returns:
       ``(N, *out, C)`` of x's dtype, ``out = (n + lo + hi - e) // s + 1`` per dim; with `ceil_mode`
@@ -441,7 +442,8 @@ def avg_pool(x: jax.Array, window: Size, *, stride: Size | None = None, padding:
         counted in the divisor (PyTorch's rule).
 
     Returns:
-      ``(N, *out, C)`` of x's dtype, ``out = (n + lo + hi - p) // s + 1`` per dim.
+      ``(N, *out, C)`` of x's dtype, ``out = (n + lo + hi - p) // s + 1`` per dim; with `ceil_mode`
+      as `max_pool`'s.
     """
     spec = pool_spec("avg_pool", x, window, stride, padding, ceil_mode=ceil_mode)
     count_include_pad = check_bool("avg_pool", "count_include_pad", count_include_pad)
@@ -518,9 +520,12 @@ def l2_pool(x: jax.Array, window: Size, *, stride: Size | None = None, padding: 
       stride: ``s`` or one per spatial dim; ``None`` (default) is the window (non-overlapping blocks).
       padding: ``"VALID"`` (default), ``"SAME"``, ``"FULL"``, an int, one int per dim or one
         ``(lo, hi)`` pair per dim; each amount smaller than the window.
+      ceil_mode: round the output size up as `max_pool` does; the overhang past the padding adds
+        nothing to a window's sum of squares.
 
     Returns:
-      ``(N, *out, C)`` of x's dtype, ``out = (n + lo + hi - p) // s + 1`` per dim.
+      ``(N, *out, C)`` of x's dtype, ``out = (n + lo + hi - p) // s + 1`` per dim; with `ceil_mode`
+      as `max_pool`'s.
     """
     spec = pool_spec("l2_pool", x, window, stride, padding, ceil_mode=ceil_mode)
     return _l2_pool(jnp.asarray(x), _plan(spec, summed=True))

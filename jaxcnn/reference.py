@@ -10,9 +10,10 @@ custom rules: ``jax.grad`` of these functions is what the article's formulas are
 * ``relu'(0) = 0`` and ``leaky_relu'(0) = negative_slope``, from the left branch of a ``jnp.where``;
   ``relu`` is ``jax.nn.relu`` itself (``relu(NaN) = NaN``, derivative 0 there);
 * ``l2_pool`` has gradient 0 where the window's norm is 0, and a NaN in a window makes it NaN;
-* `conv_transpose` inserts the stride's zeros (`jaxcnn._windows.dilate`) and correlates with the
-  rotated kernel — the textbook definition, written without ``lhs_dilation`` or interior padding
-  (jax 0.10's CPU compiler aborts differentiating some of those).
+* `conv_transpose` inserts the stride's zeros (a strided scatter into zeros, `_spread`: not the
+  rules' `jaxcnn._windows.dilate`, so that the oracle shares no computation with them) and
+  correlates with the rotated kernel — the textbook definition, written without ``lhs_dilation`` or
+  interior padding (jax 0.10's CPU compiler aborts differentiating some of those).
 
 Forward-mode (``jax.jvp``) works here; it does not on the `custom_vjp` functions.
 """
@@ -24,7 +25,6 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxcnn import _windows
 from jaxcnn._checks import check_bool, check_float, check_plain_2d, fail
 from jaxcnn._specs import (
     JNP_PAD_MODES,
@@ -179,6 +179,14 @@ def conv2d_weight_grad(x: jax.Array, delta: jax.Array, w_shape: tuple[int, int, 
                         dilation=dilation, groups=groups, flip=flip, pad_value=pad_value)
 
 
+def _spread(x: jax.Array, stride: tuple[int, ...]) -> jax.Array:
+    """``s - 1`` zeros between neighbours on every spatial axis of ``x (N, *n, C)``: ``x`` scattered
+    into zeros of length ``(n - 1) s + 1`` at every ``s``-th place."""
+    shape = (x.shape[0], *((n - 1) * s + 1 if n else 0 for n, s in zip(x.shape[1:-1], stride, strict=True)),
+             x.shape[-1])
+    return jnp.zeros(shape, x.dtype).at[(slice(None), *(slice(None, None, s) for s in stride))].set(x)
+
+
 def conv_transpose(x: jax.Array, w: jax.Array, b: jax.Array | None = None, *, stride: Size = 1,
                    padding: int | tuple = 0, output_padding: Size = 0, dilation: Size = 1,
                    groups: int = 1) -> jax.Array:
@@ -194,7 +202,7 @@ def conv_transpose(x: jax.Array, w: jax.Array, b: jax.Array | None = None, *, st
     for n_in, n_out, s, (lo, _), e in dims:
         dilated = (n_in - 1) * s + 1
         config.append((e - 1 - lo, n_out - dilated - (e - 1 - lo) + e - 1, 0))
-    xd = lax.pad(_windows.dilate(x, spec.stride), jnp.zeros((), x.dtype), [*config, (0, 0, 0)])
+    xd = lax.pad(_spread(x, spec.stride), jnp.zeros((), x.dtype), [*config, (0, 0, 0)])
     *k, c_g, d = w.shape
     kernel = w[(slice(None, None, -1),) * nd].reshape(*k, c_g, g, d // g)
     kernel = jnp.moveaxis(kernel, (nd, nd + 1, nd + 2), (nd + 2, nd + 1, nd)).reshape(*k, d // g, g * c_g)

@@ -73,6 +73,17 @@ def test_the_core_imports_nothing_above_it():
         assert not above, f"{name} imports {above}"
 
 
+def test_the_oracle_shares_no_computation_with_the_rules():
+    """`jaxcnn.reference` reaches only the shared validation (and what that imports): never the
+    rules or their lowerings, which a bug there would then corrupt on both sides of a check."""
+    reached, todo = set(), ["jaxcnn.reference"]
+    while todo:
+        for dep in GRAPH[todo.pop()] - reached:
+            reached.add(dep)
+            todo.append(dep)
+    assert reached <= {"jaxcnn._checks", "jaxcnn._specs"}, sorted(reached)
+
+
 def test_gradcheck_imports_models_normally():
     assert "jaxcnn.models" in GRAPH["jaxcnn.gradcheck.table"]
     assert "importlib" not in MODULES["jaxcnn.gradcheck.table"].read_text()

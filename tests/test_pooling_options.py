@@ -17,11 +17,44 @@ from tests.tolerances import assert_close, assert_dtype, normal
     (4, 2, 2, 1, 3),  # (4 + 2 - 2) / 2 = 2 exactly: no change
     (5, 3, 3, 1, 2),  # ceil((5 + 2 - 3) / 3) + 1 = 3, but window 3 would start at 6 = 5 + 1 (past
                       # the input and the low padding): PyTorch's clause drops it -> 2
+    (2, 3, 3, 0, 1),  # a window wider than the input: ceil(-1 / 3) + 1 = 1 (it was refused)
 ])
 def test_ceil_mode_output_size(n, window, stride, pad, expected):
     x = jnp.zeros((1, n, 1))
     for fn in (jaxcnn.max_pool, jaxcnn.avg_pool, jaxcnn.l2_pool, reference.max_pool):
         assert fn(x, window, stride=stride, padding=pad, ceil_mode=True).shape == (1, expected, 1)
+
+
+@pytest.mark.parametrize("kind", ["max", "avg", "avg_exclude", "l2"])
+def test_ceil_mode_window_wider_than_the_input(kind, x64):
+    """PyTorch pools a window wider than the padded input under `ceil_mode` when it starts inside:
+    max_pool1d of extent 5 (3 taps, dilation 2) over 4 units, avg/l2 of 3 over 2. Rules, reference and
+    PyTorch (optional) agree, values and gradients; with no window starting inside, an error."""
+    x = normal(6, (2, 4 if kind == "max" else 2, 3), jnp.float64)
+    options = {"max": dict(stride=3, dilation=2), "avg": {}, "avg_exclude": dict(count_include_pad=False),
+               "l2": {}}[kind]
+    name = "avg_pool" if kind.startswith("avg") else f"{kind}_pool"
+
+    def run(module):
+        y, vjp = jax.vjp(lambda x: getattr(module, name)(x, 3, ceil_mode=True, **options), x)
+        return y, vjp(normal(7, y.shape, jnp.float64))[0]
+
+    (y, dx), (y_ref, dx_ref) = run(jaxcnn), run(reference)
+    assert y.shape == (2, 1, 3)
+    assert_close((y, dx), (y_ref, dx_ref))
+    if kind == "avg":  # the overhang past the input is not counted: the mean of the 2 real units
+        assert_close(y[:, 0], jnp.mean(x, axis=1))
+    torch = pytest.importorskip("torch") if kind != "l2" else None
+    if torch is not None:
+        xt = torch.from_numpy(np.moveaxis(np.array(x), -1, 1).copy()).requires_grad_(True)
+        f = getattr(torch.nn.functional, f"{name}1d")
+        yt = f(xt, 3, options.get("stride"), 0, ceil_mode=True,
+               **({"dilation": 2} if kind == "max" else {"count_include_pad": kind == "avg"}))
+        yt.backward(torch.from_numpy(np.moveaxis(np.array(normal(7, y.shape, jnp.float64)), -1, 1).copy()))
+        assert_close((y, dx), (np.moveaxis(yt.detach().numpy(), 1, -1), np.moveaxis(xt.grad.numpy(), 1, -1)))
+    with pytest.raises(ValueError, match=f"`{name}`: window extent 9 along W leaves no output .* even with "
+                                         "`ceil_mode`"):
+        getattr(jaxcnn, name)(x[:, :1], 9, stride=2, ceil_mode=True)
 
 
 def test_dilated_max_pool_by_hand():
