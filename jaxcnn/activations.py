@@ -92,7 +92,9 @@ def _unpack_mask(bits: jax.Array, shape: tuple[int, ...]) -> jax.Array:
 
 
 def _keep_mask(positive: jax.Array) -> _MaskResiduals:
-    """The residual of a bool mask: its bits from `_PACK_UNITS` units on, else the mask."""
+    """The residual of a bool mask: its bits from `_PACK_UNITS` units on, else the mask (an array:
+    of a Python number, ``x > 0`` is a Python bool)."""
+    positive = jnp.asarray(positive)
     return _MaskResiduals(_pack_mask(positive) if positive.size >= _PACK_UNITS else positive)
 
 
@@ -145,7 +147,7 @@ def _relu_fwd(x: jax.Array) -> tuple[jax.Array, _MaskResiduals]:
 
 
 def _relu_bwd(res: _MaskResiduals, delta: jax.Array) -> tuple[jax.Array]:
-    positive = _kept_mask(res, delta.shape)
+    positive = _kept_mask(res, jnp.shape(delta))
     return (jnp.where(positive, delta, jnp.zeros_like(delta)),)
 
 
@@ -195,7 +197,7 @@ def _leaky_relu_fwd(x: jax.Array, negative_slope: float) -> tuple[jax.Array, _Ma
 def _leaky_relu_bwd(
     negative_slope: float, res: _MaskResiduals, delta: jax.Array
 ) -> tuple[jax.Array]:
-    positive = _kept_mask(res, delta.shape)
+    positive = _kept_mask(res, jnp.shape(delta))
     return (jnp.where(positive, delta, negative_slope * delta),)
 
 

@@ -181,18 +181,19 @@ def _input_grad(delta: jax.Array, w: jax.Array, spec: ConvSpec, plan: _lowering.
         return _eq22.by_phases(delta, kernel, spec, correlate)
 
     def eq22(delta, kernel, cpu):
-        if any(s > 1 for s in spec.stride):
+        if any(s > 1 for s in spec.stride):  # the deltas dilated by the stride, never built
             return eq22_phases(delta, kernel, cpu)
-        # Eq 22: the deltas, dilated by the stride (s - 1 zeros between them) and zero-padded by
-        # extent - 1 on every side ("full"), cross-correlated with rot180(kernel) — i.e. a full
-        # convolution with the kernel, in/out channels swapped group by group. Units the forward
-        # windows never reached get zeros (the extra high-side padding); the padding's units are
-        # not inputs, so their gradients are never computed: "full" padding ``(e - 1, e - 1 + n +
-        # lo + hi - u)`` less ``lo`` units low and ``hi`` high (negative: the deltas cropped).
+        # Eq 22 (stride 1; a strided conv's deltas would first be dilated, s - 1 zeros between
+        # them, which `eq22_phases` never builds): the deltas zero-padded by extent - 1 on every
+        # side ("full"), cross-correlated with rot180(kernel) — i.e. a full convolution with the
+        # kernel, in/out channels swapped group by group. Units the forward windows never reached
+        # get zeros (the extra high-side padding); the padding's units are not inputs, so their
+        # gradients are never computed: "full" padding ``(e - 1, e - 1 + n + lo + hi - u)`` less
+        # ``lo`` units low and ``hi`` high (negative: the deltas cropped).
         pads = [(e - 1 - lo, e - 1 + n + lo - u) for e, n, (lo, _), u in zip(
             spec.extent, spec.size, spec.pads, spec.used, strict=True)]
         swapped = _eq22.swap_io(_rotate(kernel, spec.nd), spec.groups)  # in/out swapped per group
-        return _correlate(_windows.dilate(delta, spec.stride), swapped, dims=(lhs, rhs, lhs),
+        return _correlate(delta, swapped, dims=(lhs, rhs, lhs),
                           strides=(1,) * spec.nd, pads=pads, rhs_dilation=spec.dilation,
                           feature_groups=spec.groups, cpu=cpu, per_group=True)
 

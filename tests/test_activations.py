@@ -111,6 +111,16 @@ def test_leaky_relu_derivative_at_zero_is_the_slope():
     assert jax.grad(jax.nn.leaky_relu)(0.0) == 1.0
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_python_numbers_differentiate(name):
+    """``jax.grad(f)(0.5)`` of a Python float, as for `jax.nn`'s functions: relu's and leaky_relu's
+    rules met a Python bool for their mask (``AttributeError: 'bool' object has no attribute 'size'``)."""
+    f, f_ref = getattr(jaxcnn, name), getattr(reference, name)
+    got = [jax.grad(f)(x) for x in (0.5, -0.5, 0.0)] + [jax.vjp(f, 1.0)[1](1.0)[0]]
+    want = [jax.grad(f_ref)(x) for x in (0.5, -0.5, 0.0)] + [jax.vjp(f_ref, 1.0)[1](1.0)[0]]
+    assert_close(got, want, dtype=jnp.float32)
+
+
 def test_derivatives_by_hand(x64):
     def fprime(f, points):
         return jax.jit(jax.vmap(jax.grad(f)))(jnp.array(points, jnp.float64))
