@@ -71,6 +71,13 @@ from jaxcnn._specs import ConvSpec
 LOWERINGS = ("auto", "xla", "taps", "patches", "phases", "fold", "subpixel")
 POOL_LOWERINGS = ("auto", "general", "stacked", "sliced", "by_dim")
 _CHUNK_BYTES = 1 << 21  # patches per scan step: 2 MiB stays in cache (measured: 1-3 MiB best)
+# A strided conv's Eq 13 takes 1 MiB of patches a step: the compiled program's temporaries halved in
+# the benchmark's transposed rows (their Eq 13 is a stride-2 conv's; 2-core EPYC, forward + backward,
+# ms and MiB, medians of 9 interleaved, 2 MiB / 1 MiB): 2-D 4x4/2 64->32 on 16x16 N=8 3.91 / 4.15 ms,
+# 7.97 / 4.03 MiB (and 4.75 / 4.64 ms in another run), 1-D k4/2 on 1000 5.80 / 5.71 ms, 7.82 / 3.91
+# MiB; every other row of the suite the same program or the same temporaries. Not for stride 1: the
+# LeNet-5 and wide LeNet steps (batch 128) ran 1.05x and 1.07x slower with it, temporaries unchanged.
+_STRIDED_WEIGHT_CHUNK_BYTES = 1 << 20
 # Blocks of output rows only when one example's patches exceed this many budgets. On a 2-core Xeon
 # (quiet, ms; rows of 2 MiB blocks / batch chunks of two examples / the budget raised to 4 MiB):
 # 3x3 64->64 56x56 (7 MiB per example) forward 21.5 / 11.6 / 11.3, weight grad 21.9 / 15.6 / 15.6;
@@ -486,7 +493,8 @@ def weight_grad(x: jax.Array, delta: jax.Array, spec: ConvSpec, plan: Plan) -> j
     # (512->512 7x7 N=8, 9 MiB of kernel, on a 2-core EPYC: by two examples 7.3 ms and 10.9 MiB of
     # temporaries, the whole batch at once 5.1 ms and 6.9 MiB)
     kernel_bytes = k * c_g * d * jnp.dtype(acc).itemsize
-    size = chunk(x.shape[0], per_example, max(plan.chunk_bytes, kernel_bytes))
+    budget = min(plan.chunk_bytes, _STRIDED_WEIGHT_CHUNK_BYTES) if max(spec.stride) > 1 else plan.chunk_bytes
+    size = chunk(x.shape[0], per_example, max(budget, kernel_bytes))
     return sum_chunks(fn, size, x, delta).astype(x.dtype)
 
 
