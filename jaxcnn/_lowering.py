@@ -73,10 +73,11 @@ POOL_LOWERINGS = ("auto", "general", "stacked", "sliced", "by_dim")
 _CHUNK_BYTES = 1 << 21  # patches per scan step: 2 MiB stays in cache (measured: 1-3 MiB best)
 # A strided conv's Eq 13 takes 1 MiB of patches a step: the compiled program's temporaries halved in
 # the benchmark's transposed rows (their Eq 13 is a stride-2 conv's; 2-core EPYC, forward + backward,
-# ms and MiB, medians of 9 interleaved, 2 MiB / 1 MiB): 2-D 4x4/2 64->32 on 16x16 N=8 3.91 / 4.15 ms,
-# 7.97 / 4.03 MiB (and 4.75 / 4.64 ms in another run), 1-D k4/2 on 1000 5.80 / 5.71 ms, 7.82 / 3.91
-# MiB; every other row of the suite the same program or the same temporaries. Not for stride 1: the
-# LeNet-5 and wide LeNet steps (batch 128) ran 1.05x and 1.07x slower with it, temporaries unchanged.
+# 2 MiB / 1 MiB, medians of 31 interleaved, two runs): 2-D 4x4/2 64->32 on 16x16 N=8 4.66 / 4.45 and
+# 5.19 / 5.10 ms, 7.97 / 4.03 MiB; 1-D k4/2 on 1000 4.49 / 4.74 and 6.66 / 5.68 ms, 7.82 / 3.91 MiB
+# (the unchanged 3-D row 19.09 / 19.89 and 21.31 / 21.34: the noise); every other row of the suite
+# kept its temporaries (9 interleaved each). Not for stride 1: the LeNet-5 and wide LeNet steps (batch
+# 128) ran 1.05x and 1.07x slower with it, temporaries unchanged.
 _STRIDED_WEIGHT_CHUNK_BYTES = 1 << 20
 # Blocks of output rows only when one example's patches exceed this many budgets. On a 2-core Xeon
 # (quiet, ms; rows of 2 MiB blocks / batch chunks of two examples / the budget raised to 4 MiB):
