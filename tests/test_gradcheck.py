@@ -168,6 +168,10 @@ def test_a_wrong_rule_of_a_small_function_fails_in_float32():
     res = gradcheck.compare_vjp(wrong, lambda x: 1e-6 * jnp.sin(x), (x,), seed=0)
     assert res.forward[0].passed and not res.passed
     assert res.grads[0].max_rel > 0.05 and res.grads[0].max_abs < 1e-5
+    # finite differences too (their scale was never below 1 either); the right rule passes
+    fd = gradcheck.check_finite_differences(wrong, lambda x: 1e-6 * jnp.sin(x), (x,), seed=0)
+    assert not fd.custom[0].passed and fd.custom[0].max_rel > 0.05 and fd.reference[0].passed
+    assert fd.custom[0].max_abs < 1e-6  # under FD_RTOL in absolute terms: the old check passed it
 
 
 def test_correct_conv2d_passes_with_tiny_errors():

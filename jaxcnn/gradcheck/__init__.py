@@ -46,6 +46,7 @@ from jaxcnn.gradcheck.compare import (
 )
 from jaxcnn.gradcheck.errors import (
     DEFAULT_PRECISION,
+    FD_ROUNDING,
     FD_RTOL,
     FD_STEP,
     RTOL,
@@ -61,6 +62,7 @@ from jaxcnn.gradcheck.table import default_registry
 
 __all__ = [
     "DEFAULT_PRECISION",
+    "FD_ROUNDING",
     "FD_RTOL",
     "FD_STEP",
     "RTOL",

@@ -30,6 +30,7 @@ from jaxcnn import _curvature_cases
 from jaxcnn._checks import fail
 from jaxcnn.gradcheck.errors import (
     DEFAULT_PRECISION,
+    FD_ROUNDING,
     FD_RTOL,
     FD_STEP,
     CheckResult,
@@ -297,8 +298,9 @@ def _fd_pair(custom_fn, reference_fn, argnums, step, args, cotangent, directions
     rows = []
     for fn in (custom_fn, reference_fn):
         f = _restrict(fn, args, argnums)
-        _, vjp = jax.vjp(f, *diff)
+        out, vjp = jax.vjp(f, *diff)
         grads = vjp(cotangent)
+        size = _tree_vdot(jax.tree_util.tree_map(jnp.abs, cotangent), jax.tree_util.tree_map(jnp.abs, out))
         fd, an = [], []
         for k in range(len(argnums)):
             for v in directions[k]:
@@ -310,7 +312,7 @@ def _fd_pair(custom_fn, reference_fn, argnums, step, args, cotangent, directions
                 change = jax.tree_util.tree_map(lambda a, b: a - b, moved(1.0), moved(-1.0))
                 fd.append(_tree_vdot(cotangent, change) / (2 * step))
                 an.append(_tree_vdot(v, grads[k]))
-        rows.append((jnp.stack(fd), jnp.stack(an)))
+        rows.append((jnp.stack(fd), jnp.stack(an), size))
     return rows
 
 
@@ -353,14 +355,16 @@ def fd_checker(
                 compiled[key] = jax.jit(fn) if jit else fn
             rows = jax.device_get(compiled[key](args, cot, dirs)) if nums else []
         results = []
-        for fd, an in rows:
+        for fd, an, size in rows:
             fd = np.asarray(fd).reshape(len(nums), directions)
             an = np.asarray(an).reshape(len(nums), directions)
+            peak = float(np.max(np.abs(an[np.isfinite(an)]), initial=0.0))
+            floor = max(min(1.0, max(peak, FD_ROUNDING * float(size))), np.finfo(np.float64).tiny)
             stats = []
             for k, i in enumerate(nums):
                 err = np.abs(fd[k] - an[k])
                 err = np.where(np.isnan(err), np.inf, err)
-                rel = err / (np.abs(an[k]) + np.maximum(1.0, np.abs(an[k])))
+                rel = err / (np.abs(an[k]) + np.maximum(floor, np.abs(an[k])))
                 rel = np.where(np.isnan(rel), np.inf, rel)
                 stats.append(FDStats(names[i], tuple(map(float, fd[k])), tuple(map(float, an[k])),
                                      float(err.max()), float(rel.max()), rtol))
@@ -396,9 +400,13 @@ def check_finite_differences(
         \mathrm{vjp} = \langle v, J_k^T u \rangle,
 
     for ``f`` the custom function (its custom VJP) and the reference (autodiff). Errors:
-    ``|fd - vjp|`` and ``|fd - vjp| / (|vjp| + max(1, |vjp|))``, the worst over the directions,
-    passing when the latter is ``<= rtol``. The error of the differences themselves is
-    ``O(h^2)`` (truncation) plus ``O(eps |f| / h)`` (rounding), ~1e-9 here for O(1) values.
+    ``|fd - vjp|`` and ``|fd - vjp| / (|vjp| + S)``, ``S = max(|vjp|, min(1, G))``, the worst over
+    the directions, passing when the latter is ``<= rtol``; ``G`` is the larger of the check's
+    largest ``|vjp|`` (every argument and direction) and ``FD_ROUNDING * sum_i |u_i f_i(x)|``, the
+    scale of the differences' own rounding. The error of the differences themselves is ``O(h^2)``
+    (truncation) plus ``O(eps sum_i |u_i f_i| / h)`` (rounding), ~1e-10 of that sum. (Until
+    2026-12-07 ``S`` was never below 1: a function whose values and gradients are small was checked
+    in absolute terms.)
 
     Runs with ``jax.enable_x64(True)`` and casts the floating-point arguments to float64. At a
     kink (relu at 0, a max-pool tie) the function has no derivative and differences mean

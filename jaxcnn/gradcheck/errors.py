@@ -51,6 +51,11 @@ FD_STEP = 1e-6
 FD_RTOL = 1e-6
 """Tolerance of a finite-difference check: truncation ``O(h^2)`` plus rounding ``O(eps / h)``."""
 
+FD_ROUNDING = 1e-3
+"""The rounding floor of a finite-difference check's scale, per unit of ``sum_i |u_i f_i(x)|``: the
+differences' rounding, ``eps sum_i |u_i f_i| / h`` (2.2e-10 of that sum), stays under ``FD_RTOL``
+times the floor with a margin of 4.5 (`jaxcnn.gradcheck.check_finite_differences`)."""
+
 _TINY = float(np.finfo(np.float64).tiny)
 
 DEFAULT_PRECISION = "highest"
@@ -177,7 +182,7 @@ class FDStats(NamedTuple):
     fd: tuple[float, ...]  # (<u, f(x + h v)> - <u, f(x - h v)>) / 2h, one per direction v
     vjp: tuple[float, ...]  # <v, J^T u> from the function's VJP, same directions
     max_abs: float  # max |fd - vjp|
-    max_rel: float  # max |fd - vjp| / (|vjp| + max(1, |vjp|))
+    max_rel: float  # max |fd - vjp| / (|vjp| + S), S as in `check_finite_differences`
     rtol: float
 
     @property
