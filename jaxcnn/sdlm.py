@@ -39,13 +39,11 @@ Curvature must come from a network of jaxcnn ops (see `jaxcnn.curvature` for the
 
 from __future__ import annotations
 
-import json
 import math
 import numbers
 import os
 import time
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
@@ -391,7 +389,6 @@ def fit(
     curvature_apply_fn = apply_fn if curvature_apply_fn is None else curvature_apply_fn
     curvature_loss_fn = loss_fn if curvature_loss_fn is None else curvature_loss_fn
     n = _loop.check_fit_args(fn, *train_set, epochs, None, seed)
-    x_train, y_train = jnp.asarray(train_set[0]), jnp.asarray(train_set[1])
     if epochs < 1:
         raise fail(fn, f"`epochs` must be a positive int, got {epochs!r}")
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
@@ -399,17 +396,11 @@ def fit(
     if gamma is not None:
         _check_gamma(fn, gamma)
     eval_loss_fn = loss_fn if eval_loss_fn is None else eval_loss_fn
-    eval_sets = dict(eval_sets or {})
-    for name, (ex, ey) in eval_sets.items():
-        _steps._check_eval_args(f"{fn}: eval set {name!r}", ex, ey, eval_batch_size)
-    reporter = _loop.reporter_for(fn, progress)
-    meta_run = {"seed": int(seed), "batch_size": None, "n_train": n, "sdlm_samples": int(samples),
-                "sdlm_gamma": None if gamma is None else float(gamma),
-                "config": json.loads(json.dumps(dict(config or {})))}
-    ckpt = None if checkpoint is None else Path(checkpoint)
-    run = _loop.start_run(fn, optimizer, params, ckpt if resume else None, meta_run, epochs)
-    evals = {k: (jnp.asarray(a), jnp.asarray(b)) for k, (a, b) in eval_sets.items()}
-    data = _loop.Data(x_train, y_train, evals)
+    run, data, reporter, ckpt, meta_run = _loop.begin(
+        fn, optimizer, params, train_set, n, epochs=epochs, seed=seed, batch_size=None, eval_sets=eval_sets,
+        eval_batch_size=eval_batch_size, checkpoint=checkpoint, resume=resume, progress=progress,
+        config=config, sdlm_samples=int(samples), sdlm_gamma=None if gamma is None else float(gamma))
+    x_train, y_train = data.x, data.y
 
     t0 = time.perf_counter()
     sample0, order0 = curvature_sample(seed, 0, n, samples), train.epoch_permutation(seed, 0, n)

@@ -46,7 +46,7 @@ from jaxcnn.train.steps import (
 
 __all__ = ["FitResult", "NonFiniteLossError", "PrintProgress", "Progress", "epoch_summary", "fit"]
 # Not public, shared with `jaxcnn.sdlm.fit` (its epoch differs, its loop is this one): check_fit_args,
-# reporter_for, start_run, Data, Compiled, compile_evaluators, run_epochs.
+# begin, Compiled, compile_evaluators, run_epochs.
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -145,7 +145,7 @@ class _Silent(PrintProgress):
         pass
 
 
-def reporter_for(fn: str, progress: Any) -> Progress:
+def _progress(fn: str, progress: Any) -> Progress:
     """`fit`'s `progress` argument as a `Progress`: True the printed lines, False or None silence."""
     if progress is True:
         return PrintProgress()
@@ -201,8 +201,8 @@ def _count(history: Any) -> str:
     return f"{len(history)} history entries" if isinstance(history, list) else f"history={history!r}"[:80]
 
 
-def start_run(fn: str, optimizer: optax.GradientTransformation, params: Any, ckpt: Path | None,
-              meta_run: Mapping[str, Any], epochs: int) -> _Run:
+def _start(fn: str, optimizer: optax.GradientTransformation, params: Any, ckpt: Path | None,
+           meta_run: Mapping[str, Any], epochs: int) -> _Run:
     """A fresh run, or the one saved in `ckpt` (validated against this call's settings)."""
     params = jax.tree.map(jnp.array, params)  # a private copy: its buffers are donated
     run = _Run(params, optimizer.init(params), [])
@@ -257,7 +257,7 @@ def _diverged(fn: str, run: _Run, ckpt: Path | None, epoch: int, what: str) -> N
 
 
 # ---------------------------------------------------------------------------------- epochs
-class Data(NamedTuple):
+class _Data(NamedTuple):
     x: jax.Array
     y: jax.Array
     evals: dict[str, tuple[jax.Array, jax.Array]]
@@ -272,7 +272,7 @@ class Compiled(NamedTuple):
 
 
 def _compile(apply_fn: ApplyFn, loss_fn: LossFn, eval_loss_fn: LossFn, eval_batch_size: int,
-             optimizer: optax.GradientTransformation, run: _Run, data: Data, *, seed: int,
+             optimizer: optax.GradientTransformation, run: _Run, data: _Data, *, seed: int,
              batch_size: int | None, augment: Callable | None, mesh: Mesh | None) -> Compiled:
     """Compile the epoch (or step) and the evaluations ahead of time, so that the clock of the
     epochs measures training only."""
@@ -314,13 +314,13 @@ def _compile(apply_fn: ApplyFn, loss_fn: LossFn, eval_loss_fn: LossFn, eval_batc
 
 
 def compile_evaluators(apply_fn: ApplyFn, eval_loss_fn: LossFn, eval_batch_size: int, run: _Run,
-                       data: Data) -> dict[str, Callable[..., Any]]:
+                       data: _Data) -> dict[str, Callable[..., Any]]:
     """The evaluation of every set of ``data.evals``, compiled for the run's parameters."""
     evaluator = _evaluator(apply_fn, eval_loss_fn, int(eval_batch_size))
     return {k: evaluator.lower(run.params, *d).compile() for k, d in data.evals.items()}
 
 
-def _train_epoch(fn: str, compiled: Compiled, run: _Run, data: Data, epoch: int,
+def _train_epoch(fn: str, compiled: Compiled, run: _Run, data: _Data, epoch: int,
                  progress: Progress, ckpt: Path | None, meta_run: Mapping[str, Any]) -> dict[str, Any]:
     """Epoch `epoch` (0-based): train, evaluate, checkpoint; its history record."""
     t0 = time.perf_counter()
@@ -458,18 +458,11 @@ def fit(
     n = check_fit_args(fn, x_train, y_train, epochs, batch_size, seed)
     if batch_size is None and (augment is not None or data_parallel):
         raise fail(fn, "`augment` and `data_parallel` need minibatches (`batch_size` is None)")
-    eval_sets = dict(eval_sets or {})
-    for name, (ex, ey) in eval_sets.items():
-        _check_eval_args(f"{fn}: eval set {name!r}", ex, ey, eval_batch_size)
-    reporter = reporter_for(fn, progress)
     mesh = _mesh(fn, data_parallel, batch_size)
-    meta_run = {"seed": int(seed), "batch_size": batch_size, "n_train": n,
-                "config": json.loads(json.dumps(dict(config or {})))}
-    ckpt = None if checkpoint is None else Path(checkpoint)
-    run = start_run(fn, optimizer, params, ckpt if resume else None, meta_run, epochs)
-
-    data = Data(jnp.asarray(x_train), jnp.asarray(y_train),
-                 {k: (jnp.asarray(a), jnp.asarray(b)) for k, (a, b) in eval_sets.items()})
+    run, data, reporter, ckpt, meta_run = begin(
+        fn, optimizer, params, (x_train, y_train), n, epochs=epochs, seed=seed, batch_size=batch_size,
+        eval_sets=eval_sets, eval_batch_size=eval_batch_size, checkpoint=checkpoint, resume=resume,
+        progress=progress, config=config)
     if mesh is not None:
         run.params, run.opt_state = replicate(run.params, mesh), replicate(run.opt_state, mesh)
         data = replicate(data, mesh)
@@ -479,9 +472,30 @@ def fit(
     return run_epochs(fn, compiled, run, data, epochs, reporter, ckpt, meta_run, desc)
 
 
-def run_epochs(fn: str, compiled: Compiled, run: _Run, data: Data, epochs: int, reporter: Progress,
+def begin(fn: str, optimizer: optax.GradientTransformation, params: Any, train: tuple[Any, Any], n: int, *,
+          epochs: int, seed: int, batch_size: int | None, eval_sets: Mapping[str, tuple[Any, Any]] | None,
+          eval_batch_size: int, checkpoint: str | os.PathLike[str] | None, resume: bool, progress: Any,
+          config: Mapping[str, Any] | None, **meta: Any,
+          ) -> tuple[_Run, _Data, Progress, Path | None, dict[str, Any]]:
+    """What `fit` and `jaxcnn.sdlm.fit` start from, the evaluation sets checked: the run (fresh, or
+    resumed from `checkpoint`), the data, the progress reporter, the checkpoint's path and the
+    settings a checkpoint must match (seed, batch size, training-set size, `config`, and `meta`)."""
+    eval_sets = dict(eval_sets or {})
+    for name, (ex, ey) in eval_sets.items():
+        _check_eval_args(f"{fn}: eval set {name!r}", ex, ey, eval_batch_size)
+    reporter = _progress(fn, progress)
+    meta_run = {"seed": int(seed), "batch_size": batch_size, "n_train": n, **meta,
+                "config": json.loads(json.dumps(dict(config or {})))}
+    ckpt = None if checkpoint is None else Path(checkpoint)
+    run = _start(fn, optimizer, params, ckpt if resume else None, meta_run, epochs)
+    data = _Data(jnp.asarray(train[0]), jnp.asarray(train[1]),
+                {k: (jnp.asarray(a), jnp.asarray(b)) for k, (a, b) in eval_sets.items()})
+    return run, data, reporter, ckpt, meta_run
+
+
+def run_epochs(fn: str, compiled: Compiled, run: _Run, data: _Data, epochs: int, reporter: Progress,
                ckpt: Path | None, meta_run: Mapping[str, Any], desc: str) -> FitResult:
-    """Epochs ``run.epoch .. epochs - 1`` of a started run (`start_run`) with its compiled epoch:
+    """Epochs ``run.epoch .. epochs - 1`` of a started run (`begin`) with its compiled epoch:
     `fit`'s loop, and `jaxcnn.sdlm.fit`'s (training and evaluation losses checked, checkpoints,
     the best finite epoch kept on a divergence)."""
     reporter.start(desc=desc, total=epochs * compiled.steps, initial=run.epoch * compiled.steps,
