@@ -3,9 +3,9 @@
 `RTOL` and `rtol_for` are `jaxcnn.gradcheck`'s (one table for the tests and for
 ``python -m jaxcnn.gradcheck``). `rtol` is relative to the magnitude of the expected array: two
 arrays agree when ``|actual - expected| <= rtol * (|expected| + S)`` elementwise, with ``S`` the
-leaf's largest ``|entry|``, or ``min(1, the tree's largest)`` if that is more: entries near zero are
-judged on a scale rather than on their own (sums taken in another order differ by rounding
-proportional to the terms, not to the result); see `jaxcnn.gradcheck.errors`.
+leaf's largest finite ``|entry|``, or ``min(1, the tree's largest)`` if that is more (`array_scale`):
+entries near zero are judged on a scale rather than on their own (sums taken in another order
+differ by rounding proportional to the terms, not to the result); see `jaxcnn.gradcheck.errors`.
 """
 
 from __future__ import annotations
@@ -15,11 +15,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcnn.gradcheck import RTOL, comparison_floor, rtol_for
+from jaxcnn.gradcheck import RTOL, array_scale, comparison_floor, rtol_for
 
 __all__ = ["RTOL", "assert_close", "assert_dtype", "normal", "rtol_for"]
-
-_TINY = float(np.finfo(np.float64).tiny)  # the scale of an all-zero `expected`: only zeros meet it
 
 
 def assert_close(actual, expected, dtype=None) -> None:
@@ -29,7 +27,7 @@ def assert_close(actual, expected, dtype=None) -> None:
     def one(a, e):
         d = jnp.dtype(dtype) if dtype is not None else jnp.result_type(e)
         rtol = rtol_for(d)
-        scale = max(_TINY, floor, float(np.max(np.abs(np.asarray(e, np.float64)), initial=0.0)))
+        scale = array_scale(e, floor)
         chex.assert_trees_all_close(
             np.asarray(a, np.float64), np.asarray(e, np.float64), rtol=rtol, atol=rtol * scale
         )

@@ -55,6 +55,7 @@ from jaxcnn.gradcheck.errors import (
     FDResult,
     FDStats,
     array_errors,
+    array_scale,
     comparison_floor,
     rtol_for,
 )
@@ -74,6 +75,7 @@ __all__ = [
     "FDStats",
     "Family",
     "array_errors",
+    "array_scale",
     "check_finite_differences",
     "comparison_floor",
     "compare_gauss_newton",

@@ -358,8 +358,8 @@ def fd_checker(
         for fd, an, size in rows:
             fd = np.asarray(fd).reshape(len(nums), directions)
             an = np.asarray(an).reshape(len(nums), directions)
-            peak = float(np.max(np.abs(an[np.isfinite(an)]), initial=0.0))
-            floor = max(min(1.0, max(peak, FD_ROUNDING * float(size))), np.finfo(np.float64).tiny)
+            rounding = min(1.0, FD_ROUNDING * float(size))
+            floor = max(comparison_floor(an), rounding, np.finfo(np.float64).tiny)  # > 0: zeros divide
             stats = []
             for k, i in enumerate(nums):
                 err = np.abs(fd[k] - an[k])

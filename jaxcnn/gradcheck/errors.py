@@ -74,12 +74,22 @@ def rtol_for(dtype: Any) -> float:
     return RTOL[name]
 
 
+def _peak(array: Any) -> float:
+    """The largest finite ``|entry|`` of `array` (0 for none)."""
+    e = np.asarray(array, np.float64)
+    return float(np.max(np.abs(e[np.isfinite(e)]), initial=0.0))
+
+
 def comparison_floor(*expected: Any) -> float:
     """``min(1, G)``: ``G`` the largest finite ``|entry|`` of every array of the trees `expected`
     (the reference results of one comparison), the floor of each one's scale (module docstring)."""
-    peaks = [float(np.max(np.abs(e[np.isfinite(e)]), initial=0.0))
-             for e in (np.asarray(leaf, np.float64) for leaf in jax.tree_util.tree_leaves(expected))]
-    return min(1.0, max(peaks, default=0.0))
+    return min(1.0, max(map(_peak, jax.tree_util.tree_leaves(expected)), default=0.0))
+
+
+def array_scale(expected: Any, floor: float = 0.0) -> float:
+    """``S`` of the module docstring: the largest finite ``|entry|`` of `expected`, or `floor` (the
+    comparison's, `comparison_floor`) if that is more; positive, so that all zeros divide too."""
+    return max(_TINY, floor, _peak(expected))
 
 
 def array_errors(actual: Any, expected: Any, floor: float = 0.0) -> tuple[float, float]:
@@ -107,9 +117,7 @@ def array_errors(actual: Any, expected: Any, floor: float = 0.0) -> tuple[float,
         diff = np.abs(a - e)
         same = (a == e) | (np.isnan(a) & np.isnan(e))
         diff = np.where(same, 0.0, np.where(np.isnan(diff), np.inf, diff))
-        finite = np.abs(e[np.isfinite(e)])
-        scale = max(_TINY, floor, float(np.max(finite, initial=0.0)))  # > 0: all zeros divide too
-        rel = diff / (np.abs(e) + scale)
+        rel = diff / (np.abs(e) + array_scale(e, floor))
         rel = np.where(same, 0.0, np.where(np.isnan(rel), np.inf, rel))
     return float(np.max(diff)), float(np.max(rel))
 
