@@ -133,6 +133,9 @@ def test_array_errors_by_hand():
     assert floored == pytest.approx(1.5e-6, rel=1e-4)
     assert gradcheck.comparison_floor((np.array([0.5, -0.2]), [np.array([1e-6])])) == 0.5
     assert gradcheck.comparison_floor({"y": np.array([3.0, np.inf])}) == 1.0
+    # the scale itself: the largest finite |entry| (an inf no longer makes it infinite), or the floor
+    assert gradcheck.array_scale(np.array([3.0, -np.inf, np.nan]), 0.5) == 3.0
+    assert gradcheck.array_scale(np.array([1e-6]), 0.25) == 0.25 and 0 < gradcheck.array_scale(np.zeros(2))
     assert gradcheck.array_errors(np.array([np.nan, np.inf]), np.array([np.nan, np.inf])) == (0.0, 0.0)
     assert gradcheck.array_errors(np.array([np.nan, 1.0]), np.array([0.0, 1.0])) == (np.inf, np.inf)
     assert gradcheck.array_errors(np.zeros((0, 3)), np.zeros((0, 3))) == (0.0, 0.0)
