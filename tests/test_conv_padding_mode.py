@@ -10,7 +10,7 @@ import pytest
 
 import jaxcnn
 from jaxcnn import reference
-from tests.tolerances import assert_close, assert_dtype, normal
+from tests.tolerances import assert_close, assert_dtype, compiled_vjp, normal
 
 MODES = ["zeros", "reflect", "replicate", "circular"]
 
@@ -59,10 +59,9 @@ def test_rules_match_reference(mode, x_shape, w_shape, options, dtype):
     x, w, b = normal(0, x_shape, dtype), normal(1, w_shape, dtype), normal(2, w_shape[-1:], dtype)
 
     def run(fn):
-        y, vjp = jax.vjp(lambda x, w, b: fn(x, w, b, padding_mode=mode, **options), x, w, b)
-        return y, vjp(normal(3, y.shape, dtype))
+        return compiled_vjp(lambda x, w, b: fn(x, w, b, padding_mode=mode, **options), x, w, b, seed=3)
 
-    (y, grads), (y_ref, grads_ref) = jax.jit(run, static_argnums=0)(jaxcnn.conv), run(reference.conv)
+    (y, grads), (y_ref, grads_ref) = run(jaxcnn.conv), run(reference.conv)
     assert_close(y, y_ref)
     assert_close(grads, grads_ref)
     assert_dtype(grads, dtype)
@@ -92,12 +91,11 @@ def test_agrees_with_pytorch(mode, nd, x64):
         layer.bias.copy_(torch.from_numpy(np.array(b)))
     xt = torch.from_numpy(np.moveaxis(np.asarray(x), -1, 1).copy()).requires_grad_(True)
     yt = layer(xt)
-    y, vjp = jax.vjp(lambda x, w, b: jaxcnn.conv(x, w, b, stride=stride, padding=pad, dilation=dil,
-                                                 groups=groups, padding_mode=mode), x, w, b)
+    options = {"stride": stride, "padding": pad, "dilation": dil, "groups": groups, "padding_mode": mode}
+    y, (dx, dw, db) = compiled_vjp(lambda x, w, b: jaxcnn.conv(x, w, b, **options), x, w, b, seed=9)
     assert_close(y, np.moveaxis(yt.detach().numpy(), 1, -1))
     ct = normal(9, y.shape, jnp.float64)
     yt.backward(torch.from_numpy(np.moveaxis(np.asarray(ct), -1, 1).copy()))
-    dx, dw, db = vjp(ct)
     assert_close(dx, np.moveaxis(xt.grad.numpy(), 1, -1))
     assert_close(dw, np.transpose(layer.weight.grad.numpy(), (*range(2, nd + 2), 1, 0)))
     assert_close(db, layer.bias.grad.numpy())
