@@ -6,6 +6,8 @@ arrays agree when ``|actual - expected| <= rtol * (|expected| + S)`` elementwise
 leaf's largest finite ``|entry|``, or ``min(1, the tree's largest)`` if that is more (`array_scale`):
 entries near zero are judged on a scale rather than on their own (sums taken in another order
 differ by rounding proportional to the terms, not to the result); see `jaxcnn.gradcheck.errors`.
+Beside them, what the comparisons are fed: seeded inputs (`normal`) and a compiled value-and-VJP
+(`compiled_vjp`).
 """
 
 from __future__ import annotations
