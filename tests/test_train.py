@@ -228,13 +228,57 @@ def test_checkpoint_corrupt_or_mismatched_raises_naming_the_file(tmp_path, stand
         train.load_checkpoint(tmp_path / "nowhere.npz", _state())
 
 
+def test_checkpoint_holds_prng_keys_and_refuses_python_objects(tmp_path):
+    """A typed PRNG key in the optimizer state (`optax.add_noise`) made NumPy's TypeError at the first
+    save, after an epoch of training; a Python object leaf was pickled by `np.savez` despite "no
+    pickle", and failed only on load."""
+    noisy = optax.chain(optax.add_noise(0.01, 0.5, 0), optax.sgd(0.1))
+    params = {"w": jnp.ones((3, 2), jnp.float32)}
+    state = {"params": params, "opt_state": noisy.init(params)}
+    path = tmp_path / "keys.npz"
+    train.save_checkpoint(path, state, {"epoch": 1})
+    loaded, _ = train.load_checkpoint(path, state)
+    key, want = loaded["opt_state"][0].rng_key, state["opt_state"][0].rng_key
+    assert jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+    assert jax.random.key_impl(key) == jax.random.key_impl(want)
+    np.testing.assert_array_equal(jax.random.key_data(key), jax.random.key_data(want))
+    no_key = {"params": params, "opt_state": (noisy.init(params)[0].count,)}  # no key where the file has one
+    with pytest.raises(ValueError, match=r"keys.npz' holds PRNG keys \{'opt_state/0/rng_key': 'threefry"):
+        train.load_checkpoint(path, no_key)
+    with pytest.raises(ValueError, match=r"`save_checkpoint`: leaf 'params/f' must be an array of numbers, "
+                                         r"got builtin_function_or_method"):
+        train.save_checkpoint(tmp_path / "object.npz", {"params": {"f": print}}, {})
+    assert not (tmp_path / "object.npz").exists()
+
+
+def test_checkpoint_files_of_the_wrong_kind_get_the_librarys_error(tmp_path):
+    """Each was a raw AttributeError, TypeError or MemoryError (or a false "does not exist")."""
+    state = {"params": {"w": jnp.ones((3,), jnp.float32)}}
+    path = tmp_path / "ckpt.npz"
+    train.save_checkpoint(path, state, {"epoch": 1})
+    with np.load(path) as archive:
+        entries = dict(archive)
+    np.savez(tmp_path / "dtypes.npz", **{**entries, "__dtypes__": np.array("[1]")})
+    with pytest.raises(ValueError, match=r"dtypes.npz' has no valid '__dtypes__' entry: expected a JSON"):
+        train.load_checkpoint(tmp_path / "dtypes.npz", state)
+    with open(tmp_path / "plain.npz", "wb") as f:  # a .npy file under a checkpoint's name
+        np.save(f, np.zeros(3))
+    with pytest.raises(ValueError, match=r"plain.npz' is not a readable .npz checkpoint"):
+        train.load_checkpoint(tmp_path / "plain.npz", state)
+    (tmp_path / "dir.npz").mkdir()
+    with pytest.raises(ValueError, match=r"dir.npz' is not a file"):
+        train.load_checkpoint(tmp_path / "dir.npz", state)
+    with pytest.raises(ValueError, match=r"`fit`: `checkpoint` must be a file path, got '.*dir.npz'"):
+        _fit(tmp_path, 1, checkpoint_path=tmp_path / "dir.npz")
+
+
 # ---------------------------------------------------------------------------------- fit
 def _noise(key, xb):
     """A seeded augmentation (module level: one compilation for every fit below)."""
     return xb + 0.05 * jax.random.normal(key, xb.shape)
 
 
-def _fit(tmp_path, epochs, *, minibatch=False, checkpoint=True, x=None, **kwargs):
+def _fit(tmp_path, epochs, *, minibatch=False, checkpoint=True, x=None, checkpoint_path=None, **kwargs):
     xs, labels, t = _data(N)
     x = xs if x is None else x
     if minibatch:  # minibatches, Adam, and a seeded augmentation
@@ -245,7 +289,8 @@ def _fit(tmp_path, epochs, *, minibatch=False, checkpoint=True, x=None, **kwargs
     return train.fit(
         APPLY, loss_fn, optimizer, _params(), (x, t), epochs=epochs, seed=3,
         eval_sets={"test": (xs[:7], t[:7])}, eval_loss_fn=_mean_se,
-        checkpoint=tmp_path / "ckpt.npz" if checkpoint else None, **{"progress": False, **kwargs},
+        checkpoint=(checkpoint_path or tmp_path / "ckpt.npz") if checkpoint else None,
+        **{"progress": False, **kwargs},
     )
 
 
@@ -309,6 +354,58 @@ def test_resume_with_fewer_epochs_than_the_checkpoint_is_refused(tmp_path):
         pattern = f"`fit`: checkpoint '.*ckpt.npz' has no training record.*{says}"
         with pytest.raises(ValueError, match=pattern):
             _fit(tmp_path, 3)
+
+
+def test_numpy_settings_are_saved_as_their_values(tmp_path, standard_promotion):
+    """A NumPy int `batch_size` or NumPy scalars in `config` passed the checks, then made json's
+    TypeError at the first save, after an epoch of training."""
+    result = _fit(tmp_path, 1, minibatch=True, batch_size=np.int64(4), config={"lr": np.float32(0.5)})
+    assert len(result.history) == 1
+    template = {"params": _params(), "opt_state": ADAM.init(_params())}
+    _, meta = train.load_checkpoint(tmp_path / "ckpt.npz", template)
+    assert meta["batch_size"] == 4 and meta["config"] == {"lr": 0.5}
+    assert _fit(tmp_path, 2, minibatch=True, config={"lr": 0.5}).start_epoch == 1  # the same run, resumed
+    with pytest.raises(ValueError, match=r"`fit`: `config` must be None or a dict of JSON values: .*object"):
+        _fit(tmp_path, 1, config={"f": object()}, checkpoint=False)
+    with pytest.raises(ValueError, match=r"`fit`: `config` must be None or a dict of JSON values, got list"):
+        _fit(tmp_path, 1, config=[1, 2], checkpoint=False)
+
+
+def test_resume_refuses_a_malformed_record_or_settings_it_does_not_have(tmp_path):
+    """A history entry that is not a dict of numbers was an AttributeError or float()'s ValueError on
+    resume; a checkpoint with settings this run lacks (`jaxcnn.sdlm.fit`'s, say) resumed silently."""
+    first = _fit(tmp_path, 1)
+    template = {"params": _params(), "opt_state": SGD.init(_params())}
+    state, meta = train.load_checkpoint(tmp_path / "ckpt.npz", template)
+    for bad in ({"history": [1]}, {"history": [{"train_loss_running": "abc"}]}, {"train_seconds": "x"}):
+        train.save_checkpoint(tmp_path / "ckpt.npz", state, {**meta, **bad})
+        with pytest.raises(ValueError, match="ckpt.npz' has no training record"):
+            _fit(tmp_path, 2)
+    train.save_checkpoint(tmp_path / "ckpt.npz", state, {**meta, "sdlm_gamma": 0.1})
+    with pytest.raises(ValueError, match=r"ckpt.npz' was written with settings this run does not have: "
+                                         r"\['sdlm_gamma'\]"):
+        _fit(tmp_path, 2)
+    train.save_checkpoint(tmp_path / "ckpt.npz", state, meta)
+    assert _equal(_fit(tmp_path, 1).params, first.params)  # the checkpoint as written resumes
+
+
+def test_non_finite_parameters_under_a_finite_loss_stop_the_run(tmp_path):
+    """sqrt(|y - t|) at y == t: the loss is 0, its gradient infinite. The run returned, and saved,
+    infinite parameters with a training loss of 0."""
+    x = jnp.ones((4, 3), jnp.float32)
+    params = {"w": jnp.zeros((3, 2), jnp.float32)}
+
+    def linear(p, xb):
+        return xb @ p["w"]
+
+    def root_loss(y, t):
+        return jnp.mean(jnp.sqrt(jnp.abs(y - t)))
+
+    with pytest.raises(train.NonFiniteLossError, match=r"a parameter became NaN or infinite at epoch 1 "
+                                                       r"while the training loss stayed finite"):
+        train.fit(linear, root_loss, optax.sgd(0.1), params, (x, jnp.zeros((4, 2), jnp.float32)), epochs=1,
+                  batch_size=4, checkpoint=tmp_path / "root.npz", progress=False)
+    assert not (tmp_path / "root.npz").exists()
 
 
 def test_resumed_train_seconds_count_every_epoch(tmp_path):

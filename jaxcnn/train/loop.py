@@ -3,8 +3,8 @@
 `fit` trains for a number of epochs, evaluates after each, writes a checkpoint after each, resumes
 from it reproducing an uninterrupted run exactly (the data order of epoch ``e`` is
 `epoch_permutation` ``(seed, e)``, a function of nothing else), and stops with `NonFiniteLossError`
-when a loss becomes NaN or infinite, leaving in the checkpoint the epoch of the best finite
-evaluation. Progress goes to a small `Progress` hook: `PrintProgress` (one line per epoch) by
+when a loss (or a parameter) becomes NaN or infinite, leaving in the checkpoint the epoch of the
+best finite evaluation. Progress goes to a small `Progress` hook: `PrintProgress` (one line per epoch) by
 default; the experiments pass a tqdm bar (``experiments/_report.py``). No tqdm here.
 """
 
@@ -27,7 +27,7 @@ import optax
 from jax.sharding import Mesh
 
 from jaxcnn._checks import fail, is_int
-from jaxcnn.train.checkpoints import load_checkpoint, save_checkpoint
+from jaxcnn.train.checkpoints import flatten, load_checkpoint, save_checkpoint
 from jaxcnn.train.steps import (
     ApplyFn,
     LossFn,
@@ -197,6 +197,18 @@ def _remember_if_best(run: _Run, record: Mapping[str, Any], meta: Mapping[str, A
         run.best = _Snapshot(run.epoch, metric, score, state, {**meta, "history": list(meta["history"])})
 
 
+_RECORD_KEYS = {"format", "epoch", "history", "train_seconds"}  # a checkpoint's meta beside the settings
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_record(entry: Any) -> bool:
+    """A history entry as `_train_epoch` writes it: a dict of numbers (None for no value)."""
+    return isinstance(entry, dict) and all(_is_number(v) or v is None for v in entry.values())
+
+
 def _count(history: Any) -> str:
     return f"{len(history)} history entries" if isinstance(history, list) else f"history={history!r}"[:80]
 
@@ -210,9 +222,15 @@ def _start(fn: str, optimizer: optax.GradientTransformation, params: Any, ckpt: 
         return run
     state, meta = load_checkpoint(ckpt, {"params": run.params, "opt_state": run.opt_state})
     done, history = meta.get("epoch"), meta.get("history")
-    if not is_int(done) or done < 0 or not isinstance(history, list) or len(history) != done:
-        raise fail(fn, f"checkpoint '{ckpt}' has no training record (an epoch count and one history entry "
-                       f"per epoch), got epoch={done!r} and {_count(history)}: not a checkpoint of `fit`")
+    if (not is_int(done) or done < 0 or not isinstance(history, list) or len(history) != done
+            or not all(_is_record(h) for h in history) or not _is_number(meta.get("train_seconds", 0.0))):
+        raise fail(fn, f"checkpoint '{ckpt}' has no training record (an epoch count, one history entry of "
+                       f"numbers per epoch and the training seconds), got epoch={done!r} and "
+                       f"{_count(history)}: not a checkpoint of `fit`")
+    unknown = sorted(set(meta) - set(meta_run) - _RECORD_KEYS)
+    if unknown:  # e.g. a `jaxcnn.sdlm.fit` checkpoint (its settings) resumed by `fit`
+        raise fail(fn, f"checkpoint '{ckpt}' was written with settings this run does not have: {unknown}; "
+                       "resume would not reproduce the run (use another path or resume=False)")
     if done > epochs:
         raise fail(fn, f"checkpoint '{ckpt}' has {done} epochs, `epochs` is {epochs}; pass epochs >= {done} "
                        "or start without resume (resume=False)")
@@ -320,6 +338,12 @@ def compile_evaluators(apply_fn: ApplyFn, eval_loss_fn: LossFn, eval_batch_size:
     return {k: evaluator.lower(run.params, *d).compile() for k, d in data.evals.items()}
 
 
+@jax.jit
+def _all_finite(tree: Any) -> jax.Array:
+    leaves = [jnp.all(jnp.isfinite(a)) for a in jax.tree.leaves(tree) if jnp.issubdtype(a.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
+
+
 def _train_epoch(fn: str, compiled: Compiled, run: _Run, data: _Data, epoch: int,
                  progress: Progress, ckpt: Path | None, meta_run: Mapping[str, Any]) -> dict[str, Any]:
     """Epoch `epoch` (0-based): train, evaluate, checkpoint; its history record."""
@@ -332,6 +356,9 @@ def _train_epoch(fn: str, compiled: Compiled, run: _Run, data: _Data, epoch: int
     if bad.size:
         raise _diverged(fn, run, ckpt, epoch + 1, f"the training loss became {losses[bad[0]]} at epoch "
                                                   f"{epoch + 1}, step {int(bad[0]) + 1} of {losses.size}")
+    if not _all_finite(run.params):  # a finite loss with an infinite gradient (the last step's)
+        raise _diverged(fn, run, ckpt, epoch + 1, f"a parameter became NaN or infinite at epoch {epoch + 1} "
+                                                  "while the training loss stayed finite")
     record: dict[str, Any] = {"epoch": epoch + 1, "train_loss_running": float(losses.mean())}
     t0 = time.perf_counter()
     for name, (ex, ey) in data.evals.items():
@@ -443,14 +470,17 @@ def fit(
       `FitResult`.
 
     Raises:
-      NonFiniteLossError: a training or evaluation loss became NaN or infinite. The checkpoint
+      NonFiniteLossError: a training or evaluation loss, or a parameter (after an epoch whose
+        losses stayed finite), became NaN or infinite. The checkpoint
         then holds the epoch of the best finite evaluation (lowest loss on the first evaluation
         set, else lowest running training loss) among those this call saved or restored, so an
         epoch that had already exploded is not what is kept; the error's ``history`` holds
         every finite epoch.
-      ValueError: bad arguments; a checkpoint that does not match (see `load_checkpoint`) or was
-        written with another seed, batch size, training-set size or `config`; a checkpoint with
-        more epochs than `epochs`.
+      ValueError: bad arguments (a `checkpoint` path that is not a file, a `config` that JSON
+        cannot hold, a state a checkpoint cannot hold: checked before training); a checkpoint that
+        does not match (see `load_checkpoint`), was written with another seed, batch size,
+        training-set size or `config` or with settings this run does not have, or whose training
+        record is malformed; a checkpoint with more epochs than `epochs`.
     """
     fn = "fit"
     _check_optimizer(fn, optimizer)
@@ -484,13 +514,30 @@ def begin(fn: str, optimizer: optax.GradientTransformation, params: Any, train: 
     for name, (ex, ey) in eval_sets.items():
         _check_eval_args(f"{fn}: eval set {name!r}", ex, ey, eval_batch_size)
     reporter = _progress(fn, progress)
-    meta_run = {"seed": int(seed), "batch_size": batch_size, "n_train": n, **meta,
-                "config": json.loads(json.dumps(dict(config or {})))}
+    if config is not None and not isinstance(config, Mapping):
+        raise fail(fn, f"`config` must be None or a dict of JSON values, got {type(config).__name__}")
+    try:  # NumPy scalars as their Python values
+        config = json.loads(json.dumps(dict(config or {}), default=_python))
+    except (TypeError, ValueError) as err:
+        raise fail(fn, f"`config` must be None or a dict of JSON values: {err}") from err
+    meta_run = {"seed": int(seed), "batch_size": None if batch_size is None else int(batch_size),
+                "n_train": n, **meta, "config": config}
     ckpt = None if checkpoint is None else Path(checkpoint)
+    if ckpt is not None and ckpt.exists() and not ckpt.is_file():
+        raise fail(fn, f"`checkpoint` must be a file path, got '{ckpt}', which is not a file")
     run = _start(fn, optimizer, params, ckpt if resume else None, meta_run, epochs)
+    if ckpt is not None:  # what the checkpoint cannot hold is refused now, not after an epoch
+        flatten(fn, {"params": run.params, "opt_state": run.opt_state})
     data = _Data(jnp.asarray(train[0]), jnp.asarray(train[1]),
                 {k: (jnp.asarray(a), jnp.asarray(b)) for k, (a, b) in eval_sets.items()})
     return run, data, reporter, ckpt, meta_run
+
+
+def _python(value: Any) -> Any:
+    """A NumPy scalar as its Python value (`json.dumps`'s default hook for `config`)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} {value!r} is not a JSON value")
 
 
 def run_epochs(fn: str, compiled: Compiled, run: _Run, data: _Data, epochs: int, reporter: Progress,
