@@ -53,11 +53,20 @@ def _transpose(x: jax.Array, perm: tuple[int, ...]) -> jax.Array:
     return x if perm == tuple(range(x.ndim)) else jnp.transpose(x, perm)
 
 
+def _is_default(value: Any) -> bool:
+    """None, or a precision lax itself takes as DEFAULT (``"fastest"``, ``"bfloat16"``, ...)."""
+    if value is None or value is lax.DotAlgorithmPreset.DEFAULT:
+        return True
+    try:
+        return lax.Precision(value) == lax.Precision.DEFAULT
+    except (TypeError, ValueError, KeyError):
+        return False
+
+
 def _check_precision(precision: Any) -> None:
     """jaxcnn's rules run at the default precision; any other request would be silently dropped."""
-    default = (None, lax.Precision.DEFAULT, "default", "DEFAULT")
     values = precision if isinstance(precision, (tuple, list)) else (precision,)
-    if not all(any(v is d or v == d for d in default) for v in values):
+    if not all(_is_default(v) for v in values):
         raise fail(
             _FN,
             f"`precision` {precision!r} cannot be honoured: jaxcnn's rules run at the default precision "
@@ -76,10 +85,11 @@ def conv_general_dilated(
     Same signature and results as ``jax.lax.conv_general_dilated``; the gradients are the article's
     rules (`jaxcnn.conv`: Eq 14 for the kernel, Eq 22 for the input). Any dimension numbers (they
     are mapped to channels-last by transposes, which are differentiated by JAX), 1-3 spatial dims,
-    feature groups, kernel dilation, padding as ``(lo, hi)`` pairs (negative amounts crop) or
-    ``'SAME'``, ``'SAME_LOWER'``, ``'VALID'``. ``lhs_dilation > 1`` (a transposed convolution) runs
-    `jaxcnn.conv_transpose` when the padding allows it (``lo <= d*(k-1)``), followed by a strided
-    subsample when ``window_strides > 1``.
+    feature groups, kernel dilation, padding as ``(lo, hi)`` pairs of ints (negative amounts crop,
+    as ``lax.pad``) or ``'SAME'``, ``'SAME_LOWER'``, ``'VALID'``; a window wider than the padded
+    input gives lax's empty result; precisions lax reads as DEFAULT (``"fastest"``, ...) are taken.
+    ``lhs_dilation > 1`` (a transposed convolution) runs `jaxcnn.conv_transpose` when the padding
+    allows it (``lo <= d*(k-1)``), followed by a strided subsample when ``window_strides > 1``.
 
     Raises (the library's message format) for what jaxcnn cannot honour, rather than ignoring it:
     ``batch_group_count > 1``; a `precision` other than None/DEFAULT; a `preferred_element_type`
@@ -100,7 +110,8 @@ def conv_general_dilated(
         raise fail(_FN, f"`out_sharding` {out_sharding!r} cannot be honoured by jaxcnn's rules; pass None")
     dtype = jnp.result_type(lhs)
     try:
-        preferred = None if preferred_element_type is None else jnp.dtype(preferred_element_type)
+        preferred = (None if preferred_element_type is None  # as lax: float64 is float32 without x64
+                     else jax.dtypes.canonicalize_dtype(jnp.dtype(preferred_element_type)))
     except TypeError:
         raise fail(_FN, f"`preferred_element_type` must be None or a dtype, got {preferred_element_type!r}",
                    TypeError) from None
@@ -147,21 +158,35 @@ def conv_general_dilated(
             raise fail(_FN, f"`padding` {padding!r} is not 'SAME', 'SAME_LOWER' or 'VALID' ({err})") from None
     else:
         try:
-            pads = [(int(lo), int(hi)) for lo, hi in padding]
+            pads = [(lo, hi) for lo, hi in padding]
         except (TypeError, ValueError):
-            raise fail(_FN, f"`padding` must be a string or {nd} (lo, hi) pairs, got {padding!r}",
-                       TypeError) from None
+            pads = None
+        if pads is None or not all(is_int(v) for pair in pads for v in pair):  # 1.7 is not 1
+            raise fail(_FN, f"`padding` must be a string or {nd} (lo, hi) pairs of ints, got {padding!r}",
+                       TypeError)
         if len(pads) != nd:
             raise fail(_FN, f"`padding` must have {nd} (lo, hi) pairs, got {padding!r}")
     pads = tuple((int(lo), int(hi)) for lo, hi in pads)
 
     if base == (1,) * nd:
-        # negative padding crops: a slice (differentiated by JAX), then jaxcnn's non-negative padding
-        crop = tuple(slice(max(-lo, 0), n - max(-hi, 0))
-                     for n, (lo, hi) in zip(x.shape[1:-1], pads, strict=True))
-        x = x[(slice(None), *crop, slice(None))]
-        pads = tuple((max(lo, 0), max(hi, 0)) for lo, hi in pads)
-        y = jaxcnn.conv(x, w, stride=strides, padding=pads, dilation=dilation, groups=feature_group_count)
+        size = x.shape[1:-1]
+        if min(n + lo + hi for n, (lo, hi) in zip(size, pads, strict=True)) < 0:
+            raise fail(_FN, f"`padding` {pads} crops more than the input's spatial size {size} (as in lax, "
+                       "lo + size + hi must be >= 0 on every spatial dim)")
+        if any(max(-lo, 0) + max(-hi, 0) > n for n, (lo, hi) in zip(size, pads, strict=True)):
+            # a crop past the input's end on one side, padding on the other: lax.pad's own semantics
+            x = lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0), *((lo, hi, 0) for lo, hi in pads), (0, 0, 0)])
+            pads = ((0, 0),) * nd
+        else:  # negative padding crops: a slice (differentiated by JAX), then jaxcnn's non-negative padding
+            crop = tuple(slice(max(-lo, 0), n - max(-hi, 0)) for n, (lo, hi) in zip(size, pads, strict=True))
+            x = x[(slice(None), *crop, slice(None))]
+            pads = tuple((max(lo, 0), max(hi, 0)) for lo, hi in pads)
+        out = tuple((n + lo + hi - e) // s + 1 if n + lo + hi >= e else 0
+                    for n, (lo, hi), e, s in zip(x.shape[1:-1], pads, extent, strides, strict=True))
+        if 0 in out:  # a window larger than the padded input: lax's result is empty (jaxcnn.conv refuses)
+            y = jnp.zeros((x.shape[0], *out, d), dtype)
+        else:
+            y = jaxcnn.conv(x, w, stride=strides, padding=pads, dilation=dilation, groups=feature_group_count)
     else:
         y = _transposed(x, w, base, strides, pads, dilation, extent, feature_group_count)
     return _transpose(y, _inverse(out_perm))

@@ -128,6 +128,46 @@ def test_any_dimension_numbers_match_lax(x64):
         assert_close(vjp_o(ct), vjp_l(ct))
 
 
+@pytest.mark.parametrize("padding, strides, kernel", [
+    ([(-6, 6)], (1,), 1),  # a crop past the input's end, then padding: lax.pad's semantics (was shape 6)
+    ([(2, -1)], (1,), 1), ([(-4, -1)], (1,), 1), ([(0, -5)], (1,), 1),  # the last two crop everything
+    ("VALID", (1,), 3), ([(0, 0)], (2,), 7), ([(1, 1)], (1,), 9),  # windows wider than the padded input
+])
+def test_padding_past_the_input_matches_lax(padding, strides, kernel, x64):
+    """lax's results where the padded input is shorter than the window or a crop passes the input's
+    end: empty outputs (jaxcnn.conv refused them) and lax.pad's crops (the slice counted from the
+    other end)."""
+    x, w = normal(7, (2, 5, 3), jnp.float64), normal(8, (kernel, 3, 4), jnp.float64)
+    kw = {"window_strides": strides, "padding": padding, "dimension_numbers": ("NWC", "WIO", "NWC")}
+    y_l, vjp_l = jax.vjp(lambda a, b: lax.conv_general_dilated(a, b, **kw), x, w)
+    y_o, vjp_o = jax.vjp(lambda a, b: interop.conv_general_dilated(a, b, **kw), x, w)
+    assert y_o.shape == y_l.shape
+    assert_close(y_o, y_l)
+    ct = normal(9, y_l.shape, jnp.float64)
+    assert_close(vjp_o(ct), vjp_l(ct))
+
+
+def test_padding_and_precision_as_lax_reads_them():
+    """A float padding was truncated (1.7 -> 1) and a crop longer than the input sliced from the other
+    end; lax's aliases of DEFAULT precision and a float64 preferred type without x64 (float32 then)
+    were refused."""
+    x, w, dn = jnp.ones((1, 5, 1)), jnp.ones((3, 1, 1)), ("NWC", "WIO", "NWC")
+    call = interop.conv_general_dilated
+    with pytest.raises(TypeError, match=r"`conv_general_dilated`: `padding` must be a string or 1 \(lo, hi\) "
+                                        r"pairs of ints, got \[\(1.7, 0\)\]"):
+        call(x, w, (1,), [(1.7, 0)], dimension_numbers=dn)
+    with pytest.raises(ValueError, match=r"`padding` \(\(0, -6\),\) crops more than the input's spatial "
+                                         r"size \(5,\)"):
+        call(x, w, (1,), [(0, -6)], dimension_numbers=dn)
+    want = lax.conv_general_dilated(x, w, (1,), "SAME", dimension_numbers=dn)
+    for precision in ("fastest", "bfloat16", ("default", "fastest"), lax.DotAlgorithmPreset.DEFAULT):
+        y = call(x, w, (1,), "SAME", dimension_numbers=dn, precision=precision)
+        np.testing.assert_array_equal(y, want)
+    y = call(x, w, (1,), "SAME", dimension_numbers=dn, preferred_element_type=jnp.float64)
+    assert y.dtype == jnp.float32 and not jax.config.jax_enable_x64
+    np.testing.assert_array_equal(y, want)
+
+
 def test_unsupported_options_raise():
     x, w = jnp.ones((2, 5, 5, 4)), jnp.ones((3, 3, 4, 4))
     dn = ("NHWC", "HWIO", "NHWC")
