@@ -114,9 +114,11 @@ def sdlm(learning_rate: float | optax.Schedule, *, mu: float = DEFAULT_MU) -> op
 
 
 def set_curvature(opt_state: Any, hessian: Any) -> Any:
-    """`opt_state` with the ``h`` of every `SDLMState` in it (also inside an ``optax.chain``)
-    replaced by `hessian` (a pytree like the params)."""
-    return _map_curvature(opt_state, lambda old: _like("set_curvature", "hessian", hessian, old))
+    """`opt_state` with the ``h`` of every `SDLMState` in it (also inside an ``optax.chain`` or
+    ``optax.named_chain``) replaced by `hessian` (a pytree like the params); ValueError when it
+    holds none."""
+    fn = "set_curvature"
+    return _map_curvature(fn, opt_state, lambda old: _like(fn, "hessian", hessian, old))
 
 
 def running_curvature(opt_state: Any, h_p: Any, gamma: float) -> Any:
@@ -135,7 +137,7 @@ def running_curvature(opt_state: Any, h_p: Any, gamma: float) -> Any:
       gamma: the averaging constant, a float in ``(0, 1]`` (1: ``h`` becomes ``h_p``).
     """
     gamma = _check_gamma("running_curvature", gamma)
-    return _map_curvature(opt_state, lambda old: jax.tree.map(
+    return _map_curvature("running_curvature", opt_state, lambda old: jax.tree.map(
         lambda h, hp: (1.0 - gamma) * h + gamma * jnp.asarray(hp, h.dtype), old,
         _like("running_curvature", "h_p", h_p, old)))
 
@@ -183,16 +185,27 @@ def _check_gamma(fn: str, gamma: Any) -> float:
     return gamma_
 
 
-def _map_curvature(opt_state: Any, new_h: Callable[[Any], Any]) -> Any:
-    """`opt_state` with the ``h`` of every `SDLMState` replaced by ``new_h(h)`` (cast to h's dtypes)."""
-    if isinstance(opt_state, SDLMState):
-        return opt_state._replace(hessian=jax.tree.map(lambda old, new: jnp.asarray(new, old.dtype),
-                                                       opt_state.hessian, new_h(opt_state.hessian)))
-    if isinstance(opt_state, tuple) and hasattr(opt_state, "_fields"):
-        return type(opt_state)(*(_map_curvature(s, new_h) for s in opt_state))
-    if isinstance(opt_state, (tuple, list)):
-        return type(opt_state)(_map_curvature(s, new_h) for s in opt_state)
-    return opt_state
+def _is_sdlm(state: Any) -> bool:
+    return isinstance(state, SDLMState)
+
+
+def _map_curvature(fn: str, opt_state: Any, new_h: Callable[[Any], Any]) -> Any:
+    """`opt_state` with the ``h`` of every `SDLMState` replaced by ``new_h(h)`` (cast to h's dtypes),
+    wherever it is in the state's pytree (a chain's tuple, ``optax.named_chain``'s dict, ...); a state
+    without one is refused (nothing would be set)."""
+    if not _holds_sdlm(opt_state):
+        raise fail(fn, f"`opt_state` holds no `SDLMState` (the state of `sdlm`), got {opt_state!s:.120}")
+    def one(state: Any) -> Any:
+        if not _is_sdlm(state):
+            return state
+        return state._replace(hessian=jax.tree.map(lambda old, new: jnp.asarray(new, old.dtype),
+                                                   state.hessian, new_h(state.hessian)))
+
+    return jax.tree.map(one, opt_state, is_leaf=_is_sdlm)
+
+
+def _holds_sdlm(opt_state: Any) -> bool:
+    return any(_is_sdlm(s) for s in jax.tree.leaves(opt_state, is_leaf=_is_sdlm))
 
 
 def estimate_curvature(apply_fn: ApplyFn, loss_fn: LossFn, params: Any, x: jax.Array,
@@ -386,6 +399,9 @@ def fit(
     if batch_size is not None:
         raise fail(fn, f"`batch_size` must be None (per-example steps), got {batch_size!r}")
     _steps._check_optimizer(fn, optimizer)
+    if not _holds_sdlm(jax.eval_shape(optimizer.init, params)):  # else h is never set: plain SGD
+        raise fail(fn, "`optimizer` must be an `sdlm` or a chain holding one (its state an `SDLMState`), "
+                       f"got one whose state holds none: {jax.eval_shape(optimizer.init, params)!s:.120}")
     curvature_apply_fn = apply_fn if curvature_apply_fn is None else curvature_apply_fn
     curvature_loss_fn = loss_fn if curvature_loss_fn is None else curvature_loss_fn
     n = _loop.check_fit_args(fn, *train_set, epochs, None, seed)

@@ -59,6 +59,24 @@ def test_schedule_and_chain(standard_promotion):
     assert_close(u2["w"], jnp.array([-0.5, -0.25]))  # the rate halved after one update
 
 
+def test_curvature_set_wherever_the_state_holds_it(standard_promotion):
+    """`optax.named_chain` keeps its states in a dict, which `set_curvature` did not look into: h
+    stayed 0 and the "SDLM" run was plain SGD at rate eps/mu. A state holding no `SDLMState` was
+    returned unchanged, and `sdlm.fit` took an optimizer without one."""
+    params = {"w": jnp.ones(2)}
+    named = optax.named_chain(("clip", optax.clip(10.0)), ("sdlm", sdlm.sdlm(1.0, mu=1.0)))
+    state = sdlm.set_curvature(named.init(params), {"w": jnp.array([1.0, 3.0])})
+    u, _ = named.update({"w": jnp.array([2.0, 2.0])}, state, params)
+    assert_close(u["w"], jnp.array([-1.0, -0.5]))  # -1/(1+h)*2, h set inside the dict
+    running = sdlm.running_curvature(state, {"w": jnp.array([3.0, 5.0])}, 0.5)
+    assert_close(running["sdlm"].hessian["w"], jnp.array([2.0, 4.0]))
+    with pytest.raises(ValueError, match=r"`set_curvature`: `opt_state` holds no `SDLMState`"):
+        sdlm.set_curvature(optax.sgd(0.1).init(params), params)
+    with pytest.raises(ValueError, match=r"`sdlm.fit`: `optimizer` must be an `sdlm` or a chain holding one"):
+        sdlm.fit(lambda p, x: x * p["w"], jaxcnn.squared_error, optax.sgd(0.1), params,
+                 (jnp.ones((3, 2)), jnp.ones((3, 2))), epochs=1, progress=False)
+
+
 def test_lecun_schedule_ratios(standard_promotion):
     sched = sdlm.lecun_schedule(5e-4, steps_per_pass=10)
     got = [float(sched(10 * p)) for p in range(14)]  # first update of passes 1..14
