@@ -5,7 +5,7 @@ a temporary file in the target's directory, are flushed to disk, and replace the
 ``os.replace`` (then the directory entry is flushed too) — a crash leaves the old file or the new
 one, never a partial file. The file gets the permissions a plain ``open(path, "w")`` would give:
 an existing file keeps its mode, a new one gets ``0o666 & ~umask`` (``mkstemp`` alone would make it
-``0o600`` whatever the umask).
+``0o600`` whatever the umask); a symbolic link is written through, to its target.
 """
 
 from __future__ import annotations
@@ -48,9 +48,12 @@ def _mode_for(path: Path) -> int:
 def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
     """Write `data` to `path` through a temporary file in the same directory and ``os.replace``."""
     path = Path(path)
+    if path.is_symlink():  # write through the link, as open() does (replacing it would cut the link)
+        path = Path(os.path.realpath(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     mode = _mode_for(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # a short temporary name: a target name near the file system's 255-byte limit must still work
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:32]}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             os.fchmod(f.fileno(), mode)

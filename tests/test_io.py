@@ -56,3 +56,18 @@ def test_write_is_atomic_and_flushed(tmp_path, monkeypatch):
         atomic_write(path, b"second")
     assert path.read_bytes() == b"first"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.npz"]  # no temporary file left
+
+
+def test_a_link_is_written_through_and_a_long_name_works(tmp_path):
+    """The link was replaced by a regular file, the target keeping the old bytes (open() writes
+    through); a name near the 255-byte limit failed: the temporary name added ~14 characters."""
+    target = tmp_path / "real.json"
+    target.write_bytes(b"old")
+    link = tmp_path / "link.json"
+    link.symlink_to(target)
+    atomic_write(link, b"new")
+    assert link.is_symlink() and target.read_bytes() == b"new"
+    long = tmp_path / ("x" * 250 + ".json")
+    atomic_write(long, b"{}")
+    assert long.read_bytes() == b"{}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["real.json", "link.json", long.name])
