@@ -97,8 +97,14 @@ def test_bad_mu(bad):
     (lambda: sdlm.lecun_schedule(1e-3, 2.5), "`steps_per_pass` must be a positive int"),
     (lambda: sdlm.curvature_sample(0, 0, -1, 5), "`curvature_sample`: `n` must be an int >= 1"),
     (lambda: sdlm.curvature_sample(0, 0, 10, 0), "`samples` must be an int >= 1"),
-    (lambda: sdlm.curvature_sample("a", 0, 10, 5), "`seed` must be an int >= 0"),
-    (lambda: sdlm.curvature_sample(0, -1, 10, 5), "`epoch` must be an int >= 0"),
+    (lambda: sdlm.curvature_sample("a", 0, 10, 5), r"`seed` must be an int in \[0, 2\*\*32\)"),
+    (lambda: sdlm.curvature_sample(0, -1, 10, 5), r"`epoch` must be an int in \[0, 2\*\*32\)"),
+    (lambda: sdlm.curvature_sample(2**64, 0, 10, 5), r"`seed` must be an int in \[0, 2\*\*32\), got 1844"),
+    # epoch_permutation: an OverflowError, an empty order for n = -1 and 2 examples of n = 2.7 before
+    (lambda: train.epoch_permutation(-1, 0, 5), r"`epoch_permutation`: `seed` must be an int in \[0, 2"),
+    (lambda: train.epoch_permutation(0, 2**32, 5), r"`epoch` must be an int in \[0, 2\*\*32\), got 42949"),
+    (lambda: train.epoch_permutation(0, 0, -1), "`epoch_permutation`: `n` must be an int >= 0, got -1"),
+    (lambda: train.epoch_permutation(0, 0, 2.7), "`n` must be an int >= 0, got 2.7"),
 ])
 def test_schedule_and_sample_arguments_are_checked(call, match):
     with pytest.raises(ValueError, match=match):

@@ -24,7 +24,7 @@ import optax
 from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jaxcnn._checks import fail
+from jaxcnn._checks import fail, is_int
 
 __all__ = [
     "ApplyFn",
@@ -298,7 +298,12 @@ def epoch_permutation(seed: int, epoch: int, n: int) -> jax.Array:
     """The data order of `epoch`: a permutation of ``range(n)`` from ``fold_in(key(seed), epoch)``.
 
     It depends on nothing but its arguments, so a run resumed at any epoch sees the same order.
+    `seed` and `epoch` are ints in ``[0, 2**32)``, `n` an int >= 0 (ValueError otherwise).
     """
+    for name, value in (("seed", seed), ("epoch", epoch), ("n", n)):
+        if not is_int(value) or value < 0 or (name != "n" and value >= 2**32):
+            bound = ">= 0" if name == "n" else "in [0, 2**32)"
+            raise fail("epoch_permutation", f"`{name}` must be an int {bound}, got {value!r}")
     return _permutation(jnp.uint32(seed), jnp.uint32(epoch), int(n))
 
 
