@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from jaxcnn._checks import as_pair, fail
+from jaxcnn._checks import as_pair, check_array_size, fail
 from jaxcnn._io import atomic_write
 from jaxcnn.idx import read_idx
 
@@ -460,6 +460,7 @@ def resize(images: ArrayLike, size: int | tuple[int, int]) -> NDArray[np.float32
     out_h, out_w = as_pair(fn, "size", size)
     if min(x.shape[1:3]) < 1:
         raise fail(fn, f"`images` must have H, W >= 1, got shape {x.shape}")
+    check_array_size(fn, "size", "resized images", (x.shape[0], out_h, out_w, *x.shape[3:]))
     rows = _area_weights(x.shape[1], out_h)
     cols = _area_weights(x.shape[2], out_w)
     if x.ndim == 3:
@@ -589,6 +590,7 @@ def one_hot_pm1(labels: ArrayLike, num_classes: int = 10) -> jax.Array:
             raise fail(fn, f"`labels` must lie in [0, {n}), got values in [{lo}, {hi}]")
     if n > np.iinfo(np.int32).max:
         raise fail(fn, f"`num_classes` must be at most {np.iinfo(np.int32).max}, got {n}")
+    check_array_size(fn, "num_classes", "targets", (*y.shape, n))
     # the classes in int32, not the labels' dtype: uint8 labels of 300 classes wrapped class 256 to 0
     classes = jnp.arange(n, dtype=jnp.int32).reshape((1,) * y.ndim + (n,))  # no rank promotion
     hit = y[..., None].astype(jnp.int32) == classes

@@ -447,6 +447,10 @@ def test_resize_rejects_bad_arguments():
         datasets.resize(np.zeros((1, 28, 28)), 16.0)
     with pytest.raises(TypeError, match="`images` must be an integer or floating-point array"):
         datasets.resize(np.zeros((1, 28, 28), bool), 16)
+    # an output no array can be: NumPy's MemoryError, or the process killed for memory, before
+    with pytest.raises(ValueError, match=r"`resize`: `size` implies resized images of shape \(2, 1000000, "
+                                         r"1000000\)"):
+        datasets.resize(np.zeros((2, 4, 4), np.uint8), 10**6)
 
 
 def test_scale_maps_0_255_to_pm1():
@@ -508,3 +512,6 @@ def test_one_hot_pm1_rejects_bad_labels():
         datasets.one_hot_pm1(np.array([0.0, 1.0]))
     with pytest.raises(ValueError, match="`num_classes` must be >= 1"):
         datasets.one_hot_pm1(np.array([0]), 0)
+    with pytest.raises(ValueError, match=r"`one_hot_pm1`: `num_classes` implies targets of shape \(65536, "
+                                         r"1048576\)"):  # was XLA's out-of-memory error
+        datasets.one_hot_pm1(np.zeros(2**16, np.int32), 2**20)
