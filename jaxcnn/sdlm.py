@@ -405,10 +405,10 @@ def fit(
                        f"got one whose state holds none: {jax.eval_shape(optimizer.init, params)!s:.120}")
     curvature_apply_fn = apply_fn if curvature_apply_fn is None else curvature_apply_fn
     curvature_loss_fn = loss_fn if curvature_loss_fn is None else curvature_loss_fn
-    n = _loop.check_fit_args(fn, *train_set, epochs, None, seed)
+    n = _loop.check_fit_args(fn, *_loop.pair(fn, "train_set", train_set), epochs, None, seed)
     if epochs < 1:
         raise fail(fn, f"`epochs` must be a positive int, got {epochs!r}")
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+    if not is_int(samples) or samples < 1:
         raise fail(fn, f"`samples` must be a positive int, got {samples!r}")
     if gamma is not None:
         _check_gamma(fn, gamma)

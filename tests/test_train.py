@@ -389,6 +389,26 @@ def test_resume_refuses_a_malformed_record_or_settings_it_does_not_have(tmp_path
     assert _equal(_fit(tmp_path, 1).params, first.params)  # the checkpoint as written resumes
 
 
+def test_data_and_evaluation_arguments_are_checked_before_training(tmp_path):
+    """A triple was a bare "too many values to unpack", an eval set of one array the same, and a bad
+    `eval_batch_size` without eval sets int()'s error; `save_checkpoint`'s meta could overwrite
+    its format, writing a file it then refused."""
+    x, _, t = _data(N)
+    fit = functools.partial(train.fit, APPLY, jaxcnn.squared_error, SGD, _params(), epochs=1, progress=False)
+    with pytest.raises(ValueError, match=r"`fit`: `train` must be a pair \(x, y\), got tuple of 3"):
+        fit((x, t, t))
+    with pytest.raises(ValueError, match=r"`fit`: `eval_sets\['t'\]` must be a pair \(x, y\), got ArrayImpl "
+                                         r"of shape \(12, 16, 16, 1\)"):
+        fit((x, t), eval_sets={"t": x})
+    with pytest.raises(ValueError, match="`fit`: `eval_sets` must be None or a dict"):
+        fit((x, t), eval_sets=[(x, t)])
+    with pytest.raises(ValueError, match="`fit`: `eval_batch_size` must be a positive int, got 'x'"):
+        fit((x, t), eval_batch_size="x")
+    state = {"params": {"w": jnp.ones(2, jnp.float32)}}
+    train.save_checkpoint(tmp_path / "f.npz", state, {"format": "mine", "epoch": 1})
+    assert train.load_checkpoint(tmp_path / "f.npz", state)[1]["format"] == train.CHECKPOINT_FORMAT
+
+
 def test_non_finite_parameters_under_a_finite_loss_stop_the_run(tmp_path):
     """sqrt(|y - t|) at y == t: the loss is 0, its gradient infinite. The run returned, and saved,
     infinite parameters with a training loss of 0."""

@@ -88,7 +88,7 @@ def save_checkpoint(path: str | os.PathLike[str], state: Mapping[str, Any], meta
     flat.update({k: flat[k].view(f"u{flat[k].dtype.itemsize}") for k in extended})
     flat[_DTYPES_KEY] = np.array(json.dumps(extended))
     flat[_KEYS_KEY] = np.array(json.dumps(keys))
-    flat[_META_KEY] = np.array(json.dumps({"format": CHECKPOINT_FORMAT, **meta}))
+    flat[_META_KEY] = np.array(json.dumps({**meta, "format": CHECKPOINT_FORMAT}))  # never meta's own
     buffer = io.BytesIO()
     np.savez(buffer, **flat)
     atomic_write(path, buffer.getvalue())

@@ -45,8 +45,8 @@ from jaxcnn.train.steps import (
 )
 
 __all__ = ["FitResult", "NonFiniteLossError", "PrintProgress", "Progress", "epoch_summary", "fit"]
-# Not public, shared with `jaxcnn.sdlm.fit` (its epoch differs, its loop is this one): check_fit_args,
-# begin, Compiled, compile_evaluators, run_epochs.
+# Not public, shared with `jaxcnn.sdlm.fit` (its epoch differs, its loop is this one): pair,
+# check_fit_args, begin, Compiled, compile_evaluators, run_epochs.
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -381,6 +381,15 @@ def _train_epoch(fn: str, compiled: Compiled, run: _Run, data: _Data, epoch: int
 
 
 # -------------------------------------------------------------------------------------- fit
+def pair(fn: str, name: str, value: Any) -> tuple[Any, Any]:
+    """`value` as ``(x, y)``: a tuple or list of two (a triple was a bare unpacking error)."""
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        sequence = isinstance(value, (tuple, list))
+        what = f"{type(value).__name__} of {len(value) if sequence else f'shape {np.shape(value)}'}"
+        raise fail(fn, f"`{name}` must be a pair (x, y), got {what}")
+    return value[0], value[1]
+
+
 def check_fit_args(fn: str, x: Any, y: Any, epochs: Any, batch_size: Any, seed: Any) -> int:
     """The training set's size, after `fit`'s checks of its arguments (`jaxcnn.sdlm.fit`'s too)."""
     for name, value, minimum in (("epochs", epochs, 0), ("seed", seed, 0)):
@@ -484,7 +493,7 @@ def fit(
     """
     fn = "fit"
     _check_optimizer(fn, optimizer)
-    x_train, y_train = train
+    x_train, y_train = pair(fn, "train", train)
     n = check_fit_args(fn, x_train, y_train, epochs, batch_size, seed)
     if batch_size is None and (augment is not None or data_parallel):
         raise fail(fn, "`augment` and `data_parallel` need minibatches (`batch_size` is None)")
@@ -510,7 +519,11 @@ def begin(fn: str, optimizer: optax.GradientTransformation, params: Any, train: 
     """What `fit` and `jaxcnn.sdlm.fit` start from, the evaluation sets checked: the run (fresh, or
     resumed from `checkpoint`), the data, the progress reporter, the checkpoint's path and the
     settings a checkpoint must match (seed, batch size, training-set size, `config`, and `meta`)."""
-    eval_sets = dict(eval_sets or {})
+    if eval_sets is not None and not isinstance(eval_sets, Mapping):
+        raise fail(fn, f"`eval_sets` must be None or a dict of name: (x, y), got {type(eval_sets).__name__}")
+    eval_sets = {name: pair(fn, f"eval_sets[{name!r}]", v) for name, v in (eval_sets or {}).items()}
+    if isinstance(eval_batch_size, bool) or not is_int(eval_batch_size) or eval_batch_size < 1:
+        raise fail(fn, f"`eval_batch_size` must be a positive int, got {eval_batch_size!r}")
     for name, (ex, ey) in eval_sets.items():
         _check_eval_args(f"{fn}: eval set {name!r}", ex, ey, eval_batch_size)
     reporter = _progress(fn, progress)
