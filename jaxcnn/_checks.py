@@ -74,6 +74,16 @@ def check_float(fn: str, name: str, x: Any) -> None:
         raise fail(fn, f"`{name}` must be a floating-point array, got dtype {dtype}", TypeError)
 
 
+def check_neg_inf(fn: str, name: str, x: Any) -> None:
+    """`x`'s dtype must hold -inf (or saturate to its lowest value): max pooling pads and starts from
+    it; in float8_e4m3fn, e4m3fnuz, e5m2fnuz, e4m3b11fnuz and e8m0fnu it is NaN, which wins every window."""
+    dtype = jnp.result_type(x)
+    if np.isnan(np.array(-np.inf, np.float32).astype(dtype)):
+        raise fail(fn, f"`{name}` has dtype {jnp.dtype(dtype).name}, in which -inf (the padding and start "
+                       "of a max) is NaN; cast it to a float type with infinities (float16, bfloat16, ...)",
+                   TypeError)
+
+
 def as_real(fn: str, name: str, value: Any, what: str = "a Python number") -> float:
     """A static real number (a Python or NumPy int or float, not a bool, not an array) as a float;
     an int too large for a float is the library's ValueError, not Python's OverflowError."""

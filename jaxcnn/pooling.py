@@ -45,7 +45,7 @@ import numpy as np
 from jax import lax
 
 from jaxcnn import _lowering, _windows
-from jaxcnn._checks import check_bool
+from jaxcnn._checks import check_bool, check_neg_inf
 from jaxcnn._specs import PoolSpec, pool_spec
 
 __all__ = ["max_pool", "avg_pool", "l2_pool"]
@@ -212,11 +212,14 @@ class _MaxRes(NamedTuple):
 
 
 def _first_max(a: tuple[jax.Array, jax.Array], b: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
-    """`lax.argmax`'s reduction step on (value, offset) pairs: the larger value, a NaN over a number,
-    and of equal values the smaller offset (the first tap in row-major order)."""
+    """`lax.argmax`'s reduction step on (value, offset) pairs: ``lax.max`` of the values (a NaN
+    over a number; +0 over -0, as the reference's ``reduce_window(lax.max)``) and the offset of the
+    larger value, of equal values (two NaNs, +0 and -0 too) the smaller (the first tap in row-major
+    order)."""
     (u, i), (v, j) = a, b
-    take_value = (u > v) | (u != u)
-    return lax.select(take_value, u, v), lax.select(take_value | ((u == v) & (i < j)), i, j)
+    u_nan, v_nan, first = u != u, v != v, i < j
+    take = (u_nan & (~v_nan | first)) | (~u_nan & ~v_nan & ((u > v) | ((u == v) & first)))
+    return lax.max(u, v), lax.select(take, i, j)
 
 
 @jax.custom_jvp
@@ -351,6 +354,7 @@ def max_pool(x: jax.Array, window: Size, *, stride: Size | None = None, padding:
       and the low padding.
     """
     spec = pool_spec("max_pool", x, window, stride, padding, dilation=dilation, ceil_mode=ceil_mode)
+    check_neg_inf("max_pool", "x", x)
     return _max_pool(jnp.asarray(x), _plan(spec))
 
 
@@ -371,11 +375,15 @@ def _avg_divisor(plan: _Plan, count_include_pad: bool, dtype) -> jax.Array:
 
 
 def _avg_forward(x: jax.Array, plan: _Plan, count_include_pad: bool) -> jax.Array:
-    divisor = _avg_divisor(plan, count_include_pad, x.dtype)
+    """Summed and divided in float32 for 16-bit inputs (a float16 sum of 81 units of 1000, or a
+    divisor of 65536, was inf), then cast back."""
+    acc = _lowering.acc_dtype(x.dtype)
+    divisor = _avg_divisor(plan, count_include_pad, acc)
     if not plan.sliced:
-        return jnp.sum(_gather(x, plan, 0.0), axis=-1) / divisor
-    total = _sliced_sum(x, plan)
-    return (total / divisor.astype(total.dtype)).astype(x.dtype)
+        total = jnp.sum(_gather(x, plan, 0.0).astype(acc), axis=-1)
+    else:
+        total = _sliced_sum(x, plan)
+    return (total / divisor).astype(x.dtype)
 
 
 class _AvgRes(NamedTuple):
@@ -395,15 +403,17 @@ def _avg_pool_bwd(plan: _Plan, count_include_pad: bool, res: _AvgRes, delta: jax
     del res
     if plan.curvature:
         return _avg_pool_curvature_bwd(plan, count_include_pad, delta)
-    share = delta / _avg_divisor(plan, count_include_pad, delta.dtype)
+    acc = _lowering.acc_dtype(delta.dtype)
+    share = (delta.astype(acc) / _avg_divisor(plan, count_include_pad, acc)).astype(delta.dtype)
     return (_spread(share, plan),)
 
 
 def _avg_pool_curvature_bwd(plan: _Plan, count_include_pad: bool, h: jax.Array) -> tuple[jax.Array]:
     """The diagonal Gauss-Newton rule (`jaxcnn.curvature`): the article's ``1/(N x N)`` squared,
     ``h / |W|**2`` spread over the block (``h (N, *out, C)`` -> ``(N, *size, C)``)."""
-    divisor = _avg_divisor(plan, count_include_pad, h.dtype)
-    share = h / (divisor * divisor)
+    acc = _lowering.acc_dtype(h.dtype)
+    divisor = _avg_divisor(plan, count_include_pad, acc)
+    share = (h.astype(acc) / (divisor * divisor)).astype(h.dtype)
     return (_spread(share, plan),)
 
 
@@ -453,14 +463,15 @@ def avg_pool(x: jax.Array, window: Size, *, stride: Size | None = None, padding:
 # ----------------------------------------------------------------------------------- l2 pool
 def _l2_forward(x: jax.Array, plan: _Plan) -> jax.Array:
     if plan.sliced:
-        sq = _sliced_sum(x, plan, jnp.square).astype(x.dtype)
-    else:
-        taps = _gather(x, plan, 0.0)
+        sq = _sliced_sum(x, plan, jnp.square)
+    else:  # 16-bit inputs squared and summed in float32 (200**2 * 4 overflowed float16)
+        taps = _gather(x, plan, 0.0).astype(_lowering.acc_dtype(x.dtype))
         sq = jnp.sum(taps * taps, axis=-1)
     zero = sq == 0
     # double `where`: y and its autodiff (used by second-order gradients) stay finite at 0; a NaN
     # in the window is no zero, so it propagates
-    return jnp.where(zero, jnp.zeros_like(sq), jnp.sqrt(jnp.where(zero, jnp.ones_like(sq), sq)))
+    y = jnp.where(zero, jnp.zeros_like(sq), jnp.sqrt(jnp.where(zero, jnp.ones_like(sq), sq)))
+    return y.astype(x.dtype)
 
 
 class _L2Res(NamedTuple):

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxcnn._checks import check_bool, check_float, check_plain_2d, fail
+from jaxcnn._checks import check_bool, check_float, check_neg_inf, check_plain_2d, fail
 from jaxcnn._specs import (
     JNP_PAD_MODES,
     LAYOUTS,
@@ -275,6 +275,7 @@ def max_pool(x: jax.Array, window: Size, *, stride: Size | None = None, padding:
     whose autodiff sends the delta to the first maximum (a tie's first unit; a NaN wins), like the rule.
     """
     spec = pool_spec("max_pool", x, window, stride, padding, dilation=dilation, ceil_mode=ceil_mode)
+    check_neg_inf("max_pool", "x", x)
     if spec.spacing == (1,) * spec.nd:
         return _window(x, spec, -jnp.inf, lax.max)
     config = [(0, 0, 0), *((lo, hi, 0) for lo, hi in spec.pads), (0, 0, 0)]
@@ -295,27 +296,35 @@ def avg_pool(x: jax.Array, window: Size, *, stride: Size | None = None, padding:
     overhang never counts)."""
     spec = pool_spec("avg_pool", x, window, stride, padding, ceil_mode=ceil_mode)
     count_include_pad = check_bool("avg_pool", "count_include_pad", count_include_pad)
-    total = _window(x, spec, 0, lax.add)
+    dtype, acc = jnp.result_type(x), _acc(x)  # 16-bit floats summed and divided in float32
+    total = _window(jnp.asarray(x).astype(acc), spec, 0, lax.add)
     if count_include_pad and spec.extra == (0,) * spec.nd:
-        return total / int(np.prod(spec.window))
+        return (total / int(np.prod(spec.window))).astype(dtype)
     if count_include_pad:  # ones over the input and its padding, zeros over the overhang
         padded = tuple(n + lo + hi - v
                        for n, (lo, hi), v in zip(x.shape[1:-1], spec.pads, spec.extra, strict=True))
-        ones = jnp.ones((1, *padded, 1), x.dtype)
+        ones = jnp.ones((1, *padded, 1), acc)
         overhang = ((0, 0), *((0, v) for v in spec.extra), (0, 0))
-        return total / lax.reduce_window(ones, np.asarray(0, x.dtype), lax.add, (1, *spec.window, 1),
-                                         (1, *spec.stride, 1), overhang)
-    count = _window(jnp.ones((1, *x.shape[1:-1], 1), x.dtype), spec, 0, lax.add)
-    return total / count
+        return (total / lax.reduce_window(ones, np.asarray(0, acc), lax.add, (1, *spec.window, 1),
+                                          (1, *spec.stride, 1), overhang)).astype(dtype)
+    count = _window(jnp.ones((1, *x.shape[1:-1], 1), acc), spec, 0, lax.add)
+    return (total / count).astype(dtype)
+
+
+def _acc(x: jax.Array) -> jnp.dtype:
+    """float32 for the 16-bit (and 8-bit) floats, the dtype itself otherwise."""
+    dtype = jnp.dtype(jnp.result_type(x))
+    return jnp.dtype(jnp.float32) if dtype.itemsize < 4 else dtype
 
 
 def l2_pool(x: jax.Array, window: Size, *, stride: Size | None = None, padding: Padding = "VALID",
             ceil_mode: bool = False) -> jax.Array:
     """Reference `jaxcnn.l2_pool`: ``sqrt(sum x^2)``, with gradient 0 where the norm is 0; NaN propagates."""
     spec = pool_spec("l2_pool", x, window, stride, padding, ceil_mode=ceil_mode)
-    sq = _window(x * x, spec, 0, lax.add)
+    xa = jnp.asarray(x).astype(_acc(x))  # 16-bit floats squared and summed in float32
+    sq = _window(xa * xa, spec, 0, lax.add)
     zero = sq == 0
-    return jnp.where(zero, 0, jnp.sqrt(jnp.where(zero, 1, sq)))
+    return jnp.where(zero, 0, jnp.sqrt(jnp.where(zero, 1, sq))).astype(jnp.result_type(x))
 
 
 # -------------------------------------------------------------------------------------- dense

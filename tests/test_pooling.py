@@ -476,6 +476,50 @@ def test_low_precision_keeps_dtype(variant, low):
     assert_close(dx, dx_ref, dtype=low)
 
 
+@pytest.mark.parametrize("module", [pooling, reference], ids=["custom", "reference"])
+def test_float16_sums_that_leave_float16_but_whose_results_fit(module):
+    """Worked by hand: a global average pool of 256 x 256 halves is 0.5 and sends 1/65536 to each
+    unit (the divisor 65536 was float16's inf: 0 and a zero gradient); 81 units of 1000 average
+    1000 (their float16 sum was inf, on the path for windows of more than 64 taps); the l2 norm of
+    four 200s is 400 (200**2 * 4 overflowed)."""
+    x = jnp.full((1, 256, 256, 1), 0.5, jnp.float16)
+    y, pull = jax.vjp(lambda a: module.avg_pool(a, 256), x)
+    dx = pull(jnp.ones_like(y))[0]
+    assert y.dtype == dx.dtype == jnp.float16
+    np.testing.assert_array_equal(np.asarray(y, np.float64).ravel(), [0.5])
+    np.testing.assert_array_equal(np.unique(np.asarray(dx, np.float64)), [2.0**-16])
+    np.testing.assert_array_equal(module.avg_pool(jnp.full((1, 9, 9, 1), 1000.0, jnp.float16), 9), 1000.0)
+    np.testing.assert_array_equal(module.avg_pool(jnp.full((1, 8, 8, 1), 1100.0, jnp.float16), 8), 1100.0)
+    np.testing.assert_array_equal(module.l2_pool(jnp.full((1, 2, 2, 1), 200.0, jnp.float16), 2), 400.0)
+    np.testing.assert_array_equal(module.l2_pool(jnp.full((1, 9, 9, 1), 100.0, jnp.float16), 9), 900.0)
+
+
+@pytest.mark.parametrize("module", [pooling, reference], ids=["custom", "reference"])
+def test_max_of_plus_and_minus_zero_is_plus_zero(module):
+    """By hand: max(+0, -0) = max(-0, +0) = +0 (the rules gave -0 where the second tap was -0), the
+    delta routed to the first tap of the tie."""
+    x = jnp.asarray([0.0, -0.0, -0.0, 0.0]).reshape(1, 4, 1)
+    # stride 2: windows [+0, -0], [-0, +0]; stride 1: [+0, -0], [-0, -0] (whose max is -0), [-0, +0]
+    for stride, signs, routed in ((2, [False, False], [1.0, 0.0, 2.0, 0.0]),
+                                  (1, [False, True, False], [1.0, 2.0, 3.0, 0.0])):
+        y, pull = jax.vjp(lambda a, s=stride: module.max_pool(a, 2, stride=s), x)
+        np.testing.assert_array_equal(np.asarray(y).ravel(), 0.0)
+        np.testing.assert_array_equal(np.signbit(np.asarray(y)).ravel(), signs)
+        delta = jnp.arange(1.0, y.shape[1] + 1).reshape(y.shape)
+        np.testing.assert_array_equal(np.asarray(pull(delta)[0]).ravel(), routed)
+
+
+@pytest.mark.parametrize("module", [pooling, reference], ids=["custom", "reference"])
+def test_max_pool_refuses_float8_types_without_infinity(module):
+    """-inf is NaN in float8_e4m3fn: every window's max was NaN. float4_e2m1fn, whose -inf saturates
+    to its lowest value, still works."""
+    x = jnp.asarray([1.0, 2.0, 3.0, 4.0]).reshape(1, 4, 1)
+    with pytest.raises(TypeError, match=r"`max_pool`: `x` has dtype float8_e4m3fn, in which -inf .* is NaN"):
+        module.max_pool(x.astype(jnp.float8_e4m3fn), 2)
+    np.testing.assert_array_equal(module.max_pool(x.astype(jnp.float4_e2m1fn), 2).astype(jnp.float32).ravel(),
+                                  [2.0, 4.0])
+
+
 # -------------------------------------------------------------------------------- API, errors
 def test_public_api_matches_reference():
     assert pooling.__all__ == list(NAMES)
