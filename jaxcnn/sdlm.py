@@ -195,6 +195,7 @@ def _map_curvature(fn: str, opt_state: Any, new_h: Callable[[Any], Any]) -> Any:
     without one is refused (nothing would be set)."""
     if not _holds_sdlm(opt_state):
         raise fail(fn, f"`opt_state` holds no `SDLMState` (the state of `sdlm`), got {opt_state!s:.120}")
+
     def one(state: Any) -> Any:
         if not _is_sdlm(state):
             return state
@@ -400,9 +401,10 @@ def fit(
     if batch_size is not None:
         raise fail(fn, f"`batch_size` must be None (per-example steps), got {batch_size!r}")
     _steps._check_optimizer(fn, optimizer)
-    if not _holds_sdlm(jax.eval_shape(optimizer.init, params)):  # else h is never set: plain SGD
+    state = jax.eval_shape(optimizer.init, params)
+    if not _holds_sdlm(state):  # else h is never set: plain SGD at rate eps / mu
         raise fail(fn, "`optimizer` must be an `sdlm` or a chain holding one (its state an `SDLMState`), "
-                       f"got one whose state holds none: {jax.eval_shape(optimizer.init, params)!s:.120}")
+                       f"got one whose state holds none: {state!s:.120}")
     curvature_apply_fn = apply_fn if curvature_apply_fn is None else curvature_apply_fn
     curvature_loss_fn = loss_fn if curvature_loss_fn is None else curvature_loss_fn
     n = _loop.check_fit_args(fn, *_loop.pair(fn, "train_set", train_set), epochs, None, seed)
