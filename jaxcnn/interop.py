@@ -89,7 +89,8 @@ def conv_general_dilated(
     as ``lax.pad``) or ``'SAME'``, ``'SAME_LOWER'``, ``'VALID'``; a window wider than the padded
     input gives lax's empty result; precisions lax reads as DEFAULT (``"fastest"``, ...) are taken.
     ``lhs_dilation > 1`` (a transposed convolution) runs `jaxcnn.conv_transpose` when the padding
-    allows it (``lo <= d*(k-1)``), followed by a strided subsample when ``window_strides > 1``.
+    allows it (``lo <= d*(k-1)``; negative amounts crop), followed by a strided subsample when
+    ``window_strides > 1``.
 
     Raises (the library's message format) for what jaxcnn cannot honour, rather than ignoring it:
     ``batch_group_count > 1``; a `precision` other than None/DEFAULT; a `preferred_element_type`
@@ -181,15 +182,23 @@ def conv_general_dilated(
             crop = tuple(slice(max(-lo, 0), n - max(-hi, 0)) for n, (lo, hi) in zip(size, pads, strict=True))
             x = x[(slice(None), *crop, slice(None))]
             pads = tuple((max(lo, 0), max(hi, 0)) for lo, hi in pads)
-        out = tuple((n + lo + hi - e) // s + 1 if n + lo + hi >= e else 0
-                    for n, (lo, hi), e, s in zip(x.shape[1:-1], pads, extent, strides, strict=True))
+        out = _out_size(x.shape[1:-1], (1,) * nd, pads, extent, strides)
         if 0 in out:  # a window larger than the padded input: lax's result is empty (jaxcnn.conv refuses)
             y = jnp.zeros((x.shape[0], *out, d), dtype)
         else:
             y = jaxcnn.conv(x, w, stride=strides, padding=pads, dilation=dilation, groups=feature_group_count)
+    elif 0 in (out := _out_size(x.shape[1:-1], base, pads, extent, strides)):
+        y = jnp.zeros((x.shape[0], *out, d), dtype)  # as above (jaxcnn.conv_transpose refuses it)
     else:
         y = _transposed(x, w, base, strides, pads, dilation, extent, feature_group_count)
     return _transpose(y, _inverse(out_perm))
+
+
+def _out_size(size, base, pads, extent, strides) -> tuple[int, ...]:
+    """lax's output size: the input dilated by `base` and padded, windows of `extent` every `strides`."""
+    padded = [(n - 1) * b + 1 + lo + hi if n else lo + hi
+              for n, b, (lo, hi) in zip(size, base, pads, strict=True)]
+    return tuple((p - e) // s + 1 if p >= e else 0 for p, e, s in zip(padded, extent, strides, strict=True))
 
 
 def _transposed(x, w, base, strides, pads, dilation, extent, groups) -> jax.Array:
@@ -198,10 +207,10 @@ def _transposed(x, w, base, strides, pads, dilation, extent, groups) -> jax.Arra
     ``(e-1-PL, e-1-PH+op)`` and the kernel rotated and its channels swapped per group is the same sum."""
     conv_pads, extra = [], []
     for axis, ((lo, hi), e, s, d) in enumerate(zip(pads, extent, base, dilation, strict=True)):
-        if lo > e - 1 or lo < 0 or hi < 0:
+        if lo > e - 1:  # (a negative lo or hi crops: conv_transpose's padding beyond e - 1)
             raise fail(
                 _FN, f"`padding` {pads[axis]} along spatial dim {axis} with `lhs_dilation` {s} cannot be "
-                f"expressed as jaxcnn.conv_transpose (needs 0 <= lo <= {e - 1} and hi >= 0)",
+                f"expressed as jaxcnn.conv_transpose (needs lo <= {e - 1})",
             )
         op = max(hi - (e - 1), 0)
         if op >= max(s, d):

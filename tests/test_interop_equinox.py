@@ -26,6 +26,7 @@ TRANSPOSES = [
     (2, dict(stride=(2, 3), padding="SAME", groups=2, dilation=(1, 2))),
     (2, dict(stride=2, padding="SAME_LOWER", output_padding=1)),
     (3, dict(stride=(1, 2, 2), padding="VALID")),
+    (1, dict(stride=2, padding=3)),  # padding past the kernel's extent crops: was refused after the swap
 ]
 
 

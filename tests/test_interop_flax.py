@@ -147,6 +147,24 @@ def test_padding_past_the_input_matches_lax(padding, strides, kernel, x64):
     assert_close(vjp_o(ct), vjp_l(ct))
 
 
+@pytest.mark.parametrize("padding, strides, kernel, dilation", [
+    ([(-1, 0)], (1,), 3, 1), ([(-3, -1)], (2,), 3, 1), ([(0, -3)], (1,), 2, 2),
+    ([(-3, -3)], (1,), 3, 2),  # lax's result is empty (conv_transpose refused it)
+])
+def test_transposed_form_with_cropping_padding_matches_lax(padding, strides, kernel, dilation, x64):
+    """`lhs_dilation` with a negative padding (a crop of the transposed convolution's output) was
+    refused as "cannot be expressed as jaxcnn.conv_transpose"."""
+    x, w = normal(10, (2, 5, 3), jnp.float64), normal(11, (kernel, 3, 4), jnp.float64)
+    kw = {"window_strides": strides, "padding": padding, "lhs_dilation": (2,), "rhs_dilation": (dilation,),
+          "dimension_numbers": ("NWC", "WIO", "NWC")}
+    y_l, vjp_l = jax.vjp(lambda a, b: lax.conv_general_dilated(a, b, **kw), x, w)
+    y_o, vjp_o = jax.vjp(lambda a, b: interop.conv_general_dilated(a, b, **kw), x, w)
+    assert y_o.shape == y_l.shape
+    assert_close(y_o, y_l)
+    ct = normal(12, y_l.shape, jnp.float64)
+    assert_close(vjp_o(ct), vjp_l(ct))
+
+
 def test_padding_and_precision_as_lax_reads_them():
     """A float padding was truncated (1.7 -> 1) and a crop longer than the input sliced from the other
     end; lax's aliases of DEFAULT precision and a float64 preferred type without x64 (float32 then)
