@@ -128,6 +128,19 @@ def test_any_dimension_numbers_match_lax(x64):
         assert_close(vjp_o(ct), vjp_l(ct))
 
 
+def _values_and_grads_match_lax(kernel, **kw):
+    """A 1-D (2, 5, 3) input and a (kernel, 3, 4) kernel through lax and through the hook, float64:
+    the same shape, values and pull-back of a random cotangent."""
+    x, w = normal(7, (2, 5, 3), jnp.float64), normal(8, (kernel, 3, 4), jnp.float64)
+    kw = {**kw, "dimension_numbers": ("NWC", "WIO", "NWC")}
+    y_l, vjp_l = jax.vjp(lambda a, b: lax.conv_general_dilated(a, b, **kw), x, w)
+    y_o, vjp_o = jax.vjp(lambda a, b: interop.conv_general_dilated(a, b, **kw), x, w)
+    assert y_o.shape == y_l.shape
+    assert_close(y_o, y_l)
+    ct = normal(9, y_l.shape, jnp.float64)
+    assert_close(vjp_o(ct), vjp_l(ct))
+
+
 @pytest.mark.parametrize("padding, strides, kernel", [
     ([(-6, 6)], (1,), 1),  # a crop past the input's end, then padding: lax.pad's semantics (was shape 6)
     ([(2, -1)], (1,), 1), ([(-4, -1)], (1,), 1), ([(0, -5)], (1,), 1),  # the last two crop everything
@@ -137,14 +150,7 @@ def test_padding_past_the_input_matches_lax(padding, strides, kernel, x64):
     """lax's results where the padded input is shorter than the window or a crop passes the input's
     end: empty outputs (jaxcnn.conv refused them) and lax.pad's crops (the slice counted from the
     other end)."""
-    x, w = normal(7, (2, 5, 3), jnp.float64), normal(8, (kernel, 3, 4), jnp.float64)
-    kw = {"window_strides": strides, "padding": padding, "dimension_numbers": ("NWC", "WIO", "NWC")}
-    y_l, vjp_l = jax.vjp(lambda a, b: lax.conv_general_dilated(a, b, **kw), x, w)
-    y_o, vjp_o = jax.vjp(lambda a, b: interop.conv_general_dilated(a, b, **kw), x, w)
-    assert y_o.shape == y_l.shape
-    assert_close(y_o, y_l)
-    ct = normal(9, y_l.shape, jnp.float64)
-    assert_close(vjp_o(ct), vjp_l(ct))
+    _values_and_grads_match_lax(kernel, window_strides=strides, padding=padding)
 
 
 @pytest.mark.parametrize("padding, strides, kernel, dilation", [
@@ -154,15 +160,8 @@ def test_padding_past_the_input_matches_lax(padding, strides, kernel, x64):
 def test_transposed_form_with_cropping_padding_matches_lax(padding, strides, kernel, dilation, x64):
     """`lhs_dilation` with a negative padding (a crop of the transposed convolution's output) was
     refused as "cannot be expressed as jaxcnn.conv_transpose"."""
-    x, w = normal(10, (2, 5, 3), jnp.float64), normal(11, (kernel, 3, 4), jnp.float64)
-    kw = {"window_strides": strides, "padding": padding, "lhs_dilation": (2,), "rhs_dilation": (dilation,),
-          "dimension_numbers": ("NWC", "WIO", "NWC")}
-    y_l, vjp_l = jax.vjp(lambda a, b: lax.conv_general_dilated(a, b, **kw), x, w)
-    y_o, vjp_o = jax.vjp(lambda a, b: interop.conv_general_dilated(a, b, **kw), x, w)
-    assert y_o.shape == y_l.shape
-    assert_close(y_o, y_l)
-    ct = normal(12, y_l.shape, jnp.float64)
-    assert_close(vjp_o(ct), vjp_l(ct))
+    _values_and_grads_match_lax(kernel, window_strides=strides, padding=padding, lhs_dilation=(2,),
+                                rhs_dilation=(dilation,))
 
 
 def test_padding_and_precision_as_lax_reads_them():
