@@ -74,6 +74,15 @@ def check_float(fn: str, name: str, x: Any) -> None:
         raise fail(fn, f"`{name}` must be a floating-point array, got dtype {dtype}", TypeError)
 
 
+def check_int(fn: str, name: str, value: Any, minimum: int = 0, *, uint32: bool = False) -> int:
+    """A Python or NumPy int (not a bool) >= `minimum`, and below 2**32 with `uint32` (a seed or a
+    counter folded into a PRNG key as a uint32); otherwise the library's ValueError."""
+    if not is_int(value) or value < minimum or (uint32 and value >= 2**32):
+        bound = f"in [{minimum}, 2**32)" if uint32 else f">= {minimum}"
+        raise fail(fn, f"`{name}` must be an int {bound}, got {value!r}")
+    return int(value)
+
+
 def check_neg_inf(fn: str, name: str, x: Any) -> None:
     """`x`'s dtype must hold -inf (or saturate to its lowest value): max pooling pads and starts from
     it; in float8_e4m3fn, e4m3fnuz, e5m2fnuz, e4m3b11fnuz and e8m0fnu it is NaN, which wins every window."""

@@ -52,7 +52,7 @@ import numpy as np
 import optax
 
 from jaxcnn import curvature, train
-from jaxcnn._checks import fail, is_int
+from jaxcnn._checks import check_int, fail, is_int
 from jaxcnn.train import loop as _loop
 from jaxcnn.train import steps as _steps
 
@@ -328,10 +328,11 @@ def _estimator(apply_fn: ApplyFn, loss_fn: LossFn) -> Callable:
 def curvature_sample(seed: int, epoch: int, n: int, samples: int) -> jax.Array:
     """The examples the curvature of pass `epoch` is averaged over: the first `samples` of a
     permutation drawn from ``(seed, epoch)`` (independent of the pass's own order)."""
-    for name, value, least in (("seed", seed, 0), ("epoch", epoch, 0), ("n", n, 1), ("samples", samples, 1)):
-        if not is_int(value) or value < least or (name in ("seed", "epoch") and value >= 2**32):
-            bound = "in [0, 2**32)" if name in ("seed", "epoch") else f">= {least}"
-            raise fail("curvature_sample", f"`{name}` must be an int {bound}, got {value!r}")
+    fn = "curvature_sample"
+    for name, value in (("seed", seed), ("epoch", epoch)):
+        check_int(fn, name, value, uint32=True)
+    for name, value in (("n", n), ("samples", samples)):
+        check_int(fn, name, value, 1)
     key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), epoch), 0x5D1A)
     return jax.random.permutation(key, n)[: min(samples, n)]
 

@@ -522,7 +522,7 @@ def begin(fn: str, optimizer: optax.GradientTransformation, params: Any, train: 
     if eval_sets is not None and not isinstance(eval_sets, Mapping):
         raise fail(fn, f"`eval_sets` must be None or a dict of name: (x, y), got {type(eval_sets).__name__}")
     eval_sets = {name: pair(fn, f"eval_sets[{name!r}]", v) for name, v in (eval_sets or {}).items()}
-    if isinstance(eval_batch_size, bool) or not is_int(eval_batch_size) or eval_batch_size < 1:
+    if not is_int(eval_batch_size) or eval_batch_size < 1:
         raise fail(fn, f"`eval_batch_size` must be a positive int, got {eval_batch_size!r}")
     for name, (ex, ey) in eval_sets.items():
         _check_eval_args(f"{fn}: eval set {name!r}", ex, ey, eval_batch_size)

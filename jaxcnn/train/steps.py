@@ -24,7 +24,7 @@ import optax
 from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jaxcnn._checks import fail, is_int
+from jaxcnn._checks import check_int, fail
 
 __all__ = [
     "ApplyFn",
@@ -300,11 +300,9 @@ def epoch_permutation(seed: int, epoch: int, n: int) -> jax.Array:
     It depends on nothing but its arguments, so a run resumed at any epoch sees the same order.
     `seed` and `epoch` are ints in ``[0, 2**32)``, `n` an int >= 0 (ValueError otherwise).
     """
-    for name, value in (("seed", seed), ("epoch", epoch), ("n", n)):
-        if not is_int(value) or value < 0 or (name != "n" and value >= 2**32):
-            bound = ">= 0" if name == "n" else "in [0, 2**32)"
-            raise fail("epoch_permutation", f"`{name}` must be an int {bound}, got {value!r}")
-    return _permutation(jnp.uint32(seed), jnp.uint32(epoch), int(n))
+    fn = "epoch_permutation"
+    seed, epoch = check_int(fn, "seed", seed, uint32=True), check_int(fn, "epoch", epoch, uint32=True)
+    return _permutation(jnp.uint32(seed), jnp.uint32(epoch), check_int(fn, "n", n))
 
 
 def _augment_key(seed: int, epoch: int) -> jax.Array:
