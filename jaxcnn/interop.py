@@ -169,11 +169,19 @@ def conv_general_dilated(
             raise fail(_FN, f"`padding` must have {nd} (lo, hi) pairs, got {padding!r}")
     pads = tuple((int(lo), int(hi)) for lo, hi in pads)
 
-    if base == (1,) * nd:
-        size = x.shape[1:-1]
-        if min(n + lo + hi for n, (lo, hi) in zip(size, pads, strict=True)) < 0:
-            raise fail(_FN, f"`padding` {pads} crops more than the input's spatial size {size} (as in lax, "
-                       "lo + size + hi must be >= 0 on every spatial dim)")
+    size = x.shape[1:-1]
+    dilated = tuple((n - 1) * b + 1 if n else 0 for n, b in zip(size, base, strict=True))  # lax's lhs
+    padded = tuple(m + lo + hi for m, (lo, hi) in zip(dilated, pads, strict=True))
+    if min(padded) < 0:
+        where = "" if base == (1,) * nd else " dilated by `lhs_dilation`"
+        raise fail(_FN, f"`padding` {pads} crops more than the input's spatial size {dilated}{where} (as in "
+                   "lax, lo + size + hi must be >= 0 on every spatial dim)")
+    out = tuple((p - e) // s + 1 if p >= e else 0 for p, e, s in zip(padded, extent, strides, strict=True))
+    if 0 in out:  # a window wider than the padded input: lax's result is empty (jaxcnn refuses it)
+        y = jnp.zeros((x.shape[0], *out, d), dtype)
+    elif base != (1,) * nd:
+        y = _transposed(x, w, base, strides, pads, dilation, extent, feature_group_count)
+    else:
         if any(max(-lo, 0) + max(-hi, 0) > n for n, (lo, hi) in zip(size, pads, strict=True)):
             # a crop past the input's end on one side, padding on the other: lax.pad's own semantics
             x = lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0), *((lo, hi, 0) for lo, hi in pads), (0, 0, 0)])
@@ -182,23 +190,8 @@ def conv_general_dilated(
             crop = tuple(slice(max(-lo, 0), n - max(-hi, 0)) for n, (lo, hi) in zip(size, pads, strict=True))
             x = x[(slice(None), *crop, slice(None))]
             pads = tuple((max(lo, 0), max(hi, 0)) for lo, hi in pads)
-        out = _out_size(x.shape[1:-1], (1,) * nd, pads, extent, strides)
-        if 0 in out:  # a window larger than the padded input: lax's result is empty (jaxcnn.conv refuses)
-            y = jnp.zeros((x.shape[0], *out, d), dtype)
-        else:
-            y = jaxcnn.conv(x, w, stride=strides, padding=pads, dilation=dilation, groups=feature_group_count)
-    elif 0 in (out := _out_size(x.shape[1:-1], base, pads, extent, strides)):
-        y = jnp.zeros((x.shape[0], *out, d), dtype)  # as above (jaxcnn.conv_transpose refuses it)
-    else:
-        y = _transposed(x, w, base, strides, pads, dilation, extent, feature_group_count)
+        y = jaxcnn.conv(x, w, stride=strides, padding=pads, dilation=dilation, groups=feature_group_count)
     return _transpose(y, _inverse(out_perm))
-
-
-def _out_size(size, base, pads, extent, strides) -> tuple[int, ...]:
-    """lax's output size: the input dilated by `base` and padded, windows of `extent` every `strides`."""
-    padded = [(n - 1) * b + 1 + lo + hi if n else lo + hi
-              for n, b, (lo, hi) in zip(size, base, pads, strict=True)]
-    return tuple((p - e) // s + 1 if p >= e else 0 for p, e, s in zip(padded, extent, strides, strict=True))
 
 
 def _transposed(x, w, base, strides, pads, dilation, extent, groups) -> jax.Array:

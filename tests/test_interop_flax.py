@@ -176,6 +176,9 @@ def test_padding_and_precision_as_lax_reads_them():
     with pytest.raises(ValueError, match=r"`padding` \(\(0, -6\),\) crops more than the input's spatial "
                                          r"size \(5,\)"):
         call(x, w, (1,), [(0, -6)], dimension_numbers=dn)
+    with pytest.raises(ValueError, match=r"`padding` \(\(-6, -5\),\) crops more than the input's spatial "
+                                         r"size \(9,\) dilated by `lhs_dilation`"):  # lax raises too
+        call(x, w, (1,), [(-6, -5)], lhs_dilation=(2,), dimension_numbers=dn)
     want = lax.conv_general_dilated(x, w, (1,), "SAME", dimension_numbers=dn)
     for precision in ("fastest", "bfloat16", ("default", "fastest"), lax.DotAlgorithmPreset.DEFAULT):
         y = call(x, w, (1,), "SAME", dimension_numbers=dn, precision=precision)
