@@ -88,14 +88,13 @@ def conv_general_dilated(
     feature groups, kernel dilation, padding as ``(lo, hi)`` pairs of ints (negative amounts crop,
     as ``lax.pad``) or ``'SAME'``, ``'SAME_LOWER'``, ``'VALID'``; a window wider than the padded
     input gives lax's empty result; precisions lax reads as DEFAULT (``"fastest"``, ...) are taken.
-    ``lhs_dilation > 1`` (a transposed convolution) runs `jaxcnn.conv_transpose` when the padding
-    allows it (``lo <= d*(k-1)``; negative amounts crop), followed by a strided subsample when
-    ``window_strides > 1``.
+    ``lhs_dilation > 1`` (a transposed convolution) runs `jaxcnn.conv_transpose` (negative padding
+    crops; padding beyond ``d*(k-1)`` adds outputs that see no input, zeros), followed by a strided
+    subsample when ``window_strides > 1``.
 
     Raises (the library's message format) for what jaxcnn cannot honour, rather than ignoring it:
     ``batch_group_count > 1``; a `precision` other than None/DEFAULT; a `preferred_element_type`
-    other than the inputs' dtype; an `out_sharding`; a padding of a transposed convolution that
-    `conv_transpose` cannot express.
+    other than the inputs' dtype; an `out_sharding`.
 
     Example (Flax NNX)::
 
@@ -197,27 +196,26 @@ def conv_general_dilated(
 def _transposed(x, w, base, strides, pads, dilation, extent, groups) -> jax.Array:
     """``lhs_dilation`` = the stride of a transposed convolution: lax correlates the zero-inserted input,
     padded by ``(PL, PH)``, with ``w``; `jaxcnn.conv_transpose` with stride `base`, padding
-    ``(e-1-PL, e-1-PH+op)`` and the kernel rotated and its channels swapped per group is the same sum."""
-    conv_pads, extra = [], []
-    for axis, ((lo, hi), e, s, d) in enumerate(zip(pads, extent, base, dilation, strict=True)):
-        if lo > e - 1:  # (a negative lo or hi crops: conv_transpose's padding beyond e - 1)
-            raise fail(
-                _FN, f"`padding` {pads[axis]} along spatial dim {axis} with `lhs_dilation` {s} cannot be "
-                f"expressed as jaxcnn.conv_transpose (needs lo <= {e - 1})",
-            )
-        op = max(hi - (e - 1), 0)
-        if op >= max(s, d):
-            raise fail(
-                _FN, f"`padding` {pads[axis]} along spatial dim {axis} exceeds what jaxcnn.conv_transpose "
-                f"can add at the high end ({e - 1} + output_padding, output_padding < "
-                f"max(lhs_dilation, rhs_dilation) = {max(s, d)})",
-            )
-        conv_pads.append((e - 1 - lo, e - 1 - hi + op))
-        extra.append(op)
+    ``(e-1-PL, e-1-PH)`` and the kernel rotated and its channels swapped per group is the same sum.
+    Padding beyond ``e-1`` on a side only adds outputs whose windows hold no input: zeros, put in
+    place after (the padding is clipped to ``e-1`` first); where the clipped sum has no output at all
+    (no input, or a crop on the other side took it all), every output is such a zero."""
     nd = len(base)
-    kernel = _eq22.swap_io(w[(slice(None, None, -1),) * nd], groups)
-    y = jaxcnn.conv_transpose(x, kernel, stride=base, padding=tuple(conv_pads), output_padding=tuple(extra),
-                              dilation=dilation, groups=groups)
+    clipped = tuple((min(lo, e - 1), min(hi, e - 1)) for (lo, hi), e in zip(pads, extent, strict=True))
+    dilated = tuple((n - 1) * s + 1 if n else 0 for n, s in zip(x.shape[1:-1], base, strict=True))
+    span = tuple(m + lo + hi - e + 1 for m, (lo, hi), e in zip(dilated, clipped, extent, strict=True))
+    if min(span) <= 0 or 0 in dilated:
+        full = tuple(m + lo + hi - e + 1 for m, (lo, hi), e in zip(dilated, pads, extent, strict=True))
+        y = jnp.zeros((x.shape[0], *full, w.shape[-1]), x.dtype)
+    else:
+        kernel = _eq22.swap_io(w[(slice(None, None, -1),) * nd], groups)
+        y = jaxcnn.conv_transpose(x, kernel, stride=base, dilation=dilation, groups=groups,
+                                  padding=tuple((e - 1 - lo, e - 1 - hi) for (lo, hi), e in zip(
+                                      clipped, extent, strict=True)))
+        zeros = [(0, 0, 0), *((lo - a, hi - b, 0) for (lo, hi), (a, b) in zip(pads, clipped, strict=True)),
+                 (0, 0, 0)]
+        if any(z != (0, 0, 0) for z in zeros):
+            y = lax.pad(y, jnp.zeros((), y.dtype), zeros)
     if strides != (1,) * nd:  # a strided correlation is the stride-1 one, subsampled
         y = y[(slice(None), *(slice(None, None, s) for s in strides), slice(None))]
     return y

@@ -128,10 +128,10 @@ def test_any_dimension_numbers_match_lax(x64):
         assert_close(vjp_o(ct), vjp_l(ct))
 
 
-def _values_and_grads_match_lax(kernel, **kw):
-    """A 1-D (2, 5, 3) input and a (kernel, 3, 4) kernel through lax and through the hook, float64:
-    the same shape, values and pull-back of a random cotangent."""
-    x, w = normal(7, (2, 5, 3), jnp.float64), normal(8, (kernel, 3, 4), jnp.float64)
+def _values_and_grads_match_lax(kernel, size=5, **kw):
+    """A 1-D (2, size, 3) input and a (kernel, 3, 4) kernel through lax and through the hook,
+    float64: the same shape, values and pull-back of a random cotangent."""
+    x, w = normal(7, (2, size, 3), jnp.float64), normal(8, (kernel, 3, 4), jnp.float64)
     kw = {**kw, "dimension_numbers": ("NWC", "WIO", "NWC")}
     y_l, vjp_l = jax.vjp(lambda a, b: lax.conv_general_dilated(a, b, **kw), x, w)
     y_o, vjp_o = jax.vjp(lambda a, b: interop.conv_general_dilated(a, b, **kw), x, w)
@@ -161,6 +161,19 @@ def test_transposed_form_with_cropping_padding_matches_lax(padding, strides, ker
     """`lhs_dilation` with a negative padding (a crop of the transposed convolution's output) was
     refused as "cannot be expressed as jaxcnn.conv_transpose"."""
     _values_and_grads_match_lax(kernel, window_strides=strides, padding=padding, lhs_dilation=(2,),
+                                rhs_dilation=(dilation,))
+
+
+@pytest.mark.parametrize("size, padding, strides, kernel, dilation", [
+    (5, [(3, 0)], (1,), 3, 1), (5, [(6, 7)], (2,), 2, 1),  # beyond d*(k-1) at either end (were refused)
+    (5, [(5, -2)], (1,), 3, 2), (5, [(-4, 9)], (3,), 3, 1),  # beyond it at one end, cropping the other
+    (3, [(8, -7)], (1,), 3, 1), (3, [(-6, 9)], (2,), 2, 1),  # the crop takes every input: all zeros
+    (0, [(2, 3)], (1,), 2, 1),  # no input at all: every window sees padding only
+])
+def test_transposed_form_with_any_padding_matches_lax(size, padding, strides, kernel, dilation, x64):
+    """`lhs_dilation` with a padding beyond the kernel's extent minus one was refused ("cannot be
+    expressed as jaxcnn.conv_transpose"); its outputs there see no input, and are lax's zeros."""
+    _values_and_grads_match_lax(kernel, size, window_strides=strides, padding=padding, lhs_dilation=(2,),
                                 rhs_dilation=(dilation,))
 
 
@@ -202,8 +215,6 @@ def test_unsupported_options_raise():
         call(x, w, (1, 1), "SAME", dimension_numbers=dn, out_sharding=object())
     with pytest.raises(ValueError, match="`padding`.*`lhs_dilation`"):
         call(x, w, (1, 1), "SAME", lhs_dilation=(2, 2), dimension_numbers=dn)
-    with pytest.raises(ValueError, match="cannot be expressed"):
-        call(x, w, (1, 1), ((3, 0), (0, 0)), lhs_dilation=(2, 2), dimension_numbers=dn)
     # lax's own argument names in the library's errors (they were jaxcnn.conv's `stride`, `groups`, ...)
     for name, bad in (("window_strides", (0, 1)), ("lhs_dilation", (1, 0)), ("rhs_dilation", (-1, 1))):
         with pytest.raises(ValueError, match=f"`conv_general_dilated`: `{name}` must be positive"):
