@@ -45,6 +45,23 @@ def _mode_for(path: Path) -> int:
         return 0o666 & ~_umask()
 
 
+def unwritable(path: str | os.PathLike[str]) -> str | None:
+    """Why `atomic_write` could not write `path`, or None: checked before the work whose result it
+    is to hold, so that a wrong path costs no run. `path` names something that is not a file (a
+    directory), or the nearest of its folders that exists is not a folder or cannot be written."""
+    path = Path(os.path.realpath(path))
+    if path.exists() and not path.is_file():
+        return f"'{path}' exists and is not a file"
+    folder = path.parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        return f"'{folder}' is not a folder"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"the folder '{folder}' cannot be written"
+    return None
+
+
 def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
     """Write `data` to `path` through a temporary file in the same directory and ``os.replace``."""
     path = Path(path)

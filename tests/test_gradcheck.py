@@ -463,6 +463,37 @@ def test_cli_usage_errors(capsys):
     assert "d2:conv2d" in listed and "\nconv2d " not in listed
 
 
+def test_cli_refuses_before_any_work(tmp_path, capsys):
+    """A --json path that cannot be written was found after the sweep (its results lost, exit 1 as
+    for a failed config); a --replay file that is not one was a raw traceback; empty strings meant
+    "not given" (a full sweep for --only ""); a negative seed was NumPy's error; --replay ignored the
+    options that choose a sweep."""
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "list.json").write_text("[1]")
+    no_seed = {"tool": "jaxcnn.gradcheck", "format": gradcheck.sweep.FORMAT, "configs": [
+        {"function": "relu", "options": {}, "dtype": "float32", "status": "fail"}]}
+    (tmp_path / "no_seed.json").write_text(json.dumps(no_seed))
+    cases = [
+        (["--json", str(tmp_path / "dir")], "' exists and is not a file"),
+        (["--json", str(tmp_path / "file" / "out.json")], "file' is not a folder"),
+        (["--replay", str(tmp_path / "missing.json")], "missing.json': no such file"),
+        (["--replay", str(tmp_path / "dir")], "dir': a folder, not a file"),
+        (["--replay", str(tmp_path / "file")], "not a jaxcnn.gradcheck --json file (format 1): JSONDecode"),
+        (["--replay", str(tmp_path / "list.json")], "list.json': not a jaxcnn.gradcheck --json file"),
+        (["--replay", str(tmp_path / "no_seed.json")], "a seed >= 0 where the status is fail or error"),
+        (["--replay", str(tmp_path / "list.json"), "--seed", "1", "--dtype", "float64"],
+         "--seed, --dtype cannot be used with it"),
+        (["--only", ""], "--only must not be empty"), (["--only", ","], "--only ',' matches no row"),
+        (["--json", " "], "--json must not be empty"), (["--seed", "-1"], "--seed must be >= 0, got -1"),
+        (["--configs", str(10**15)], "--configs must be between 1 and 1000000"),
+    ]
+    for argv, message in cases:
+        assert gradcheck.main([*argv, "--no-progress"]) == 2, argv
+        err = capsys.readouterr()
+        assert message in err.err and "configs checked" not in err.out, (argv, err)
+
+
 def test_configs_count_the_selected_rows(tmp_path, capsys):
     """``--configs N`` is the total of the rows that ``--only`` selects (it used to be spread over
     every row before the filter: ``--only conv2d --configs 20`` checked 4 configs)."""

@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from jaxcnn._io import atomic_write
+from jaxcnn._io import atomic_write, unwritable
 
 
 def _mode(path) -> int:
@@ -71,3 +71,22 @@ def test_a_link_is_written_through_and_a_long_name_works(tmp_path):
     atomic_write(long, b"{}")
     assert long.read_bytes() == b"{}"
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["real.json", "link.json", long.name])
+
+
+def test_unwritable_names_what_stops_a_write(tmp_path):
+    """Checked before a run (a checkpoint, a CLI's results file): each reason is one the write
+    itself would then fail with, after the run."""
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "file").write_bytes(b"x")
+    assert unwritable(tmp_path / "new.json") is None
+    assert unwritable(tmp_path / "a" / "b" / "new.json") is None  # atomic_write makes the folders
+    assert unwritable(tmp_path / "file") is None  # replaced
+    assert unwritable(tmp_path / "dir") == f"'{tmp_path / 'dir'}' exists and is not a file"
+    assert unwritable(tmp_path / "file" / "x" / "new.json") == f"'{tmp_path / 'file'}' is not a folder"
+    for path in (tmp_path / "dir", tmp_path / "file" / "x" / "new.json"):
+        with pytest.raises(OSError):
+            atomic_write(path, b"y")
+    if os.geteuid() != 0:  # root writes anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        assert unwritable(locked / "new.json") == f"the folder '{locked}' cannot be written"

@@ -268,8 +268,13 @@ def test_checkpoint_files_of_the_wrong_kind_get_the_librarys_error(tmp_path):
     (tmp_path / "dir.npz").mkdir()
     with pytest.raises(ValueError, match=r"dir.npz' is not a file"):
         train.load_checkpoint(tmp_path / "dir.npz", state)
-    with pytest.raises(ValueError, match=r"`fit`: `checkpoint` must be a file path, got '.*dir.npz'"):
+    with pytest.raises(ValueError, match=r"`fit`: `checkpoint` must be a file path that can be written, got "
+                                         r"'.*dir.npz': '.*dir.npz' exists and is not a file"):
         _fit(tmp_path, 1, checkpoint_path=tmp_path / "dir.npz")
+    # under a file (a script's --out naming a file): NotADirectoryError after the first epoch before
+    with pytest.raises(ValueError, match=r"`checkpoint` must be a file path that can be written, got "
+                                         r"'.*plain.npz/run/c.npz': '.*plain.npz' is not a folder"):
+        _fit(tmp_path, 1, checkpoint_path=tmp_path / "plain.npz" / "run" / "c.npz")
 
 
 # ---------------------------------------------------------------------------------- fit

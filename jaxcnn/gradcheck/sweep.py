@@ -40,7 +40,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxcnn._io import atomic_write
+from jaxcnn._io import atomic_write, unwritable
 from jaxcnn.gradcheck.cases import Family, allocate, default_configs
 from jaxcnn.gradcheck.compare import _leaf_names, _struct, fd_checker, gn_checker, vjp_checker
 from jaxcnn.gradcheck.errors import DEFAULT_PRECISION, CheckResult, FDResult
@@ -270,23 +270,52 @@ def _header(env: dict[str, Any], extra: str) -> str:
             f"{env['precision']}\n{extra}")
 
 
+MAX_CONFIGS = 1_000_000  # --configs above this is refused (the default sweep is ~2,000)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m jaxcnn.gradcheck",
         description="Randomized cross-check of jaxcnn's custom VJPs against autodiff of jaxcnn.reference.",
     )
     p.add_argument("--configs", type=int, default=None,
-                   help="total configs of the selected rows (default: their default sweep), spread "
-                        "over them in proportion to their defaults")
-    p.add_argument("--seed", type=int, default=0, help="seed of the sweep (default 0)")
-    p.add_argument("--dtype", choices=("float32", "float64"), default="float32",
-                   help="dtype of the arrays (float64 enables x64); fd: rows always use float64")
+                   help="about this many configs over the selected rows (default: their default sweep), "
+                        "spread in proportion to their defaults, at least one a row; the header prints "
+                        f"the count (1 to {MAX_CONFIGS:,})")
+    p.add_argument("--seed", type=int, default=None, help="seed of the sweep (default 0)")
+    p.add_argument("--dtype", choices=("float32", "float64"), default=None,
+                   help="dtype of the arrays (default float32; float64 enables x64); fd: rows always use "
+                        "float64")
     p.add_argument("--json", metavar="PATH", help="write every config and its errors to PATH")
-    p.add_argument("--replay", metavar="PATH", help="re-run the failed configs of a --json file")
+    p.add_argument("--replay", metavar="PATH", help="re-run the failed configs of a --json file (with "
+                                                    "their own seeds and dtypes: no --configs, --seed, "
+                                                    "--dtype or --only)")
     p.add_argument("--only", metavar="NAMES", help="comma-separated row names or patterns (conv2d,d2:*)")
     p.add_argument("--list", action="store_true", help="list the rows and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
+
+
+def _usage_error(opts: argparse.Namespace) -> str | None:
+    """What is wrong with the options, checked before any work (a bad --json found after the sweep
+    would lose it), or None."""
+    for flag in ("json", "replay", "only"):
+        if getattr(opts, flag) is not None and not getattr(opts, flag).strip():
+            return f"--{flag} must not be empty"
+    if opts.configs is not None and not 1 <= opts.configs <= MAX_CONFIGS:
+        return f"--configs must be between 1 and {MAX_CONFIGS}, got {opts.configs}"
+    if opts.seed is not None and opts.seed < 0:
+        return f"--seed must be >= 0, got {opts.seed}"
+    if opts.replay is not None:
+        given = [f"--{f}" for f in ("configs", "seed", "dtype", "only") if getattr(opts, f) is not None]
+        if given:
+            return (f"--replay re-runs the stored configs as they were: {', '.join(given)} cannot be "
+                    "used with it")
+    if opts.json is not None and not opts.list:
+        why = unwritable(opts.json)
+        if why is not None:
+            return f"--json {opts.json!r} cannot be written: {why}"
+    return None
 
 
 def run_cli(argv: Sequence[str] | None, registry: Mapping[str, Family]) -> int:
@@ -294,9 +323,12 @@ def run_cli(argv: Sequence[str] | None, registry: Mapping[str, Family]) -> int:
         opts = _parser().parse_args(argv)
     except SystemExit as exit_:  # --help, or a usage error (argparse already printed it)
         return int(exit_.code or 0)
-    if opts.configs is not None and opts.configs < 1:
-        print("error: --configs must be >= 1", file=sys.stderr)
+    error = _usage_error(opts)
+    if error is not None:
+        print(f"error: {error}", file=sys.stderr)
         return 2
+    opts.seed = 0 if opts.seed is None else opts.seed
+    opts.dtype = opts.dtype or "float32"
     families = list(registry.values())
     if opts.only:
         patterns = [p.strip() for p in opts.only.split(",") if p.strip()]
@@ -389,14 +421,43 @@ def _sweep(opts: argparse.Namespace, families: list[Family], argv: Sequence[str]
     return 1 if failed else 0
 
 
+_STORED = {"function": str, "options": dict, "dtype": str, "status": str}  # what a replay reads of a config
+
+
+def _stored_configs(path: str) -> tuple[dict[str, Any], list[dict[str, Any]]] | str:
+    """The --json file at `path` and its configs, or why it cannot be replayed."""
+    kind = f"not a jaxcnn.gradcheck --json file (format {FORMAT})"
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        return "no such file"
+    except IsADirectoryError:
+        return "a folder, not a file"
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        return f"{kind}: {type(err).__name__}: {err}"
+    if not isinstance(data, dict) or data.get("tool") != "jaxcnn.gradcheck" or data.get("format") != FORMAT:
+        return kind
+    configs = data.get("configs")
+    def replayable(c: Any) -> bool:  # a failed config is re-run from its seed
+        seed = c.get("seed") if isinstance(c, dict) else None
+        return (isinstance(c, dict) and all(isinstance(c.get(k), t) for k, t in _STORED.items())
+                and c["dtype"] in ("float32", "float64") and (c["status"] not in ("fail", "error") or (
+                    isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0)))
+
+    if not isinstance(configs, list) or not all(replayable(c) for c in configs):
+        return (f"{kind}: its 'configs' must be a list of records with {', '.join(_STORED)} (float32 or "
+                "float64), and a seed >= 0 where the status is fail or error")
+    return data, configs
+
+
 def _replay(opts: argparse.Namespace, registry: Mapping[str, Family]) -> int:
-    with open(opts.replay, encoding="utf-8") as f:
-        data = json.load(f)
-    if data.get("tool") != "jaxcnn.gradcheck" or data.get("format") != FORMAT:
-        print(f"error: {opts.replay} is not a jaxcnn.gradcheck --json file (format {FORMAT})",
-              file=sys.stderr)
+    stored = _stored_configs(opts.replay)
+    if isinstance(stored, str):
+        print(f"error: --replay {opts.replay!r}: {stored}", file=sys.stderr)
         return 2
-    failed = [c for c in data["configs"] if c["status"] in ("fail", "error")]
+    data, configs = stored
+    failed = [c for c in configs if c["status"] in ("fail", "error")]
     env = _environment()
     print(_header(env, f"replaying {len(failed)} failed configs of {opts.replay} (written on "
                        f"{data.get('backend')}/{data.get('device')}, seed {data.get('seed')})"), flush=True)

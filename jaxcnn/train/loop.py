@@ -27,6 +27,7 @@ import optax
 from jax.sharding import Mesh
 
 from jaxcnn._checks import fail, is_int
+from jaxcnn._io import unwritable
 from jaxcnn.train.checkpoints import flatten, load_checkpoint, save_checkpoint
 from jaxcnn.train.steps import (
     ApplyFn,
@@ -536,8 +537,9 @@ def begin(fn: str, optimizer: optax.GradientTransformation, params: Any, train: 
     meta_run = {"seed": int(seed), "batch_size": None if batch_size is None else int(batch_size),
                 "n_train": n, **meta, "config": config}
     ckpt = None if checkpoint is None else Path(checkpoint)
-    if ckpt is not None and ckpt.exists() and not ckpt.is_file():
-        raise fail(fn, f"`checkpoint` must be a file path, got '{ckpt}', which is not a file")
+    why = None if ckpt is None else unwritable(ckpt)
+    if why is not None:
+        raise fail(fn, f"`checkpoint` must be a file path that can be written, got '{ckpt}': {why}")
     run = _start(fn, optimizer, params, ckpt if resume else None, meta_run, epochs)
     if ckpt is not None:  # what the checkpoint cannot hold is refused now, not after an epoch
         flatten(fn, {"params": run.params, "opt_state": run.opt_state})
