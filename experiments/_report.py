@@ -14,6 +14,7 @@ import contextlib
 import functools
 import io
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -25,9 +26,12 @@ import jax.numpy as jnp
 
 import jaxcnn
 from jaxcnn import train
+from jaxcnn._io import unwritable
+from jaxcnn.datasets import _MNIST_5K_PER_CLASS
 
 __all__ = ["LABELS", "OPS", "TqdmProgress", "bound_apply", "check_args", "finish", "fit_record",
-           "format_table", "machine_info", "measured", "param_diffs", "plot_history", "progress"]
+           "format_table", "machine_info", "measured", "param_diffs", "plot_history", "progress", "save_png",
+           "write_json"]
 
 # The two backward paths a script trains: the article's rules, and JAX's autodiff of the reference.
 OPS = {"custom": jaxcnn, "reference": jaxcnn.reference}
@@ -60,16 +64,38 @@ class TqdmProgress:
 
 
 def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace, *, counts: Sequence[str] = (),
-               positive: Sequence[str] = ()) -> None:
-    """argparse's error (the usage line, exit status 2) for a count in `counts` below 1 or a number
-    in `positive` not above 0 (NaN included), each named by its flag: ``"batch_size"`` is
-    ``--batch-size``. Before any work: a bad setting found later could cost a finished run."""
+               positive: Sequence[str] = (), nonnegative: Sequence[str] = (), files: Sequence[str] = (),
+               folders: Sequence[str] = (), per_class: Sequence[str] = ()) -> None:
+    """argparse's error (the usage line, exit status 2), each setting named by its flag
+    (``"batch_size"`` is ``--batch-size``), for a count in `counts` below 1, a number in `positive`
+    not finite and above 0, one in `nonnegative` not finite and >= 0 (seeds, a weight decay), an
+    output file in `files` or folder in `folders` that cannot be written (`jaxcnn._io.unwritable`),
+    the embedded digits' per-class counts in `per_class` summing past the 500 of each class. Before
+    any work: a bad setting found later could cost a finished run."""
+    def flag(name: str) -> str:
+        return f"--{name.replace('_', '-')}"
+
     for name in counts:
         if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+            parser.error(f"{flag(name)} must be >= 1, got {getattr(args, name)}")
     for name in positive:
-        if not getattr(args, name) > 0:
-            parser.error(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
+        if not 0 < getattr(args, name) < math.inf:
+            parser.error(f"{flag(name)} must be finite and > 0, got {getattr(args, name)}")
+    for name in nonnegative:
+        if not 0 <= getattr(args, name) < math.inf:
+            parser.error(f"{flag(name)} must be finite and >= 0, got {getattr(args, name)}")
+    for name in files:
+        why = unwritable(getattr(args, name))
+        if why is not None:
+            parser.error(f"{flag(name)} {str(getattr(args, name))!r} cannot be written: {why}")
+    for name in folders:
+        why = unwritable(Path(getattr(args, name)) / "results.json")
+        if why is not None:
+            parser.error(f"{flag(name)} {str(getattr(args, name))!r} cannot hold the outputs: {why}")
+    if per_class and sum(getattr(args, name) for name in per_class) > _MNIST_5K_PER_CLASS:
+        given = " + ".join(str(getattr(args, name)) for name in per_class)
+        parser.error(f"{' + '.join(flag(n) for n in per_class)} must be at most the {_MNIST_5K_PER_CLASS} "
+                     f"embedded digits of each class, got {given}")
 
 
 def progress(enabled: bool) -> bool | train.Progress:
@@ -175,9 +201,33 @@ def plot_history(
         ax.legend(fontsize=7)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
+    save_png(fig, path, dpi=110)
     plt.close(fig)
+
+
+def _finite(value: Any) -> Any:
+    """`value` with every non-finite float as the string "nan", "inf" or "-inf" (JSON has no such
+    numbers: ``json.dumps`` writes bare NaN tokens that strict readers refuse)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, Mapping):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def write_json(path: Path, value: Any) -> None:
+    """`value` as indented, strict JSON (non-finite numbers as strings), written atomically."""
+    text = json.dumps(_finite(value), indent=2, allow_nan=False)
+    train.atomic_write(path, (text + "\n").encode())
+
+
+def save_png(fig: Any, path: Path, **options: Any) -> None:
+    """``fig.savefig(path, **options)`` as a PNG written atomically (rendered in memory first: an
+    interrupted run leaves the old file, never a truncated one)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", **options)
     train.atomic_write(path, buffer.getvalue())
 
 
@@ -243,7 +293,7 @@ def param_diffs(runs: Mapping[str, Mapping[str, Any]]) -> dict[str, Any] | None:
 def finish(out: Path, results: Mapping[str, Any], plotted: bool, diverged: Sequence[str]) -> bool:
     """Write ``out/results.json`` (atomically) and say what was written; with `diverged` paths, say
     so on stderr. Whether every path ran to the end."""
-    train.atomic_write(out / "results.json", (json.dumps(results, indent=2) + "\n").encode())
+    write_json(out / "results.json", results)
     written = [out / "results.json", *([out / "curves.png"] if plotted else [])]
     print(f"\nwrote {' and '.join(map(str, written))} ({results['wall_seconds']:.1f} s in all)")
     if diverged:

@@ -736,14 +736,22 @@ def suite_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+ROW_NAMES = (*(c.name for c in suite_cases()), "LeNet-5 train step", "wide LeNet 32/64 train step",
+             "lecun1989 epoch")
+"""The shapes suite's rows, in order."""
+
+
+def selected(only: str, name: str) -> bool:
+    """Whether row `name` is one that ``--only`` `only` (comma-separated substrings) asks for."""
+    return any(w.strip().lower() in name.lower() for w in only.split(",") if w.strip())
+
+
 def run_suite(args: argparse.Namespace, torch: Any) -> dict[str, Any]:
     repeats = args.repeats or 7
     examples = 300 if args.quick else EPOCH_EXAMPLES
     epoch_repeats = max(3, repeats // 3)
-    only = [w.strip().lower() for w in args.only.split(",")] if args.only else None
-
     def wanted(name: str) -> bool:
-        return only is None or any(w in name.lower() for w in only)
+        return args.only is None or selected(args.only, name)
 
     load_before = os.getloadavg()
     mm = matmul_gflops(repeats, torch)
@@ -792,17 +800,23 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.repeats is not None and args.repeats < 1:
         p.error("--repeats must be >= 1")
+    if args.only is not None and args.suite != "shapes":
+        p.error("--only selects rows of the shapes suite (not --suite legacy)")
+    if args.only is not None and not any(selected(args.only, name) for name in ROW_NAMES):
+        p.error(f"--only {args.only!r} matches no row of the suite: {', '.join(ROW_NAMES)}")
+    args.json = args.json or (SUITE_JSON if args.suite == "shapes" else DEFAULT_JSON)
+    _report.check_args(p, args, files=("json",))
     torch = None if args.no_torch else load_torch()
     if args.suite == "shapes":
         result = run_suite(args, torch)
-        text, path = suite_table(result), args.json or SUITE_JSON
+        text = suite_table(result)
     else:
         result = run_legacy(args, torch)
-        text, path = table(result), args.json or DEFAULT_JSON
+        text = table(result)
     print(text)
     result["table"] = text
-    _io.atomic_write(path, json.dumps(result, indent=1).encode())
-    print(f"\nwrote {path}")
+    _io.atomic_write(args.json, json.dumps(result, indent=1).encode())
+    print(f"\nwrote {args.json}")
     return 0
 
 

@@ -35,6 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import _report  # experiments/_report.py: this script's folder is on sys.path
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -245,7 +246,7 @@ class Board:
         ax.axis("off")
         for draw in self._draw:
             draw(ax)
-        fig.savefig(path, dpi=130, bbox_inches="tight", pad_inches=0.15, facecolor="white")
+        _report.save_png(fig, path, dpi=130, bbox_inches="tight", pad_inches=0.15, facecolor="white")
         plt.close(fig)
 
 
@@ -694,7 +695,7 @@ def fig_lecun1989(out: Path, run: Path | None, quick: bool) -> str:
                  f"{activation}(conv2d(digit, w, b, stride 2, pad -1)) (bottom)", fontsize=12,
                  fontweight="bold", y=1.0)
     fig.text(0.5, 0.005, note, ha="center", fontsize=9, color="#333333")
-    fig.savefig(out, dpi=110, bbox_inches="tight", pad_inches=0.15, facecolor="white")
+    _report.save_png(fig, out, dpi=110, bbox_inches="tight", pad_inches=0.15, facecolor="white")
     plt.close(fig)
     return note
 
@@ -707,7 +708,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--run", type=Path, default=None,
                    help="a saved experiments/lecun1989.py --out folder (or checkpoint .npz) for figure (h)")
     p.add_argument("--quick", action="store_true", help="figure (h) from 30 digits, one pass (tests)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    _report.check_args(p, args, folders=("out",))
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -715,7 +718,6 @@ def main(argv: list[str] | None = None) -> int:
 
     matplotlib.use("Agg")
     args = parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
     makers: list[Callable[[Path], str]] = [
         fig_correlation_vs_convolution,
         fig_forward_weight_sharing,

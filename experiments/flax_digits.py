@@ -11,8 +11,10 @@ and optax. ``--conv lax`` builds the same network with Flax's stock convolution,
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
+import _report  # experiments/_report.py: this script's folder is on sys.path
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -64,11 +66,9 @@ def parse_args(argv):
     p.add_argument("--test-per-class", type=int, default=200)
     p.add_argument("--conv", choices=("jaxcnn", "lax"), default="jaxcnn")
     args = p.parse_args(argv)
-    for name in ("epochs", "batch_size", "train_per_class", "test_per_class"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if not args.lr > 0:
-        p.error(f"--lr must be > 0, got {args.lr}")
+    _report.check_args(p, args, counts=("epochs", "batch_size", "train_per_class", "test_per_class"),
+                       positive=("lr",), nonnegative=("seed",),
+                       per_class=("train_per_class", "test_per_class"))
     return args
 
 
@@ -88,7 +88,11 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(0, n - args.batch_size + 1 if n >= args.batch_size else 1, args.batch_size):
             idx = order[i:i + args.batch_size]
             losses.append(train_step(model, optimizer, jnp.asarray(x_tr[idx]), jnp.asarray(y_tr[idx])))
-        print(f"epoch {epoch}: mean train loss {float(jnp.mean(jnp.stack(losses))):.4f}", flush=True)
+        loss = float(jnp.mean(jnp.stack(losses)))
+        print(f"epoch {epoch}: mean train loss {loss:.4f}", flush=True)
+        if not np.isfinite(loss):
+            print(f"error: the training loss became {loss} in epoch {epoch}; lower --lr", file=sys.stderr)
+            return 1
     train_seconds = time.perf_counter() - start
     correct = sum(int(jnp.sum(predict(model, jnp.asarray(x_te[i:i + 500])) == jnp.asarray(y_te[i:i + 500])))
                   for i in range(0, len(y_te), 500))

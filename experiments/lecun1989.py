@@ -91,8 +91,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.lr is None:
         args.lr = DEFAULT_LR if args.optimizer == "sgd" else DEFAULT_SDLM_EPS
-    if args.epochs < 1 or args.lr <= 0:
-        p.error("--epochs must be >= 1 and --lr > 0")
+    _report.check_args(p, args, counts=("epochs", "sdlm_samples", "train_per_class", "test_per_class",
+                                         "train_size", "test_size"), positive=("lr", "mu"),
+                       nonnegative=("seed", "data_seed"), folders=("out",),
+                       per_class=("train_per_class", "test_per_class") if args.data_dir is None else ())
     return args
 
 

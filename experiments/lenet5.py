@@ -79,8 +79,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--resume", action="store_true", help="continue from --out/checkpoints")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
-    if args.epochs < 1 or args.lr <= 0 or args.batch_size < 1 or args.max_shift < 0:
-        p.error("need --epochs >= 1, --lr > 0, --batch-size >= 1, --max-shift >= 0")
+    _report.check_args(p, args, counts=("epochs", "batch_size", "train_per_class", "test_per_class"),
+                       positive=("lr",), nonnegative=("weight_decay", "max_shift", "seed", "data_seed"),
+                       folders=("out",), per_class=("train_per_class", "test_per_class"))
+    if args.max_shift >= 28:
+        p.error(f"--max-shift must be below the digits' 28 pixels, got {args.max_shift}")
     if args.batch_size > 10 * args.train_per_class:
         p.error("--batch-size exceeds the training set")
     return args

@@ -18,7 +18,6 @@ passes (`jaxcnn.sdlm.fit`, the settings of ``experiments/sdlm_seeds.py``):
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -48,11 +47,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--samples", type=int, default=sdlm.DEFAULT_SAMPLES)
     p.add_argument("--examples", type=int, default=8, help="examples of the exact Gauss-Newton comparison")
     p.add_argument("--train-per-class", type=int, default=300)
+    p.add_argument("--test-per-class", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("runs/sdlm"))
     args = p.parse_args(argv)
-    _report.check_args(p, args, counts=("passes", "samples", "examples", "train_per_class"),
-                       positive=("eps", "mu"))
+    _report.check_args(p, args, counts=("passes", "samples", "examples", "train_per_class", "test_per_class"),
+                       positive=("eps", "mu"), nonnegative=("seed",), folders=("out",),
+                       per_class=("train_per_class", "test_per_class"))
     for flag, n in (("--samples", args.samples), ("--examples", args.examples)):
         if n > 10 * args.train_per_class:  # ten classes; the first n training digits are taken
             p.error(f"{flag} must be at most the {10 * args.train_per_class} training digits, got {n}")
@@ -94,14 +95,19 @@ def layer_values(tree: Any, group: tuple[str, str], mask: Any) -> np.ndarray:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    x_tr, y_tr, x_te, y_te = datasets.lecun1989_data(train_per_class=args.train_per_class)
+    x_tr, y_tr, x_te, y_te = datasets.lecun1989_data(train_per_class=args.train_per_class,
+                                                     test_per_class=args.test_per_class)
     t_tr, t_te = datasets.one_hot_pm1(y_tr), datasets.one_hot_pm1(y_te)
     model = models.lecun1989()
     params0 = model.init(jax.random.key(args.seed))
     optimizer = sdlm.sdlm(args.eps, mu=args.mu)
-    fitted = sdlm.fit(model.apply, jaxcnn.squared_error, optimizer, params0, (x_tr, t_tr),
-                      epochs=args.passes, seed=args.seed, samples=args.samples,
-                      eval_sets={"test": (x_te, t_te)}, progress=False)
+    try:
+        fitted = sdlm.fit(model.apply, jaxcnn.squared_error, optimizer, params0, (x_tr, t_tr),
+                          epochs=args.passes, seed=args.seed, samples=args.samples,
+                          eval_sets={"test": (x_te, t_te)}, progress=False)
+    except train.NonFiniteLossError as err:
+        print(f"error: {err}; lower --eps", file=sys.stderr)
+        return 1
     snapshots = {"initialisation": params0, f"after {args.passes} SDLM passes": fitted.params}
     estimate = jax.jit(lambda p: sdlm.estimate_curvature(model.apply, jaxcnn.squared_error, p,
                                                          x_tr[: args.samples], t_tr[: args.samples]))
@@ -170,9 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     axes[2].legend(fontsize=7, markerscale=3)
     fig.suptitle("lecun1989: what the diagonal Newton method of LeCun et al. 1989 sees")
     fig.tight_layout()
-    args.out.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out / "curvature.png", dpi=110)
-    train.atomic_write(args.out / "curvature.json", (json.dumps(record, indent=2) + "\n").encode())
+    _report.save_png(fig, args.out / "curvature.png", dpi=110)
+    _report.write_json(args.out / "curvature.json", record)
     print(f"wrote {args.out / 'curvature.png'} and {args.out / 'curvature.json'}")
     return 0
 

@@ -25,7 +25,6 @@ curvature pass's cost against a gradient pass, measured on this machine).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -74,7 +73,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=Path("runs/sdlm_seeds.json"))
     args = p.parse_args(argv)
     _report.check_args(p, args, counts=("seeds", "epochs", "samples", "train_per_class", "test_per_class"),
-                       positive=("lr", "eps", "mu"))
+                       positive=("lr", "eps", "mu"), files=("out",),
+                       per_class=("train_per_class", "test_per_class"))
     if args.gamma is not None and not 0 < args.gamma <= 1:
         p.error(f"--gamma must be in (0, 1], got {args.gamma}")
     if not 0 <= args.validation < 10 * args.train_per_class:  # ten classes
@@ -186,14 +186,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"validation split: training on {len(x_tr)}, 'test' columns are {len(x_te)} held-out "
               "training digits", flush=True)
     data = (x_tr, datasets.one_hot_pm1(y_tr), x_te, datasets.one_hot_pm1(y_te))
-    runs = []
-    for seed in range(args.seeds):
-        for opt in args.optimizers:
+    runs, diverged = [], None
+    for seed, opt in ((seed, opt) for seed in range(args.seeds) for opt in args.optimizers):
+        try:
             r = run(opt, seed, args, data)
-            runs.append(r)
-            print(f"seed {seed} {opt:4s}: test {r['test_error']:.2%} train {r['train_error']:.2%} passes to "
-                  f"{args.target:.1%}: {r['passes_to_target']}  ({r['train_seconds']:.1f} s)", flush=True)
-    summaries = [summary(runs, opt) for opt in args.optimizers]
+        except train.NonFiniteLossError as err:  # the runs before it are kept: written below
+            diverged = {"optimizer": opt, "seed": seed, "message": str(err)}
+            print(f"error: seed {seed} {opt}: {err}; the sweep stops here", file=sys.stderr, flush=True)
+            break
+        runs.append(r)
+        print(f"seed {seed} {opt:4s}: test {r['test_error']:.2%} train {r['train_error']:.2%} passes to "
+              f"{args.target:.1%}: {r['passes_to_target']}  ({r['train_seconds']:.1f} s)", flush=True)
+    summaries = [summary(runs, opt) for opt in args.optimizers if any(r["optimizer"] == opt for r in runs)]
     rows = [("optimizer", "seeds", "test mean", "test min", "test max", "train mean",
              f"passes to {args.target:.1%} (mean/median, reached)", "train s")]
     for s in summaries:
@@ -204,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"{s['test_max']:.2%}", f"{s['train_mean']:.2%}", to, f"{s['train_seconds_mean']:.1f}"))
     print()
     print(_report.format_table(rows))
-    cost = None if args.no_cost else curvature_cost(data, args)
+    cost = None if args.no_cost or diverged else curvature_cost(data, args)
     if cost is not None:
         print(f"\ncurvature pass / gradient pass: {cost['ratio_1']:.2f}x on one example, "
               f"{cost['ratio_500']:.2f}x on a batch of 500; a training pass: SDLM {cost['sdlm_pass']:.3f} s "
@@ -216,13 +220,13 @@ def main(argv: list[str] | None = None) -> int:
                   f"{cost['ratio_running_pass']:.2f}x an SGD pass")
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     result = {"settings": settings, "summaries": summaries, "curvature_cost_seconds": cost, "runs": runs,
+              **({"diverged": diverged} if diverged else {}),
               "machine": _report.machine_info(),
               "command": " ".join(["python", "experiments/sdlm_seeds.py",
                                    *(sys.argv[1:] if argv is None else argv)])}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    train.atomic_write(args.out, (json.dumps(result, indent=2) + "\n").encode())
+    _report.write_json(args.out, result)
     print(f"wrote {args.out}")
-    return 0
+    return 1 if diverged else 0
 
 
 if __name__ == "__main__":

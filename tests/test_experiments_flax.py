@@ -13,6 +13,12 @@ pytest.importorskip("flax")
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def experiments_on_path(monkeypatch):
+    """The script imports its reporting module as ``_report`` from its folder (on sys.path when run)."""
+    monkeypatch.syspath_prepend(str(ROOT / "experiments"))
+
+
 def _load():
     path = ROOT / "experiments" / "flax_digits.py"
     spec = importlib.util.spec_from_file_location("_experiment_flax_digits", path)
@@ -37,7 +43,12 @@ def test_flax_digits_tiny(capsys):
 
 @pytest.mark.parametrize("argv, says", [(["--batch-size", "0"], "--batch-size must be >= 1, got 0"),
                                         (["--epochs", "-1"], "--epochs must be >= 1, got -1"),
-                                        (["--lr", "0"], "--lr must be > 0, got 0.0")])
+                                        (["--lr", "0"], "--lr must be finite and > 0, got 0.0"),
+                                        (["--lr", "inf"], "--lr must be finite and > 0, got inf"),
+                                        (["--seed", "-1"], "--seed must be finite and >= 0, got -1"),
+                                        (["--test-per-class", "201"], "--train-per-class + "
+                                         "--test-per-class must be at most the 500 embedded digits of each "
+                                         "class, got 300 + 201")])
 def test_flax_digits_refuses_bad_settings(argv, says, capsys):
     module = _load()
     with pytest.raises(SystemExit) as exit_info:

@@ -8,8 +8,10 @@ import gzip
 import importlib.util
 import io
 import json
+import os
 import struct
 import sys
+import tempfile
 from pathlib import Path
 
 import jax
@@ -209,6 +211,27 @@ def test_experiment_choices_come_from_the_op_table():
 
 
 # -------------------------------------------------------------------------- experiments/_report.py
+def test_figures_and_json_are_written_whole():
+    """figures.py and sdlm_figure.py saved their PNGs in place (an interrupted savefig truncated a
+    committed figure); sdlm_figure.py wrote bare NaN tokens, which strict JSON readers refuse."""
+    import _report
+
+    class Interrupted:  # a figure whose rendering stops half-way
+        def savefig(self, target, **options):
+            target.write(b"\x89PNG half")
+            raise KeyboardInterrupt
+
+    with tempfile.TemporaryDirectory() as folder:
+        png, record = Path(folder) / "fig.png", Path(folder) / "r.json"
+        png.write_bytes(PNG_MAGIC + b"old")
+        with pytest.raises(KeyboardInterrupt):
+            _report.save_png(Interrupted(), png, dpi=110)
+        assert png.read_bytes() == PNG_MAGIC + b"old" and sorted(os.listdir(folder)) == ["fig.png"]
+        _report.write_json(record, {"r": float("nan"), "s": [1.5, float("-inf")], "t": (float("inf"),)})
+        assert json.loads(record.read_text(), parse_constant=lambda token: pytest.fail(token)) == {
+            "r": "nan", "s": [1.5, "-inf"], "t": ["inf"]}
+
+
 def test_format_table_aligns_columns_with_a_rule_under_the_header():
     import _report
 

@@ -295,6 +295,7 @@ def experiments_path(monkeypatch):
 def _load(name):
     spec = importlib.util.spec_from_file_location(f"_experiment_{name}", ROOT / "experiments" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # figures.py's dataclasses look their module up
     spec.loader.exec_module(module)
     return module
 
@@ -317,17 +318,53 @@ def test_sdlm_seeds_script_tiny(tmp_path, capsys, standard_promotion, experiment
     assert "training on 30" in capsys.readouterr().out
 
 
+def test_sdlm_seeds_keeps_the_finished_runs_when_one_diverges(tmp_path, capsys, standard_promotion,
+                                                              experiments_path):
+    """A run whose loss became non-finite ended the script with a traceback and no file: every
+    finished seed was lost. Now the sweep stops there, writes what it has (strict JSON), exits 1."""
+    out, script = tmp_path / "s.json", _load("sdlm_seeds")
+    run = script.run
+
+    def diverging(optimizer, seed, args, data):  # as fit reports a NaN loss (epoch 0, no checkpoint)
+        if optimizer == "sgd":
+            raise train.NonFiniteLossError("fit: the training loss became nan in epoch 0", epoch=0,
+                                           kept_epoch=None, checkpoint=None, history=[])
+        return run(optimizer, seed, args, data)
+
+    script.run = diverging
+    code = script.main(["--seeds", "2", "--epochs", "1", "--train-per-class", "4", "--test-per-class", "2",
+                        "--optimizers", "sdlm", "sgd", "--no-cost", "--out", str(out)])
+    result = json.loads(out.read_text(), parse_constant=lambda token: pytest.fail(f"bare {token}"))
+    assert code == 1 and [r["optimizer"] for r in result["runs"]] == ["sdlm"]
+    assert result["diverged"]["optimizer"] == "sgd" and result["diverged"]["seed"] == 0
+    assert [s["optimizer"] for s in result["summaries"]] == ["sdlm"]
+    assert "error: seed 0 sgd: " in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("script, argv, says", [
     ("sdlm_seeds", ["--seeds", "0"], "--seeds must be >= 1, got 0"),
     ("sdlm_seeds", ["--epochs", "0"], "--epochs must be >= 1, got 0"),
     ("sdlm_seeds", ["--samples", "0"], "--samples must be >= 1, got 0"),
-    ("sdlm_seeds", ["--eps", "nan"], "--eps must be > 0, got nan"),
+    ("sdlm_seeds", ["--eps", "nan"], "--eps must be finite and > 0, got nan"),
+    ("sdlm_seeds", ["--lr", "inf"], "--lr must be finite and > 0, got inf"),  # NonFiniteLossError after
+    # seed 0's runs: the finished runs lost
     ("sdlm_seeds", ["--gamma", "1.5"], "--gamma must be in (0, 1], got 1.5"),
     ("sdlm_seeds", ["--validation", "40", "--train-per-class", "4"],
      "--validation must be in [0, 40), got 40"),
     ("sdlm_figure", ["--examples", "0"], "--examples must be >= 1, got 0"),
     ("sdlm_figure", ["--passes", "0"], "--passes must be >= 1, got 0"),
-    ("sdlm_figure", ["--mu", "0"], "--mu must be > 0, got 0.0"),
+    ("sdlm_figure", ["--mu", "0"], "--mu must be finite and > 0, got 0.0"),
+    ("sdlm_figure", ["--train-per-class", "301"],  # named a --test-per-class the script did not have
+     "--train-per-class + --test-per-class must be at most the 500 embedded digits of each class, "
+     "got 301 + 200"),
+    ("lecun1989", ["--lr", "nan"], "--lr must be finite and > 0, got nan"),  # trained, wrote "lr": NaN
+    ("lecun1989", ["--train-size", "-5"], "--train-size must be >= 1, got -5"),  # NumPy's error, late
+    ("lecun1989", ["--train-per-class", "600"], "must be at most the 500 embedded digits of each class"),
+    ("lecun1989", ["--seed", "-1"], "--seed must be finite and >= 0, got -1"),
+    ("lenet5", ["--weight-decay", "nan"], "--weight-decay must be finite and >= 0, got nan"),  # accepted
+    ("lenet5", ["--train-per-class", "0"], "--train-per-class must be >= 1, got 0"),  # blamed --batch-size
+    ("lenet5", ["--max-shift", "3000000000"], "--max-shift must be below the digits' 28 pixels"),  # JAX's
+    # OverflowError
     ("sdlm_figure", ["--examples", "501", "--train-per-class", "50"],
      "--examples must be at most the 500 training digits, got 501"),
     ("sdlm_figure", ["--train-per-class", "4"], "--samples must be at most the 40 training digits, got 500"),
@@ -339,6 +376,32 @@ def test_scripts_refuse_bad_settings_before_any_work(script, argv, says, capsys,
     with pytest.raises(SystemExit) as exit_info:
         _load(script).parse_args(argv)
     assert exit_info.value.code == 2 and says in capsys.readouterr().err
+
+
+def test_scripts_refuse_outputs_they_cannot_write_before_any_work(tmp_path, capsys, experiments_path):
+    """Each was found when the results were written, after the work: NotADirectoryError after
+    lecun1989's first epoch, FileExistsError after sdlm_figure's runs, IsADirectoryError after every
+    sdlm_seeds run and every benchmark row; benchmark's --only matching no row ran nothing and
+    overwrote the default results file with an empty table."""
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "dir").mkdir()
+    file_, folder = str(tmp_path / "file"), str(tmp_path / "dir")
+    cases = [("lecun1989", ["--out", file_], "--out '" + file_ + "' cannot hold the outputs: '"),
+             ("lenet5", ["--out", f"{file_}/run"], "is not a folder"),
+             ("sdlm_figure", ["--out", file_], "cannot hold the outputs"),
+             ("figures", ["--out", file_], "cannot hold the outputs"),
+             ("sdlm_seeds", ["--out", folder], "--out '" + folder + "' cannot be written: '"),
+             ("benchmark", ["--json", folder], "exists and is not a file"),
+             ("benchmark", ["--only", "zzz"], "--only 'zzz' matches no row of the suite: resnet 3x3"),
+             ("benchmark", ["--only", ","], "--only ',' matches no row"),
+             ("benchmark", ["--suite", "legacy", "--only", "LeNet"],
+              "--only selects rows of the shapes suite")]
+    for script, argv, says in cases:
+        module = _load(script)
+        with pytest.raises(SystemExit) as exit_info:
+            (module.main if script == "benchmark" else module.parse_args)(argv)
+        assert exit_info.value.code == 2 and says in capsys.readouterr().err, (script, argv)
+    assert (tmp_path / "file").read_text() == "x" and not any((tmp_path / "dir").iterdir())
 
 
 def test_lecun1989_sdlm_tiny(tmp_path, monkeypatch, standard_promotion, experiments_path):
