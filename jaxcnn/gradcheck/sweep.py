@@ -439,6 +439,7 @@ def _stored_configs(path: str) -> tuple[dict[str, Any], list[dict[str, Any]]] | 
     if not isinstance(data, dict) or data.get("tool") != "jaxcnn.gradcheck" or data.get("format") != FORMAT:
         return kind
     configs = data.get("configs")
+
     def replayable(c: Any) -> bool:  # a failed config is re-run from its seed
         seed = c.get("seed") if isinstance(c, dict) else None
         return (isinstance(c, dict) and all(isinstance(c.get(k), t) for k, t in _STORED.items())
