@@ -133,8 +133,9 @@ def diag_gauss_newton(loss_fn: Callable[..., jax.Array], params: Any, *args: Any
 
     def scalar_loss(*xs: Any) -> jax.Array:
         loss = loss_fn(*xs)
-        if jnp.shape(loss) != ():
-            raise fail(fn, f"`loss_fn` must return a scalar loss, got shape {jnp.shape(loss)}")
+        if jnp.shape(loss) != () or not jnp.issubdtype(jnp.result_type(loss), jnp.floating):
+            raise fail(fn, f"`loss_fn` must return a floating-point scalar loss, got shape {jnp.shape(loss)} "
+                       f"and dtype {jnp.result_type(loss)}")
         return loss
 
     with second_order():

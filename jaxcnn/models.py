@@ -27,6 +27,7 @@ Models
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable, Mapping
 from types import ModuleType
 from typing import Any, NamedTuple
@@ -108,16 +109,20 @@ def _check_params(fn: str, params: Any, shapes: dict[str, dict[str, tuple[int, .
 
 def _cached(build: Callable[..., Model]) -> Callable[..., Model]:
     """`functools.cache` of a model constructor whose arguments are checked before they are hashed:
-    an unhashable one (a list) reaches the constructor's own check, not the cache's TypeError."""
-    cached = functools.cache(build)
+    an unhashable one (a list) reaches the constructor's own check, not the cache's TypeError. The
+    defaults are filled in first, so that ``lenet5()`` and ``lenet5(activation="relu")`` are one
+    model (one compilation of the functions built on its ``apply``)."""
+    cached, signature = functools.cache(build), inspect.signature(build)
 
     @functools.wraps(build)
     def constructor(**options: Any) -> Model:
         try:
+            bound = signature.bind(**options)
             hash(tuple(options.values()))
         except TypeError:
-            return build(**options)  # raises the library's error naming the argument
-        return cached(**options)
+            return build(**options)  # raises the library's (or Python's) error naming the argument
+        bound.apply_defaults()
+        return cached(**bound.kwargs)
 
     return constructor
 

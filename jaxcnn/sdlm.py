@@ -52,7 +52,7 @@ import numpy as np
 import optax
 
 from jaxcnn import curvature, train
-from jaxcnn._checks import check_int, fail, is_int
+from jaxcnn._checks import check_array, check_int, fail, is_int
 from jaxcnn.train import loop as _loop
 from jaxcnn.train import steps as _steps
 
@@ -228,6 +228,8 @@ def estimate_curvature(apply_fn: ApplyFn, loss_fn: LossFn, params: Any, x: jax.A
     Returns:
       A pytree like `params`, ``>= 0``.
     """
+    for name, a in (("x", x), ("y", y)):  # a list was vmapped element by element (vmap's error)
+        check_array("estimate_curvature", name, a)
     n_x, n_y = (jnp.shape(a)[0] if jnp.ndim(a) else None for a in (x, y))
     if not n_x or n_x != n_y:
         raise fail("estimate_curvature", f"`x` and `y` must hold the same number (>= 1) of examples on their "

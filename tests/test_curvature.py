@@ -77,8 +77,11 @@ def test_bad_arguments_are_the_librarys_errors():
             gn(loss, params, x, t, argnums=bad)
     with pytest.raises(TypeError, match=r"`params\['w'\]` must be a floating-point array, got dtype int32"):
         gn(loss, {"w": jnp.zeros((3, 4), jnp.int32)}, x, t)
-    with pytest.raises(ValueError, match=r"`loss_fn` must return a scalar loss, got shape \(2, 4\)"):
+    with pytest.raises(ValueError, match=r"`loss_fn` must return a floating-point scalar loss, got shape "
+                                         r"\(2, 4\) and dtype float32"):
         gn(lambda p, x, t: jaxcnn.dense(x, p["w"]) - t, params, x, t)
+    with pytest.raises(ValueError, match=r"scalar loss, got shape \(\) and dtype int32"):  # was jax.grad's
+        gn(lambda p, x, t: jnp.sum(jaxcnn.dense(x, p["w"]) > t, dtype=jnp.int32), params, x, t)
     h = gn(loss, params, x, t)  # the checks let a good call through
     assert h["w"].shape == (3, 4) and bool(jnp.all(h["w"] >= 0))
 

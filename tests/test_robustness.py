@@ -611,6 +611,11 @@ def test_model_params_and_choices_are_checked_before_use():
     with pytest.raises(ValueError, match=r"^`lecun1989`: `activation` must be one of .*got \['tanh'\]"):
         models.lecun1989(activation=["tanh"])
     assert models.lenet5(activation="tanh") is models.lenet5(activation="tanh")  # still cached
+    # the defaults spelled out are the same model (were two: two compilations of one network)
+    assert models.lenet5() is models.lenet5(activation="relu", pooling="max")
+    assert models.lecun1989() is models.lecun1989(activation="tanh")
+    with pytest.raises(TypeError, match="unexpected keyword argument 'foo'"):
+        models.lecun1989(foo=1)
     with pytest.raises(TypeError, match=r"^`lenet5.init`: `dtype` must be a floating-point dtype, got 'foo'"):
         model.init(jax.random.key(0), "foo")
 

@@ -117,6 +117,9 @@ def test_estimate_curvature_needs_matching_nonempty_examples():
         sdlm.estimate_curvature(apply, jaxcnn.squared_error, params, x[:0], t[:0])  # the mean of none: NaN
     with pytest.raises(ValueError, match=r"got shapes \(4, 4\) and \(3, 3\)"):
         sdlm.estimate_curvature(apply, jaxcnn.squared_error, params, x[:4], t[:3])
+    labels = [0, 1, 1, 0]  # vmapped element by element: vmap's own error about a rank-0 argument (audit)
+    with pytest.raises(TypeError, match=r"`estimate_curvature`: `y` must be an array, got a list; wrap it"):
+        sdlm.estimate_curvature(apply, jaxcnn.softmax_cross_entropy, params, x[:4], labels)
 
 
 def _mlp():
