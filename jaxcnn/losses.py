@@ -135,6 +135,8 @@ def softmax_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
 
     The backward computes ``(softmax(z_n) sum_k t_{n,k} - t_n) / N``: the formula above for
     one-hot or probability rows, and still the exact gradient for rows that do not sum to 1.
+    A logit of -inf (a masked class) with no target weight adds nothing (``0 log 0 = 0``), its
+    label gradient 0: the loss stays finite, as for ``optax.softmax_cross_entropy_with_integer_labels``.
 
     Args:
       logits: ``(N, K)`` unnormalised scores, floating point.
@@ -166,9 +168,16 @@ def _targets(labels: jax.Array, num_classes: int, dtype) -> jax.Array:
     return labels
 
 
+def _weighted(log_probs: jax.Array, target: jax.Array) -> jax.Array:
+    """`log_probs` where the target weighs them; 0 where a class has no target weight and
+    log-probability -inf (a logit masked with -inf: ``0 * -inf`` made the loss NaN)."""
+    return jnp.where((target == 0) & (log_probs == -jnp.inf), 0, log_probs)
+
+
 def _cross_entropy(log_probs: jax.Array, labels: jax.Array) -> jax.Array:
     n, k = log_probs.shape
-    return -jnp.sum(_targets(labels, k, log_probs.dtype) * log_probs) / n
+    target = _targets(labels, k, log_probs.dtype)
+    return -jnp.sum(target * _weighted(log_probs, target)) / n
 
 
 @jax.custom_vjp
@@ -197,7 +206,7 @@ def _softmax_cross_entropy_bwd(
     if jnp.issubdtype(labels.dtype, jnp.integer):
         # Integer inputs take no cotangent: None stands for the float0 zero custom_vjp expects.
         return dlogits, None
-    return dlogits, -log_probs * scale
+    return dlogits, -_weighted(log_probs, target) * scale
 
 
 _softmax_cross_entropy.defvjp(_softmax_cross_entropy_fwd, _softmax_cross_entropy_bwd)

@@ -356,4 +356,8 @@ def softmax_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     """Reference `jaxcnn.softmax_cross_entropy`: batch mean of ``-sum_k onehot_k log softmax_k``."""
     integer = labels_check("softmax_cross_entropy", logits, labels)
     target = jax.nn.one_hot(labels, logits.shape[1], dtype=logits.dtype) if integer else labels
-    return -jnp.sum(target * jax.nn.log_softmax(logits)) / logits.shape[0]
+    log_probs = jax.nn.log_softmax(logits)
+    # 0 log 0 = 0: a class masked with a -inf logit and no target weight adds nothing (a select of
+    # the log-probabilities, not of the products, whose gradient would be 0 * -inf)
+    log_probs = jnp.where((target == 0) & (log_probs == -jnp.inf), 0, log_probs)
+    return -jnp.sum(target * log_probs) / logits.shape[0]

@@ -152,6 +152,32 @@ def test_cross_entropy_is_stable_for_large_logits():
     np.testing.assert_allclose(g, [[0.5, -0.5, 0.0], [1 / 6, 1 / 6, -1 / 3]], atol=1e-7)
 
 
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_a_class_masked_with_minus_inf_adds_nothing(dtype, x64):
+    """A logit of -inf with no target weight (a masked class): 0 * log 0 made the loss NaN (optax's
+    integer-label form gives the finite loss). Worked by hand: row 0 is the loss over classes 1-2,
+    log(e^1 + e^2) - 2; row 1 softmax over classes 0 and 2 with soft targets."""
+    logits = jnp.array([[-jnp.inf, 1.0, 2.0], [0.5, -jnp.inf, -0.5]], dtype)
+    soft = jnp.array([[0.0, 0.0, 1.0], [0.25, 0.0, 0.75]], dtype)
+    lse1 = math.log(math.exp(0.5) + math.exp(-0.5))
+    want = (math.log(math.e + math.e**2) - 2 + (lse1 - 0.25 * 0.5 + 0.75 * 0.5)) / 2
+    p1 = math.exp(0.5 - lse1)
+    want_dz = [[0.0, math.e / (math.e + math.e**2) / 2, (math.e**2 / (math.e + math.e**2) - 1) / 2],
+               [(p1 - 0.25) / 2, 0.0, (1 - p1 - 0.75) / 2]]
+    for fn in (losses.softmax_cross_entropy, reference.softmax_cross_entropy):
+        e, (dz, dt) = jax.jit(jax.value_and_grad(fn, argnums=(0, 1)))(logits, soft)
+        np.testing.assert_allclose(e, want, rtol=1e-6)
+        np.testing.assert_allclose(dz, want_dz, rtol=1e-5, atol=1e-7)
+        assert dt[0, 0] == 0 and dt[1, 1] == 0 and np.all(np.isfinite(dt))  # 0 where 0 log 0
+        e, dz = jax.value_and_grad(fn)(logits[:1], jnp.array([2]))  # integer labels
+        np.testing.assert_allclose(e, math.log(math.e + math.e**2) - 2, rtol=1e-6)
+        np.testing.assert_allclose(dz, [[0.0, 2 * want_dz[0][1], 2 * want_dz[0][2]]], rtol=1e-5)
+    # NaN still propagates, and a masked target class costs infinitely much
+    nan = jnp.array([[jnp.nan, 1.0]], dtype)
+    assert np.isnan(losses.softmax_cross_entropy(nan, jnp.array([1])))
+    assert losses.softmax_cross_entropy(logits[:1], jnp.array([0])) == jnp.inf
+
+
 def test_traced_out_of_range_label_gets_a_zero_row_like_the_reference():
     logits = normal(0, (2, K), jnp.float32)
     labels = jnp.array([1, K])  # out of range, unseen by the check under jit
