@@ -168,10 +168,15 @@ def _targets(labels: jax.Array, num_classes: int, dtype) -> jax.Array:
     return labels
 
 
+def _masked(log_probs: jax.Array, target: jax.Array) -> jax.Array:
+    """The classes that take no part: no target weight and log-probability -inf (a logit masked
+    with -inf; ``0 * -inf`` made the loss NaN)."""
+    return (target == 0) & (log_probs == -jnp.inf)
+
+
 def _weighted(log_probs: jax.Array, target: jax.Array) -> jax.Array:
-    """`log_probs` where the target weighs them; 0 where a class has no target weight and
-    log-probability -inf (a logit masked with -inf: ``0 * -inf`` made the loss NaN)."""
-    return jnp.where((target == 0) & (log_probs == -jnp.inf), 0, log_probs)
+    """`log_probs` where the target weighs them, 0 at the `_masked` classes."""
+    return jnp.where(_masked(log_probs, target), 0, log_probs)
 
 
 def _cross_entropy(log_probs: jax.Array, labels: jax.Array) -> jax.Array:
@@ -199,6 +204,9 @@ def _softmax_cross_entropy_bwd(
     n, k = log_probs.shape
     scale = g / n
     target = _targets(labels, k, log_probs.dtype)
+    # a masked class's weight, 0, is no input here either (its derivative, in a second-order
+    # gradient through this rule, is 0 as in the reference)
+    target = jnp.where(_masked(log_probs, target), 0, target)
     # (softmax - t) / N for rows summing to 1; exact for any row (an out-of-range traced label's
     # all-zero row adds 0 to the loss and gets gradient 0).
     mass = jnp.sum(target, axis=1, keepdims=True)

@@ -128,6 +128,10 @@ def _cached(build: Callable[..., Model]) -> Callable[..., Model]:
 
 
 def _check_dtype(fn: str, dtype: Any) -> jnp.dtype:
+    """`init`'s dtype: a floating-point one; None is the default, float32 (NumPy reads None as
+    float64)."""
+    if dtype is None:
+        return jnp.dtype(jnp.float32)
     try:
         d = jnp.dtype(dtype)
     except TypeError:

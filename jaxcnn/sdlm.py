@@ -153,6 +153,12 @@ def _like(fn: str, name: str, tree: Any, like: Any) -> Any:
         if jnp.shape(given) != jnp.shape(leaf):
             raise fail(fn, f"`{name}`{jax.tree_util.keystr(path)} has shape {jnp.shape(given)}; expected "
                        f"{jnp.shape(leaf)}, its parameter's")
+        values = None if isinstance(given, jax.core.Tracer) else np.asarray(given)  # concrete ones only
+        if values is not None and np.any(values < 0):
+            raise fail(fn, f"`{name}`{jax.tree_util.keystr(path)} has negative entries (min "
+                       f"{float(np.nanmin(values)):.3g}): a diagonal Gauss-Newton curvature is >= 0, and "
+                       "mu + h < mu turns steps uphill (a curvature estimated through jaxcnn.reference ops "
+                       "is a gradient: use jaxcnn's)")
     return tree
 
 

@@ -172,6 +172,12 @@ def test_a_class_masked_with_minus_inf_adds_nothing(dtype, x64):
         e, dz = jax.value_and_grad(fn)(logits[:1], jnp.array([2]))  # integer labels
         np.testing.assert_allclose(e, math.log(math.e + math.e**2) - 2, rtol=1e-6)
         np.testing.assert_allclose(dz, [[0.0, 2 * want_dz[0][1], 2 * want_dz[0][2]]], rtol=1e-5)
+    # the masked class's label weight is no input of the gradient either (second order, by JAX's
+    # autodiff of the rule: it gave [-1, p1, p2] there, the reference 0)
+    mixed = [jax.jacrev(lambda t, fn=fn: jax.grad(fn)(logits, t))(soft)
+             for fn in (losses.softmax_cross_entropy, reference.softmax_cross_entropy)]
+    np.testing.assert_allclose(mixed[0], mixed[1], rtol=1e-5, atol=1e-7)
+    assert not np.any(mixed[0][:, :, 0, 0]) and np.all(np.isfinite(mixed[0]))
     # NaN still propagates, and a masked target class costs infinitely much
     nan = jnp.array([[jnp.nan, 1.0]], dtype)
     assert np.isnan(losses.softmax_cross_entropy(nan, jnp.array([1])))

@@ -618,6 +618,8 @@ def test_model_params_and_choices_are_checked_before_use():
         models.lecun1989(foo=1)
     with pytest.raises(TypeError, match=r"^`lenet5.init`: `dtype` must be a floating-point dtype, got 'foo'"):
         model.init(jax.random.key(0), "foo")
+    with jax.enable_x64(True):  # None was NumPy's float64 (with x64 off: float32 and JAX's warnings)
+        assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(model.init(jax.random.key(0), None)))
 
 
 def test_sdlm_numbers_and_curvature_trees_are_checked():

@@ -77,6 +77,21 @@ def test_curvature_set_wherever_the_state_holds_it(standard_promotion):
                  (jnp.ones((3, 2)), jnp.ones((3, 2))), epochs=1, progress=False)
 
 
+def test_a_negative_curvature_is_refused(standard_promotion):
+    """h = -0.03 with mu = 0.02 made the step +eps/0.01 * g: uphill, silently (an audit's finding; the
+    documented trap, a curvature estimated through jaxcnn.reference ops, gives such signed values).
+    A NaN propagates as in JAX; traced values are not inspected."""
+    params, opt = {"w": jnp.ones(3)}, sdlm.sdlm(0.1)
+    for call in (lambda h: sdlm.set_curvature(opt.init(params), h),
+                 lambda h: sdlm.running_curvature(opt.init(params), h, 1.0)):
+        with pytest.raises(ValueError, match=r"`hessian`\['w'\] has negative entries \(min -0.03\)|"
+                                             r"`h_p`\['w'\] has negative entries \(min -0.03\)"):
+            call({"w": jnp.array([-0.02, -0.03, jnp.nan])})
+        h = call({"w": jnp.array([0.0, 1.0, jnp.nan])})
+        assert np.isnan(jax.tree.leaves(h)[-1][-1])
+        assert jax.jit(call)({"w": jnp.array([-1.0, 0.0, 0.0])}) is not None  # traced: not checked
+
+
 def test_lecun_schedule_ratios(standard_promotion):
     sched = sdlm.lecun_schedule(5e-4, steps_per_pass=10)
     got = [float(sched(10 * p)) for p in range(14)]  # first update of passes 1..14
