@@ -246,12 +246,18 @@ def _eqx_pads(padding: Any, size: tuple[int, ...], extent: tuple[int, ...], stri
 
 
 def _conv_call(m, x: jax.Array) -> jax.Array:
-    """`equinox.nn.Conv.__call__` by `jaxcnn.conv`: weight ``(O, I/g, *k)`` -> ``(*k, I/g, O)``."""
+    """`equinox.nn.Conv.__call__` by `jaxcnn.conv`: weight ``(O, I/g, *k)`` -> ``(*k, I/g, O)``.
+    Zero padding goes through `conv_general_dilated`, which reads what Equinox (lax) accepts as lax
+    does: negative padding crops, a window wider than the padded input gives an empty result."""
     nd = m.num_spatial_dims
     xl = _channels_last(x, nd, "x", "Conv")
-    w = jnp.transpose(m.weight, (*range(2, nd + 2), 1, 0))
     extent = tuple(d * (k - 1) + 1 for k, d in zip(m.kernel_size, m.dilation, strict=True))
     pads = _eqx_pads(m.padding, xl.shape[1:-1], extent, m.stride)
+    if m.padding_mode == "ZEROS":
+        y = conv_general_dilated(x[None], m.weight, m.stride, pads, rhs_dilation=m.dilation,
+                                 feature_group_count=m.groups)[0]
+        return y if m.bias is None else y + jnp.broadcast_to(m.bias, y.shape)
+    w = jnp.transpose(m.weight, (*range(2, nd + 2), 1, 0))
     b = None if m.bias is None else m.bias.reshape(m.out_channels)
     y = jaxcnn.conv(xl, w, b, stride=m.stride, padding=pads, dilation=m.dilation, groups=m.groups,
                     padding_mode=m.padding_mode.lower())
@@ -316,13 +322,15 @@ def swap_equinox_convs(model):
     """`model` with every ``equinox.nn.Conv*`` and ``equinox.nn.ConvTranspose*`` replaced (``eqx.tree_at``)
     by jaxcnn's drop-in of the same class name, weights and configuration kept: the forward values are
     Equinox's, the backward the article's rules. Subclasses of Equinox's convs are left alone (their
-    ``__call__`` may differ)."""
+    ``__call__`` may differ), and so is a ``ConvTranspose*`` whose ``padding_mode`` is not "ZEROS"
+    (jaxcnn's drop-in would refuse every call: `conv_transpose` has no such padding)."""
     eqx = _equinox()
     classes = _equinox_classes()
     swappable = tuple(classes)
+    transposed = tuple(base for base in classes if issubclass(base, eqx.nn.ConvTranspose))
 
     def is_conv(node):
-        return type(node) in classes
+        return type(node) in classes and not (type(node) in transposed and node.padding_mode != "ZEROS")
 
     found = [node for node in jax.tree_util.tree_leaves(model, is_leaf=lambda n: isinstance(n, swappable))
              if is_conv(node)]

@@ -114,10 +114,33 @@ def test_swap_whole_model():
     assert_close([c.weight for c in g_o.convs], [c.weight for c in g_s.convs])
 
 
+def test_what_lax_reads_and_what_is_left_to_equinox():
+    """The drop-in refused zero paddings Equinox runs (negative ones, windows wider than the padded
+    input, no input); `swap_equinox_convs` made a circular transposed conv into a layer that refused
+    every call (an audit's findings): it is now left as Equinox's."""
+    key = jax.random.key(0)
+    for stock, x in ((eqx.nn.Conv1d(2, 3, 3, padding=-1, key=key), normal(7, (2, 8), jnp.float32)),
+                     (eqx.nn.Conv2d(2, 3, 5, key=key), normal(7, (2, 3, 3), jnp.float32)),
+                     (eqx.nn.Conv1d(2, 3, 1, padding=((1, -2),), stride=2, key=key),
+                      normal(7, (2, 9), jnp.float32)),
+                     (eqx.nn.Conv1d(2, 3, 1, key=key), jnp.ones((2, 0)))):
+        ours = interop.swap_equinox_convs(stock)
+        assert type(ours).__module__ == "jaxcnn.interop"
+        y_s, vjp_s = jax.vjp(lambda m, x: m(x), stock, x)
+        y_o, vjp_o = jax.vjp(lambda m, x: m(x), ours, x)
+        assert y_o.shape == y_s.shape
+        assert_close(y_o, y_s)
+        ct = normal(8, y_s.shape, jnp.float32)
+        (g_s, gx_s), (g_o, gx_o) = vjp_s(ct), vjp_o(ct)
+        assert_close((g_o.weight, g_o.bias, gx_o), (g_s.weight, g_s.bias, gx_s))
+    t = eqx.nn.ConvTranspose1d(2, 3, 3, padding="SAME", padding_mode="CIRCULAR", key=key)
+    assert interop.swap_equinox_convs(t) is t and interop.swap_equinox_convs([t])[0] is t
+
+
 def test_errors():
-    t = eqx.nn.ConvTranspose1d(2, 3, 3, padding="SAME", padding_mode="CIRCULAR", key=jax.random.key(0))
+    t = interop.ConvTranspose1d(2, 3, 3, padding="SAME", padding_mode="CIRCULAR", key=jax.random.key(0))
     with pytest.raises(NotImplementedError, match="`ConvTranspose`: `padding_mode` 'CIRCULAR'"):
-        interop.swap_equinox_convs(t)(jnp.ones((2, 5)))
+        t(jnp.ones((2, 5)))
     c = interop.Conv1d(2, 3, 3, key=jax.random.key(0))
     with pytest.raises(ValueError, match="`Conv`: `x` must have rank 2"):
         c(jnp.ones((1, 2, 5)))
