@@ -169,7 +169,7 @@ def conv_general_dilated(
     pads = tuple((int(lo), int(hi)) for lo, hi in pads)
 
     size = x.shape[1:-1]
-    dilated = tuple((n - 1) * b + 1 if n else 0 for n, b in zip(size, base, strict=True))  # lax's lhs
+    dilated = _dilated(size, base)  # lax's lhs
     padded = tuple(m + lo + hi for m, (lo, hi) in zip(dilated, pads, strict=True))
     if min(padded) < 0:
         where = "" if base == (1,) * nd else " dilated by `lhs_dilation`"
@@ -193,6 +193,12 @@ def conv_general_dilated(
     return _transpose(y, _inverse(out_perm))
 
 
+def _dilated(size: tuple[int, ...], base: tuple[int, ...]) -> tuple[int, ...]:
+    """The spatial size of the input with ``base - 1`` zeros inserted between its units (lax's
+    ``lhs_dilation``); an empty axis stays empty."""
+    return tuple((n - 1) * b + 1 if n else 0 for n, b in zip(size, base, strict=True))
+
+
 def _transposed(x, w, base, strides, pads, dilation, extent, groups) -> jax.Array:
     """``lhs_dilation`` = the stride of a transposed convolution: lax correlates the zero-inserted input,
     padded by ``(PL, PH)``, with ``w``; `jaxcnn.conv_transpose` with stride `base`, padding
@@ -202,7 +208,7 @@ def _transposed(x, w, base, strides, pads, dilation, extent, groups) -> jax.Arra
     (no input, or a crop on the other side took it all), every output is such a zero."""
     nd = len(base)
     clipped = tuple((min(lo, e - 1), min(hi, e - 1)) for (lo, hi), e in zip(pads, extent, strict=True))
-    dilated = tuple((n - 1) * s + 1 if n else 0 for n, s in zip(x.shape[1:-1], base, strict=True))
+    dilated = _dilated(x.shape[1:-1], base)
     span = tuple(m + lo + hi - e + 1 for m, (lo, hi), e in zip(dilated, clipped, extent, strict=True))
     if min(span) <= 0 or 0 in dilated:
         full = tuple(m + lo + hi - e + 1 for m, (lo, hi), e in zip(dilated, pads, extent, strict=True))

@@ -204,9 +204,10 @@ def _softmax_cross_entropy_bwd(
     n, k = log_probs.shape
     scale = g / n
     target = _targets(labels, k, log_probs.dtype)
+    masked = _masked(log_probs, target)
     # a masked class's weight, 0, is no input here either (its derivative, in a second-order
     # gradient through this rule, is 0 as in the reference)
-    target = jnp.where(_masked(log_probs, target), 0, target)
+    target = jnp.where(masked, 0, target)
     # (softmax - t) / N for rows summing to 1; exact for any row (an out-of-range traced label's
     # all-zero row adds 0 to the loss and gets gradient 0).
     mass = jnp.sum(target, axis=1, keepdims=True)
@@ -214,7 +215,7 @@ def _softmax_cross_entropy_bwd(
     if jnp.issubdtype(labels.dtype, jnp.integer):
         # Integer inputs take no cotangent: None stands for the float0 zero custom_vjp expects.
         return dlogits, None
-    return dlogits, -_weighted(log_probs, target) * scale
+    return dlogits, -jnp.where(masked, 0, log_probs) * scale
 
 
 _softmax_cross_entropy.defvjp(_softmax_cross_entropy_fwd, _softmax_cross_entropy_bwd)
